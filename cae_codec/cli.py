@@ -1,0 +1,206 @@
+"""The command line: parses options, calls the library, reports results. No codec logic here."""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import numpy as np
+from PIL import Image
+
+from . import codec, metrics
+from . import train as train_mod
+from . import weights as weights_mod
+from .container import FormatError
+from .datasets import DATA_DIR_ENV, DataError
+from .files import OutputExists, plan_outputs, write_atomic
+
+USER_ERRORS = (OSError, ValueError, FormatError, weights_mod.WeightsError, DataError, Image.DecompressionBombError)
+
+WEIGHTS_OPTION = click.option(
+    "--weights", type=click.Path(dir_okay=False), help="Weight file to use instead of the shipped one."
+)
+MAX_PIXELS_OPTION = click.option(
+    "--max-pixels", default=codec.DEFAULT_MAX_PIXELS, show_default=True, type=click.IntRange(1),
+    help="Refuse images with more pixels than this.",
+)
+FORCE_OPTION = click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+OUTPUT_OPTION = click.option(
+    "-o", "--output", type=click.Path(path_type=Path),
+    help="Output file (one input) or folder (several inputs; created if missing).",
+)
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[0].lower() + e.strerror[1:]
+    return str(e) or type(e).__name__
+
+
+def _run_batch(inputs: tuple[Path, ...], suffix: str, output: Path | None,
+               work: Callable[[Path, Path], str]) -> None:
+    """Apply `work(source, target)` to each input; one failure does not stop the others."""
+    try:
+        targets = plan_outputs(list(inputs), suffix, output)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    failed = 0
+    for source, target in zip(inputs, targets):
+        try:
+            click.echo(work(source, target))
+        except (*USER_ERRORS, OutputExists) as e:
+            failed += 1
+            click.echo(f"cae-codec: {source}: {_describe(e)}", err=True)
+    if failed:
+        if len(inputs) > 1:
+            click.echo(f"cae-codec: {failed} of {len(inputs)} files failed", err=True)
+        raise SystemExit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="cae-codec")
+def main() -> None:
+    """cae-codec: a learned image codec that writes real .cae files.
+
+    \b
+      cae-codec compress photo.png          writes photo.cae
+      cae-codec decompress photo.cae        writes photo.png
+      cae-codec info photo.cae              shows what a .cae file holds
+    """
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@OUTPUT_OPTION
+@click.option("-q", "--quality", type=int,
+              help="1 (fewest bits) to 8 (best pictures) with the shipped weights; default 6.")
+@WEIGHTS_OPTION
+@FORCE_OPTION
+@MAX_PIXELS_OPTION
+@click.option("--psnr", is_flag=True, help="Also decode the result and print its PSNR against the input.")
+def compress(inputs, output, quality, weights, force, max_pixels, psnr) -> None:
+    """Compress images (PNG, JPEG, BMP, TIFF, WebP, ...) to .cae files.
+
+    Each INPUT is written beside itself with the suffix .cae unless -o says otherwise.
+
+    \b
+    Modes: RGB and L (grayscale) are kept; RGBA keeps its alpha plane losslessly.
+    Other modes are converted: 1, I, I;16, F -> L; LA, PA -> RGBA; P -> RGBA if it
+    has transparency, else RGB; CMYK, YCbCr, LAB, HSV -> RGB. 16-bit images lose
+    their low 8 bits. EXIF orientation is applied; of an animation, only the first
+    frame is kept.
+    """
+    try:
+        w = weights_mod.load(weights)
+    except weights_mod.WeightsError as e:
+        raise click.ClickException(str(e)) from None
+
+    def work(source: Path, target: Path) -> str:
+        image = codec.read_image(source, max_pixels)
+        start = time.perf_counter()
+        data = codec.compress(image, quality, weights=w.path, max_pixels=max_pixels)
+        seconds = time.perf_counter() - start
+        write_atomic(target, data, source, force)
+        line = (f"{source} -> {target}: {len(data)} bytes, "
+                f"{metrics.bpp(len(data), image.width, image.height):.3f} bpp, {seconds * 1000:.0f} ms")
+        if psnr:
+            rgb, _, _ = codec.split_image(image)
+            decoded, _, _ = codec.split_image(codec.decompress(data, weights=w.path, max_pixels=max_pixels))
+            line += f", PSNR {metrics.psnr(rgb, decoded):.2f} dB"
+        return line
+
+    _run_batch(inputs, ".cae", output, work)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@OUTPUT_OPTION
+@WEIGHTS_OPTION
+@FORCE_OPTION
+@MAX_PIXELS_OPTION
+def decompress(inputs, output, weights, force, max_pixels) -> None:
+    """Decompress .cae files to PNG (or the format -o's suffix names).
+
+    The image comes back with its original width, height and mode (L, RGB or RGBA).
+    """
+
+    def work(source: Path, target: Path) -> str:
+        start = time.perf_counter()
+        image = codec.decompress(source.read_bytes(), weights=weights, max_pixels=max_pixels)
+        seconds = time.perf_counter() - start
+        buffer = io.BytesIO()
+        image.save(buffer, format=Image.registered_extensions().get(target.suffix.lower(), "PNG"))
+        write_atomic(target, buffer.getvalue(), source, force)
+        return f"{source} -> {target}: {image.width}x{image.height} {image.mode}, {seconds * 1000:.0f} ms"
+
+    _run_batch(inputs, ".png", output, work)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+def info(inputs) -> None:
+    """Show the header of .cae files without decoding them."""
+    failed = False
+    for source in inputs:
+        try:
+            data = source.read_bytes()
+            h = codec.read_header(data)
+        except (OSError, FormatError) as e:
+            failed = True
+            click.echo(f"cae-codec: {source}: {_describe(e)}", err=True)
+            continue
+        bpp = metrics.bpp(len(data), h.width, h.height)
+        click.echo(f"{source}: {h.width}x{h.height} {h.mode}, quality {h.quality}, coder {h.coder}, "
+                   f"weights id {h.weights_id}, {len(data)} bytes ({bpp:.3f} bpp)")
+    if failed:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Weight file to write when training ends.")
+@click.option("--data-dir", type=click.Path(), envvar=DATA_DIR_ENV,
+              help=f"CIFAR-10 archive or folder (default: ${DATA_DIR_ENV}, else download to the cache).")
+@click.option("--steps", default=20000, show_default=True, help="Optimizer steps in all.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=3e-4, show_default=True, help="Peak learning rate (cosine decay).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--lambdas", default=",".join(map(str, train_mod.DEFAULT_LAMBDAS)), show_default=True,
+              help="One lambda per quality level, low to high (loss = lambda*255^2*MSE + bpp).")
+@click.option("--channels", "N", default=128, show_default=True, help="Hidden channels N.")
+@click.option("--latent-channels", "M", default=64, show_default=True, help="Latent channels M.")
+@click.option("--val-rows", default=256, show_default=True,
+              help="Training rows held out for validation (from data_batch_5).")
+@click.option("--eval-every", default=500, show_default=True, help="Steps between validation and checkpoint.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint to resume from and save to.")
+@click.option("--log", "log_csv", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV log of training and validation metrics.")
+@click.option("--name", help="Name recorded in the weights (default: the output file's stem).")
+@click.option("--default-quality", default=6, show_default=True, help="Quality used when -q is not given.")
+@click.option("--id", "weights_id", type=int, hidden=True, help="Registry id (maintainers only).")
+def train(**options) -> None:
+    """Train a model on CIFAR-10's training batches and write a weight file.
+
+    The test batch is never read. Resume an interrupted run by giving the same --checkpoint.
+    """
+    try:
+        options["lambdas"] = tuple(float(v) for v in options["lambdas"].split(","))
+    except ValueError:
+        raise click.BadParameter("must be numbers separated by commas", param_hint="--lambdas") from None
+    cfg = train_mod.TrainConfig(**options)
+    bar = click.progressbar(length=cfg.steps, label="training", file=sys.stderr,
+                            item_show_func=lambda p: p and f"loss {p.loss:.3f}")
+    with bar:
+        def on_progress(p: train_mod.Progress) -> None:
+            bar.update(p.step - bar.pos, p)
+
+        try:
+            sha = train_mod.train(cfg, on_progress)
+        except USER_ERRORS as e:
+            raise click.ClickException(_describe(e)) from None
+    click.echo(f"wrote {cfg.out} (sha256 {sha})")

@@ -1,0 +1,177 @@
+"""The codec: image <-> .cae bytes, one plain step at a time.
+
+image -> (rgb, alpha, mode) -> tensor -> latent -> integers -> bytes, and back.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import entropy, weights as weights_mod
+from .container import CaeFile, FormatError, Header, pack, unpack
+
+DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
+WeightsArg = str | os.PathLike | None
+
+# How Pillow modes reach the network: everything becomes L, RGB or RGBA first.
+CONVERSIONS = {"1": "L", "F": "L", "LA": "RGBA", "PA": "RGBA"}
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image file fully, turned upright by its EXIF orientation; first frame only."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ValueError("empty file")
+    try:
+        with Image.open(path) as image:
+            _check_pixels(image.width, image.height, max_pixels)
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except UnidentifiedImageError:
+        raise ValueError("not an image file, or a format Pillow cannot read") from None
+    except (OSError, SyntaxError) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise  # a file-system error: missing, a directory, no permission
+        raise ValueError(f"corrupt or truncated image ({e})") from None
+
+
+def split_image(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """An image as (rgb uint8 HxWx3, alpha uint8 HxW or None, stored mode)."""
+    if isinstance(image, np.ndarray):
+        image = _array_to_image(image)
+    if image.mode in SIXTEEN_BIT:
+        # Pillow's convert("L") clips 16-bit values at 255; keep the high byte instead.
+        image = Image.fromarray((np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8), "L")
+    elif image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode in CONVERSIONS:
+        image = image.convert(CONVERSIONS[image.mode])
+    elif image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("RGB")
+    mode = image.mode
+    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    alpha = np.asarray(image.getchannel("A"), dtype=np.uint8) if mode == "RGBA" else None
+    return rgb, alpha, mode
+
+
+def _array_to_image(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise TypeError(f"image arrays must be uint8, not {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        return Image.fromarray(array, "L")
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return Image.fromarray(array, "RGB" if array.shape[2] == 3 else "RGBA")
+    raise TypeError(f"image arrays must be HxW, HxWx1, HxWx3 or HxWx4, not {array.shape}")
+
+
+def to_tensor(rgb: np.ndarray, stride: int) -> torch.Tensor:
+    """uint8 HxWx3 to a (1,3,H',W') float tensor in [0,1], edge-padded to multiples of `stride`."""
+    x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)[None].float().div_(255)
+    h, w = rgb.shape[:2]
+    pad_h, pad_w = -h % stride, -w % stride
+    # Replicate padding needs at least one pixel to copy; reflect would fail on 1-pixel sides.
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+
+def to_pixels(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Decoder output to uint8 HxWx3, cropped to the original size."""
+    x = x_hat[0, :, :height, :width].clamp(0, 1).mul(255).round()
+    return x.to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+@torch.inference_mode()
+def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int) -> np.ndarray:
+    """Image tensor to the integer symbols (M, H/4, W/4), centred on each channel's median."""
+    level = torch.tensor([quality - 1])
+    y_hat = torch.round(w.model.analysis(x, level))[0]
+    return (y_hat.long() - w.offsets[quality - 1][:, None, None]).numpy()
+
+
+@torch.inference_mode()
+def decode_latent(w: weights_mod.Weights, symbols: np.ndarray, quality: int) -> torch.Tensor:
+    """Integer symbols back to the decoder's output tensor."""
+    level = torch.tensor([quality - 1])
+    y_hat = torch.from_numpy(symbols) + w.offsets[quality - 1][:, None, None]
+    return w.model.synthesis(y_hat[None].float(), level)
+
+
+def latent_shape(w: weights_mod.Weights, height: int, width: int) -> tuple[int, int, int]:
+    s = w.model.config.stride
+    return (w.model.config.M, -(-height // s), -(-width // s))
+
+
+def _check_quality(w: weights_mod.Weights, quality: int) -> None:
+    if not 1 <= quality <= w.levels:
+        raise ValueError(f"quality must be an integer from 1 to {w.levels}, not {quality}")
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ValueError(f"{width}x{height} is over the limit of {max_pixels} pixels (see max_pixels)")
+
+
+def compress(
+    image: Image.Image | np.ndarray,
+    quality: int | None = None,
+    weights: WeightsArg = None,
+    coder: str = "zstd",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> bytes:
+    """Compress a PIL image or uint8 array (HxW, HxWx3, HxWx4) to .cae bytes."""
+    w = weights_mod.load(weights)
+    quality = w.default_quality if quality is None else quality
+    _check_quality(w, quality)
+    if coder != "zstd":
+        raise ValueError(f"coder {coder!r} is not available (this version has: zstd)")
+    rgb, alpha, mode = split_image(image)
+    height, width = rgb.shape[:2]
+    _check_pixels(width, height, max_pixels)
+    symbols = encode_latent(w, to_tensor(rgb, w.model.config.stride), quality)
+    header = Header(mode, coder, quality, w.id, width, height)
+    alpha_bytes = entropy.zstd_pack(alpha.tobytes()) if alpha is not None else None
+    return pack(CaeFile(header, entropy.encode_symbols(symbols), alpha_bytes))
+
+
+def read_header(data: bytes) -> Header:
+    """The checked header of .cae bytes, without decoding the image."""
+    return unpack(data).header
+
+
+def _weights_for(header: Header, weights: WeightsArg) -> weights_mod.Weights:
+    w = weights_mod.load(weights, header.weights_id)
+    if w.id != header.weights_id:
+        raise FormatError(f"file was made with weights id {header.weights_id}, not {w.name} (id {w.id})")
+    if header.quality > w.levels:
+        raise FormatError(f"quality {header.quality} is above the {w.levels} levels of {w.name}")
+    return w
+
+
+def decompress(data: bytes, weights: WeightsArg = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode .cae bytes to a PIL image of the original size and mode (L, RGB or RGBA)."""
+    f = unpack(bytes(data))
+    h = f.header
+    if h.width * h.height > max_pixels:
+        raise FormatError(f"{h.width}x{h.height} is over the limit of {max_pixels} pixels (see max_pixels)")
+    w = _weights_for(h, weights)
+    shape = latent_shape(w, h.height, h.width)
+    symbols = entropy.decode_symbols(f.color, int(np.prod(shape))).reshape(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a garbage latent may overflow float math; pixels are clamped
+        rgb = to_pixels(decode_latent(w, symbols, h.quality), h.height, h.width)
+    if h.mode == "L":
+        return Image.fromarray(np.round(rgb.mean(axis=2)).astype(np.uint8), "L")
+    if h.mode == "RGB":
+        return Image.fromarray(rgb, "RGB")
+    alpha = entropy.zstd_unpack(f.alpha, h.width * h.height, "alpha plane")
+    if len(alpha) != h.width * h.height:
+        raise FormatError(f"alpha plane holds {len(alpha)} values, expected {h.width * h.height}")
+    plane = np.frombuffer(alpha, dtype=np.uint8).reshape(h.height, h.width)
+    return Image.fromarray(np.dstack([rgb, plane]), "RGBA")

@@ -1,0 +1,170 @@
+"""Training: rate-distortion optimisation of the CAE on CIFAR-10's training batches."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import weights as weights_mod
+from .datasets import load_cifar10
+from .model import CAE, ModelConfig
+
+# Lambdas of CompressAI's factorized-prior ladder: loss = lambda * 255^2 * MSE + bpp.
+DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+VAL_BATCH = 4  # validation rows come from the start of data_batch_5 (training rows 40000..)
+
+
+@dataclass
+class TrainConfig:
+    out: Path
+    data_dir: str | None = None
+    steps: int = 20000
+    batch_size: int = 64
+    lr: float = 3e-4
+    seed: int = 0
+    val_rows: int = 256
+    eval_every: int = 500
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    N: int = 128
+    M: int = 64
+    checkpoint: Path | None = None
+    log_csv: Path | None = None
+    weights_id: int | None = None
+    name: str | None = None
+    default_quality: int = 6
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Progress:
+    step: int
+    steps: int
+    loss: float
+    metrics: dict[str, float] | None = None  # set after a validation pass
+
+
+def split_rows(train: np.ndarray, val_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out `val_rows` rows of the training batches (never the test batch) for validation."""
+    start = VAL_BATCH * 10000 if len(train) >= 50000 else 0
+    val = train[start : start + val_rows]
+    rest = np.concatenate([train[:start], train[start + val_rows :]])
+    return rest, val
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (B,H,W,3) to float (B,3,H,W) in [0,1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+
+
+def rd_loss(model: CAE, x: torch.Tensor, level: torch.Tensor, lambdas: torch.Tensor):
+    """Per-batch lambda * 255^2 * MSE + bpp, with each image weighted by its level's lambda."""
+    x_hat, bits = model(x, level)
+    mse = (x_hat - x).square().mean(dim=(1, 2, 3))
+    bpp = bits / (x.shape[2] * x.shape[3])
+    return (lambdas[level] * 255**2 * mse + bpp).mean(), mse, bpp
+
+
+@torch.no_grad()
+def evaluate(model: CAE, images: np.ndarray, lambdas: tuple[float, ...]) -> dict[str, float]:
+    """Held-out loss, entropy bpp and 8-bit PSNR per level, with real rounding."""
+    model.eval()
+    x = to_tensor(images)
+    out: dict[str, float] = {}
+    for q in range(model.config.levels):
+        level = torch.full((len(x),), q)
+        y_hat = torch.round(model.analysis(x, level))
+        bits = -torch.log2(model.densities[q].likelihood(y_hat)).sum(dim=(1, 2, 3))
+        x_hat = model.synthesis(y_hat, level).clamp(0, 1).mul(255).round().div(255)
+        mse = (x_hat - x).square().mean(dim=(1, 2, 3))
+        bpp = (bits / (x.shape[2] * x.shape[3])).mean().item()
+        out[f"bpp_q{q + 1}"] = bpp
+        out[f"psnr_q{q + 1}"] = (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
+        out[f"loss_q{q + 1}"] = lambdas[q] * 255**2 * mse.mean().item() + bpp
+    model.train()
+    return out
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    """Cosine decay from lr to lr/20 over the run."""
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+
+
+def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator, cfg: TrainConfig):
+    state = {
+        "model": model.state_dict(),
+        "opt": opt.state_dict(),
+        "step": step,
+        "rng": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "config": {"N": cfg.N, "M": cfg.M, "lambdas": list(cfg.lambdas)},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _write_log(path: Path | None, step: int, split: str, metrics: dict[str, float]) -> None:
+    if path is None:
+        return
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["step", "split", "metric", "value", "time"])
+        for key, value in metrics.items():
+            writer.writerow([step, split, key, f"{value:.6g}", f"{time.time():.0f}"])
+
+
+def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = None) -> str:
+    """Train (resuming from cfg.checkpoint if it exists) and export the bundle; returns its sha256."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    train_rows, val_rows = split_rows(load_cifar10("train", cfg.data_dir), cfg.val_rows)
+    config = ModelConfig(N=cfg.N, M=cfg.M, levels=len(cfg.lambdas))
+    model = CAE(config)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    lambdas = torch.tensor(cfg.lambdas)
+    step = 0
+    if cfg.checkpoint and cfg.checkpoint.exists():
+        state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+    model.train()
+    running = 0.0
+    while step < cfg.steps:
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        batch = train_rows[rng.integers(0, len(train_rows), cfg.batch_size)]
+        flip = rng.random(cfg.batch_size) < 0.5
+        batch[flip] = batch[flip, :, ::-1]
+        level = torch.from_numpy(rng.integers(0, config.levels, cfg.batch_size))
+        loss, mse, bpp = rd_loss(model, to_tensor(np.ascontiguousarray(batch)), level, lambdas)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        running = loss.item() if step == 1 else 0.98 * running + 0.02 * loss.item()
+        metrics = None
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics = evaluate(model, val_rows, cfg.lambdas)
+            _write_log(cfg.log_csv, step, "train", {"loss": running})
+            _write_log(cfg.log_csv, step, "val", metrics)
+            if cfg.checkpoint:
+                _save_checkpoint(cfg.checkpoint, model, opt, step, rng, cfg)
+        if on_progress:
+            on_progress(Progress(step, cfg.steps, running, metrics))
+    wid = cfg.weights_id if cfg.weights_id is not None else weights_mod.new_user_id()
+    name = cfg.name or cfg.out.stem
+    return weights_mod.export(model, cfg.out, cfg.lambdas, wid, name, cfg.default_quality)

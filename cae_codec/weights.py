@@ -1,0 +1,171 @@
+"""Weight bundles: the registry of shipped weights, safe loading with hash checks, and export."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .model import CAE, ModelConfig
+
+BUNDLE_FORMAT = "cae-codec-weights"
+BUNDLE_VERSION = 1
+FIRST_USER_ID = 1 << 16  # ids below this are reserved for weights that ship with the package
+
+
+class WeightsError(Exception):
+    """A weight file is missing, damaged, tampered with, or not the one a .cae file needs."""
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """One entry of the registry: an id is bound to exactly one file, by hash, forever."""
+
+    id: int
+    name: str
+    file: str
+    sha256: str
+
+
+# Ids are never reused: a new bundle gets a new id, and old entries stay so old files keep decoding.
+REGISTRY: dict[int, Shipped] = {
+    entry.id: entry
+    for entry in (
+        Shipped(1, "cae-fp8-v1", "cae-fp8-v1.pt", "4cf921862e68f70fad0cb2aec242fbc661f390da405b8964dac4947683a46e38"),
+    )
+}
+DEFAULT_ID = 1
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A loaded bundle: the network plus what the codec needs to use it."""
+
+    id: int
+    name: str
+    path: Path
+    model: CAE
+    lambdas: tuple[float, ...]
+    offsets: torch.Tensor  # (levels, M) int64: each channel's rounded median, subtracted before packing
+    default_quality: int
+
+    @property
+    def levels(self) -> int:
+        return self.model.config.levels
+
+
+def shipped_dir() -> Path:
+    """Where the shipped weights live: inside the installed package, or `weights/` in a checkout."""
+    installed = Path(__file__).parent / "weights"
+    return installed if installed.is_dir() else Path(__file__).parent.parent / "weights"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tensor_digest(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def resolve(weights: str | os.PathLike | None = None, weights_id: int | None = None) -> Path:
+    """The file for a user's choice: an explicit path, else the shipped file for `weights_id`."""
+    if weights is not None:
+        return Path(weights)
+    wid = DEFAULT_ID if weights_id is None else weights_id
+    if wid not in REGISTRY:
+        kind = "shipped" if wid < FIRST_USER_ID else "user-trained"
+        raise WeightsError(f"made with {kind} weights id {wid}, which are not installed; pass --weights")
+    return shipped_dir() / REGISTRY[wid].file
+
+
+def load(weights: str | os.PathLike | None = None, weights_id: int | None = None) -> Weights:
+    """Load and verify a bundle (no code is executed: torch.load with weights_only=True)."""
+    path = resolve(weights, weights_id).resolve()
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise WeightsError(f"cannot read weights {path}: {e.strerror}") from None
+    return _load_cached(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
+    raw = path.read_bytes()
+    try:
+        bundle = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for a damaged or foreign file
+        raise WeightsError(f"{path} is not a cae-codec weight file ({type(e).__name__})") from None
+    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
+        raise WeightsError(f"{path} is not a cae-codec weight file")
+    if bundle.get("format_version") != BUNDLE_VERSION:
+        raise WeightsError(f"{path} has weight format {bundle.get('format_version')}, expected {BUNDLE_VERSION}")
+    wid = bundle["id"]
+    if wid in REGISTRY and _sha256(raw) != REGISTRY[wid].sha256:
+        raise WeightsError(f"{path} claims shipped id {wid} ({REGISTRY[wid].name}) but its hash differs")
+    state = bundle["state_dict"]
+    if _tensor_digest(state) != bundle["tensor_sha256"]:
+        raise WeightsError(f"{path} is damaged or tampered with: its tensors do not match their hash")
+    model = CAE(ModelConfig(**bundle["config"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise WeightsError(f"{path} does not fit the network its config describes") from None
+    model.eval().requires_grad_(False)
+    return Weights(
+        id=wid,
+        name=bundle["name"],
+        path=path,
+        model=model,
+        lambdas=tuple(bundle["lambdas"]),
+        offsets=bundle["offsets"],
+        default_quality=bundle["default_quality"],
+    )
+
+
+def new_user_id() -> int:
+    """A fresh id for user-trained weights, above the shipped range (4 bytes as a varint)."""
+    return FIRST_USER_ID + secrets.randbelow(1 << 21)
+
+
+def export(
+    model: CAE,
+    path: Path,
+    lambdas: tuple[float, ...],
+    weights_id: int,
+    name: str,
+    default_quality: int,
+) -> str:
+    """Write a bundle; returns the file's sha256 (what a registry entry records)."""
+    model = model.eval()
+    offsets = torch.stack([d.medians().round() for d in model.densities]).long()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    bundle = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_VERSION,
+        "id": weights_id,
+        "name": name,
+        "config": model.config.to_dict(),
+        "lambdas": list(lambdas),
+        "default_quality": default_quality,
+        "offsets": offsets,
+        "state_dict": state,
+        "tensor_sha256": _tensor_digest(state),
+    }
+    buffer = io.BytesIO()
+    torch.save(bundle, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
+    return _sha256(buffer.getvalue())

@@ -1,0 +1,60 @@
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10"
+PHOTOS = REPO.parent / "shared" / "data" / "photos"
+
+
+def write_cifar_archive(folder: Path, rows: int = 12, seed: int = 0) -> tuple[Path, dict[str, np.ndarray]]:
+    """A tiny CIFAR-10 archive in the official pickle layout; returns it and the rows it holds."""
+    rng = np.random.default_rng(seed)
+    batches: dict[str, np.ndarray] = {}
+    root = folder / "cifar-10-batches-py"
+    root.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        images = rng.integers(0, 256, (rows, 32, 32, 3), dtype=np.uint8)
+        images[0] = np.linspace(0, 255, 32, dtype=np.uint8)[None, :, None]  # a smooth ramp too
+        batches[name] = images
+        record = {b"batch_label": name.encode(), b"labels": list(range(rows)),
+                  b"data": images.transpose(0, 3, 1, 2).reshape(rows, -1), b"filenames": [b"x"] * rows}
+        (root / name).write_bytes(pickle.dumps(record, protocol=2))
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a"] * 10}, protocol=2))
+    archive = folder / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="cifar-10-batches-py")
+    return archive, batches
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path):
+    return write_cifar_archive(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def cifar_dir() -> Path:
+    given = os.environ.get("CAE_CODEC_DATA_DIR")
+    path = Path(given) if given else SHARED_CIFAR
+    if not path.exists():
+        pytest.skip(f"no CIFAR-10 copy at {path}; set CAE_CODEC_DATA_DIR")
+    return path
+
+
+def sample_image(width: int, height: int, mode: str, seed: int = 0) -> np.ndarray:
+    """A smooth image with some texture, so reconstructions are meaningful."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = 128 + 80 * np.sin(xx / 5.0) * np.cos(yy / 7.0)
+    rgb = np.stack([base, base[::-1] * 0.5 + 60, 255 - base], axis=-1) + rng.normal(0, 6, (height, width, 3))
+    rgb = rgb.clip(0, 255).astype(np.uint8)
+    if mode == "L":
+        return rgb[:, :, 0]
+    if mode == "RGBA":
+        alpha = rng.integers(0, 256, (height, width, 1), dtype=np.uint8)
+        return np.concatenate([rgb, alpha], axis=2)
+    return rgb

@@ -1,0 +1,130 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import sample_image
+from PIL import Image
+
+from cae_codec.cli import main
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def png(tmp_path):
+    path = tmp_path / "img.png"
+    Image.fromarray(sample_image(40, 30, "RGB")).save(path)
+    return path
+
+
+def test_compress_then_decompress_beside_input(runner, png):
+    result = runner.invoke(main, ["compress", str(png), "--psnr"])
+    assert result.exit_code == 0, result.output
+    cae = png.with_suffix(".cae")
+    assert cae.exists() and "bpp" in result.output and "PSNR" in result.output
+    png.unlink()
+    result = runner.invoke(main, ["decompress", str(cae)])
+    assert result.exit_code == 0, result.output
+    with Image.open(png) as image:
+        assert image.size == (40, 30) and image.mode == "RGB"
+
+
+def test_existing_output_is_never_replaced_without_force(runner, png):
+    cae = png.with_suffix(".cae")
+    cae.write_bytes(b"precious")
+    result = runner.invoke(main, ["compress", str(png)])
+    assert result.exit_code != 0
+    assert "--force" in result.stderr
+    assert cae.read_bytes() == b"precious"
+    assert runner.invoke(main, ["compress", str(png), "--force"]).exit_code == 0
+    assert cae.read_bytes() != b"precious"
+
+
+def test_decompress_refuses_to_overwrite_png(runner, png):
+    runner.invoke(main, ["compress", str(png)])
+    before = png.read_bytes()
+    result = runner.invoke(main, ["decompress", str(png.with_suffix(".cae"))])
+    assert result.exit_code != 0 and png.read_bytes() == before
+    assert runner.invoke(main, ["decompress", "-f", str(png.with_suffix(".cae"))]).exit_code == 0
+
+
+def test_output_option_file_and_folder(runner, png, tmp_path):
+    target = tmp_path / "named.cae"
+    assert runner.invoke(main, ["compress", str(png), "-o", str(target)]).exit_code == 0
+    assert target.exists()
+    other = tmp_path / "b.png"
+    Image.fromarray(sample_image(8, 8, "L")).save(other)
+    folder = tmp_path / "out"
+    result = runner.invoke(main, ["compress", str(png), str(other), "-o", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["b.cae", "img.cae"]
+
+
+def test_two_inputs_with_one_output_name_are_an_error(runner, png, tmp_path):
+    jpg = tmp_path / "img.jpg"
+    Image.fromarray(sample_image(8, 8, "RGB")).save(jpg)
+    result = runner.invoke(main, ["compress", str(png), str(jpg)])
+    assert result.exit_code != 0 and "both write" in result.stderr
+    assert not png.with_suffix(".cae").exists()
+
+
+def test_bad_inputs_fail_alone_with_one_line_each(runner, png, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(png.read_bytes()[:200])
+    inputs = [png, tmp_path / "missing.png", tmp_path, text, empty, truncated]
+    result = runner.invoke(main, ["compress", *map(str, inputs), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 6 and lines[-1] == "cae-codec: 5 of 6 files failed"
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img.cae"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "foreign", "flip"])
+def test_bad_cae_files_fail_cleanly(runner, png, damage):
+    runner.invoke(main, ["compress", str(png)])
+    cae = png.with_suffix(".cae")
+    data = cae.read_bytes()
+    cae.write_bytes({"truncate": data[:-5], "foreign": png.read_bytes(), "flip": data[:9] + b"\xff" + data[10:]}[damage])
+    png.unlink()
+    result = runner.invoke(main, ["decompress", str(cae)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"cae-codec: {cae}: ") and len(result.stderr.splitlines()) == 1
+    assert not png.exists() and not [p for p in png.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_info_and_weights_option(runner, png, tmp_path):
+    runner.invoke(main, ["compress", str(png), "-q", "2"])
+    result = runner.invoke(main, ["info", str(png.with_suffix(".cae"))])
+    assert "40x30 RGB, quality 2, coder zstd, weights id 1" in result.output
+    result = runner.invoke(main, ["compress", str(png), "--weights", str(tmp_path / "none.pt"), "-f"])
+    assert result.exit_code == 1 and "none.pt" in result.stderr
+
+
+def test_quality_out_of_range(runner, png):
+    result = runner.invoke(main, ["compress", str(png), "-q", "99"])
+    assert result.exit_code == 1 and "quality must be" in result.stderr
+
+
+def test_installed_script_and_module(png, tmp_path):
+    script = shutil.which("cae-codec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    assert script, "the cae-codec console script is not installed"
+    done = subprocess.run([script, "compress", str(png), "-q", "3"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-m", "cae_codec", "decompress", str(png.with_suffix(".cae")),
+                           "-o", str(tmp_path / "back.png")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert np.asarray(Image.open(tmp_path / "back.png")).shape == (30, 40, 3)
+    done = subprocess.run([script, "decompress", str(png)], capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr

@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+import cae_codec
+from cae_codec import codec, metrics, weights
+from cae_codec.container import unpack
+from cae_codec.datasets import load_cifar10
+
+from conftest import sample_image
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+@pytest.mark.parametrize("size", [(1, 1), (17, 31), (32, 32), (451, 300)])
+def test_round_trip_keeps_size_mode_and_alpha(mode, size):
+    width, height = size
+    array = sample_image(width, height, mode)
+    data = cae_codec.compress(array, quality=4)
+    image = cae_codec.decompress(data)
+    assert image.size == (width, height)
+    assert image.mode == mode
+    if mode == "RGBA":
+        np.testing.assert_array_equal(np.asarray(image)[:, :, 3], array[:, :, 3])
+
+
+def test_pil_and_array_inputs_give_the_same_file():
+    array = sample_image(40, 24, "RGB")
+    assert cae_codec.compress(array) == cae_codec.compress(Image.fromarray(array))
+
+
+def test_header_records_weights_quality_and_coder():
+    data = cae_codec.compress(sample_image(32, 32, "RGB"), quality=3)
+    header = cae_codec.read_header(data)
+    assert (header.weights_id, header.quality, header.coder) == (weights.DEFAULT_ID, 3, "zstd")
+    assert (header.width, header.height, header.mode) == (32, 32, "RGB")
+
+
+def test_default_quality_is_the_bundles():
+    array = sample_image(32, 32, "RGB")
+    w = weights.load()
+    assert cae_codec.read_header(cae_codec.compress(array)).quality == w.default_quality
+
+
+def test_cifar_test_rows_reach_24_db_and_quality_orders_rate(cifar_dir):
+    rows = load_cifar10("test", cifar_dir)[:48]
+    sizes, psnrs = [], []
+    for quality in (2, 6):
+        files = [cae_codec.compress(row, quality=quality) for row in rows]
+        decoded = [np.asarray(cae_codec.decompress(f)) for f in files]
+        sizes.append(np.mean([len(f) for f in files]))
+        psnrs.append(np.mean([metrics.psnr(a, b) for a, b in zip(rows, decoded)]))
+    assert psnrs[1] >= 24.0
+    assert sizes[0] < sizes[1] and psnrs[0] < psnrs[1]
+
+
+def test_palette_and_other_modes_are_converted():
+    rgb = sample_image(20, 12, "RGB")
+    palette = Image.fromarray(rgb).convert("P")
+    assert cae_codec.decompress(cae_codec.compress(palette)).mode == "RGB"
+    palette.info["transparency"] = 0
+    assert cae_codec.decompress(cae_codec.compress(palette)).mode == "RGBA"
+    assert cae_codec.decompress(cae_codec.compress(Image.fromarray(rgb).convert("CMYK"))).mode == "RGB"
+    assert cae_codec.decompress(cae_codec.compress(Image.fromarray(rgb).convert("LA"))).mode == "RGBA"
+
+
+def test_sixteen_bit_keeps_high_byte():
+    high = np.array([[0, 0x1234, 0xFF00, 0xFFFF]], dtype=np.uint16)
+    image = Image.fromarray(high)
+    assert image.mode in codec.SIXTEEN_BIT
+    rgb, alpha, mode = codec.split_image(image)
+    assert mode == "L" and alpha is None
+    np.testing.assert_array_equal(rgb[0, :, 0], [0, 0x12, 0xFF, 0xFF])
+
+
+def test_quality_out_of_range_is_refused():
+    for quality in (0, weights.load().levels + 1):
+        with pytest.raises(ValueError, match="quality"):
+            cae_codec.compress(sample_image(8, 8, "RGB"), quality=quality)
+
+
+def test_pixel_limit_applies_both_ways():
+    array = sample_image(64, 64, "RGB")
+    with pytest.raises(ValueError, match="limit"):
+        cae_codec.compress(array, max_pixels=64 * 64 - 1)
+    data = cae_codec.compress(array)
+    with pytest.raises(cae_codec.FormatError, match="limit"):
+        cae_codec.decompress(data, max_pixels=100)
+
+
+def test_bad_arrays_are_refused():
+    with pytest.raises(TypeError):
+        cae_codec.compress(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(TypeError):
+        cae_codec.compress(np.zeros((4, 4, 3), np.float32))
+
+
+def test_file_from_unknown_weights_is_refused_by_id():
+    data = bytearray(cae_codec.compress(sample_image(8, 8, "RGB")))
+    data[3] = 5  # weights id 1 -> 5, which is not installed
+    from cae_codec.container import reseal
+
+    with pytest.raises(cae_codec.WeightsError, match="id 5"):
+        cae_codec.decompress(reseal(bytes(data)))
+
+
+def test_format_error_is_a_value_error():
+    assert issubclass(cae_codec.FormatError, ValueError)
+    with pytest.raises(cae_codec.FormatError):
+        cae_codec.decompress(b"not a cae file at all")
+
+
+def test_integers_in_file_are_those_encoded():
+    array = sample_image(40, 36, "RGB")
+    w = weights.load()
+    symbols = codec.encode_latent(w, codec.to_tensor(array, w.model.config.stride), 5)
+    f = unpack(cae_codec.compress(array, quality=5))
+    from cae_codec import entropy
+
+    decoded = entropy.decode_symbols(f.color, symbols.size).reshape(symbols.shape)
+    np.testing.assert_array_equal(decoded, symbols)
+
+
+def test_compress_is_repeatable():
+    array = sample_image(48, 40, "RGB")
+    assert cae_codec.compress(array) == cae_codec.compress(array)

@@ -1,0 +1,118 @@
+import pytest
+
+from cae_codec.container import (
+    CaeFile,
+    FormatError,
+    Header,
+    get_varint,
+    header_size,
+    pack,
+    put_varint,
+    reseal,
+    unpack,
+)
+
+
+def make(mode="RGB", width=32, height=32, weights_id=1, color=b"\x01\x02\x03", alpha=None):
+    if mode == "RGBA" and alpha is None:
+        alpha = b"\x09\x08"
+    return pack(CaeFile(Header(mode, "zstd", 6, weights_id, width, height), color, alpha))
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, (1 << 28) - 1])
+def test_varint_round_trip(value):
+    data = put_varint(value)
+    assert get_varint(data + b"\xff", 0, 4, "x") == (value, len(data))
+
+
+def test_varint_rejects_overlong_and_unterminated():
+    with pytest.raises(FormatError, match="shortest"):
+        get_varint(b"\x80\x00", 0, 4, "x")
+    with pytest.raises(FormatError, match="longer"):
+        get_varint(b"\xff\xff\xff\xff\x01", 0, 4, "x")
+    with pytest.raises(FormatError, match="ends inside"):
+        get_varint(b"\xff", 0, 4, "x")
+
+
+def test_header_of_32x32_is_8_bytes():
+    assert header_size(make()) == 8
+    assert len(make()) == 8 + 3
+
+
+def test_round_trip_every_field():
+    for mode in ("L", "RGB", "RGBA"):
+        data = make(mode, width=451, height=300, weights_id=70000)
+        f = unpack(data)
+        assert f.header == Header(mode, "zstd", 6, 70000, 451, 300)
+        assert f.color == b"\x01\x02\x03"
+        assert f.alpha == (b"\x09\x08" if mode == "RGBA" else None)
+
+
+def test_rejects_wrong_magic():
+    data = bytearray(make())
+    data[0] ^= 0x40
+    with pytest.raises(FormatError, match="magic"):
+        unpack(bytes(data))
+    with pytest.raises(FormatError, match="magic"):
+        unpack(b"\x89PNG\r\n\x1a\n" + bytes(20))
+
+
+def test_rejects_other_version():
+    data = bytearray(make())
+    data[1] = data[1] & 0xF0 | 2
+    with pytest.raises(FormatError, match="version 2"):
+        unpack(bytes(data))
+
+
+def test_rejects_reserved_mode_and_coder():
+    for flip, message in ((0xC0, "mode"), (0x30, "coder")):
+        data = bytearray(make())
+        data[2] |= flip
+        with pytest.raises(FormatError, match=message):
+            unpack(bytes(data))
+
+
+def test_rejects_wrong_checksum():
+    data = bytearray(make())
+    data[6] ^= 0x01
+    with pytest.raises(FormatError, match="checksum"):
+        unpack(bytes(data))
+
+
+def test_rejects_flipped_header_field_via_checksum():
+    data = bytearray(make())
+    data[4] ^= 0x01  # width 32 -> 33 (still a valid varint)
+    with pytest.raises(FormatError, match="checksum"):
+        unpack(bytes(data))
+
+
+@pytest.mark.parametrize("cut", [0, 1, 2, 3, 5, 7, 8, 10])
+def test_rejects_truncation(cut):
+    with pytest.raises(FormatError):
+        unpack(make()[:cut])
+
+
+def test_rejects_trailing_bytes():
+    with pytest.raises(FormatError):
+        unpack(make() + b"\x00")
+
+
+def test_rgba_colour_length_past_end():
+    data = make("RGBA")
+    body_start = header_size(data)
+    forged = bytearray(data)
+    forged[body_start] = 100  # colour length far beyond the file
+    with pytest.raises(FormatError, match="colour section"):
+        unpack(reseal(bytes(forged)))
+    assert unpack(reseal(data)) == unpack(data)
+
+
+def test_header_validates_fields():
+    with pytest.raises(FormatError):
+        Header("CMYK", "zstd", 1, 1, 1, 1)
+    with pytest.raises(FormatError):
+        Header("RGB", "zstd", 17, 1, 1, 1)
+    with pytest.raises(FormatError):
+        Header("RGB", "zstd", 1, 1, 0, 1)
+    with pytest.raises(FormatError):
+        pack(CaeFile(Header("RGB", "zstd", 1, 1, 1, 1), b"x", b"alpha"))

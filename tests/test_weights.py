@@ -1,0 +1,72 @@
+import hashlib
+import pickle
+
+import pytest
+import torch
+
+from cae_codec import weights
+from cae_codec.model import CAE, ModelConfig
+
+
+def test_shipped_weights_match_registry():
+    for entry in weights.REGISTRY.values():
+        path = weights.shipped_dir() / entry.file
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
+        assert weights.load(weights_id=entry.id).name == entry.name
+
+
+@pytest.fixture
+def user_weights(tmp_path):
+    model = CAE(ModelConfig(N=8, M=4, levels=3))
+    path = tmp_path / "mine.pt"
+    weights.export(model, path, (0.01, 0.02, 0.04), weights.new_user_id(), "mine", 2)
+    return path
+
+
+def test_user_weights_load_with_fresh_id(user_weights):
+    w = weights.load(user_weights)
+    assert w.id >= weights.FIRST_USER_ID and w.name == "mine" and w.levels == 3
+
+
+def test_tampered_tensors_are_detected(user_weights, tmp_path):
+    bundle = torch.load(user_weights, weights_only=True)
+    bundle["state_dict"]["g_a.0.bias"][0] += 1.0
+    bad = tmp_path / "tampered.pt"
+    torch.save(bundle, bad)
+    with pytest.raises(weights.WeightsError, match="tampered"):
+        weights.load(bad)
+
+
+def test_file_claiming_a_shipped_id_must_match_its_hash(user_weights, tmp_path):
+    bundle = torch.load(user_weights, weights_only=True)
+    bundle["id"] = weights.DEFAULT_ID
+    bad = tmp_path / "impostor.pt"
+    torch.save(bundle, bad)
+    with pytest.raises(weights.WeightsError, match="hash differs"):
+        weights.load(bad)
+
+
+def test_missing_and_foreign_files_name_the_file(tmp_path):
+    with pytest.raises(weights.WeightsError, match="nothere.pt"):
+        weights.load(tmp_path / "nothere.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"hello")
+    with pytest.raises(weights.WeightsError, match="junk.pt"):
+        weights.load(junk)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_weights_never_execute_code(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": weights.BUNDLE_FORMAT, "x": _Boom()}, evil, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    with pytest.raises(weights.WeightsError):
+        weights.load(evil)
+
+
+def test_unknown_id_without_weights_is_refused():
+    with pytest.raises(weights.WeightsError, match="not installed"):
+        weights.load(weights_id=424242)
