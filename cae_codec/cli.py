@@ -12,25 +12,37 @@ import click
 import numpy as np
 from PIL import Image
 
-from . import codec, metrics
+from . import benchmark, codec, datasets, metrics
 from . import train as train_mod
 from . import weights as weights_mod
 from .container import FormatError
 from .datasets import DATA_DIR_ENV, DataError
-from .files import OutputExists, plan_outputs, write_atomic
+from .files import OutputExistsError, plan_outputs, write_atomic
 
-USER_ERRORS = (OSError, ValueError, FormatError, weights_mod.WeightsError, DataError, Image.DecompressionBombError)
+USER_ERRORS = (
+    OSError,
+    ValueError,
+    FormatError,
+    weights_mod.WeightsError,
+    DataError,
+    Image.DecompressionBombError,
+)
 
 WEIGHTS_OPTION = click.option(
     "--weights", type=click.Path(dir_okay=False), help="Weight file to use instead of the shipped one."
 )
 MAX_PIXELS_OPTION = click.option(
-    "--max-pixels", default=codec.DEFAULT_MAX_PIXELS, show_default=True, type=click.IntRange(1),
+    "--max-pixels",
+    default=codec.DEFAULT_MAX_PIXELS,
+    show_default=True,
+    type=click.IntRange(1),
     help="Refuse images with more pixels than this.",
 )
 FORCE_OPTION = click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 OUTPUT_OPTION = click.option(
-    "-o", "--output", type=click.Path(path_type=Path),
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
     help="Output file (one input) or folder (several inputs; created if missing).",
 )
 
@@ -41,18 +53,19 @@ def _describe(e: Exception) -> str:
     return str(e) or type(e).__name__
 
 
-def _run_batch(inputs: tuple[Path, ...], suffix: str, output: Path | None,
-               work: Callable[[Path, Path], str]) -> None:
+def _run_batch(
+    inputs: tuple[Path, ...], suffix: str, output: Path | None, work: Callable[[Path, Path], str]
+) -> None:
     """Apply `work(source, target)` to each input; one failure does not stop the others."""
     try:
         targets = plan_outputs(list(inputs), suffix, output)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     failed = 0
-    for source, target in zip(inputs, targets):
+    for source, target in zip(inputs, targets, strict=True):
         try:
             click.echo(work(source, target))
-        except (*USER_ERRORS, OutputExists) as e:
+        except (*USER_ERRORS, OutputExistsError) as e:
             failed += 1
             click.echo(f"cae-codec: {source}: {_describe(e)}", err=True)
     if failed:
@@ -76,8 +89,12 @@ def main() -> None:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @OUTPUT_OPTION
-@click.option("-q", "--quality", type=int,
-              help="1 (fewest bits) to 8 (best pictures) with the shipped weights; default 6.")
+@click.option(
+    "-q",
+    "--quality",
+    type=int,
+    help="1 (fewest bits) to 8 (best pictures) with the shipped weights; default 6.",
+)
 @WEIGHTS_OPTION
 @FORCE_OPTION
 @MAX_PIXELS_OPTION
@@ -105,8 +122,10 @@ def compress(inputs, output, quality, weights, force, max_pixels, psnr) -> None:
         data = codec.compress(image, quality, weights=w.path, max_pixels=max_pixels)
         seconds = time.perf_counter() - start
         write_atomic(target, data, source, force)
-        line = (f"{source} -> {target}: {len(data)} bytes, "
-                f"{metrics.bpp(len(data), image.width, image.height):.3f} bpp, {seconds * 1000:.0f} ms")
+        line = (
+            f"{source} -> {target}: {len(data)} bytes, "
+            f"{metrics.bpp(len(data), image.width, image.height):.3f} bpp, {seconds * 1000:.0f} ms"
+        )
         if psnr:
             rgb, _, _ = codec.split_image(image)
             decoded, _, _ = codec.split_image(codec.decompress(data, weights=w.path, max_pixels=max_pixels))
@@ -154,32 +173,138 @@ def info(inputs) -> None:
             click.echo(f"cae-codec: {source}: {_describe(e)}", err=True)
             continue
         bpp = metrics.bpp(len(data), h.width, h.height)
-        click.echo(f"{source}: {h.width}x{h.height} {h.mode}, quality {h.quality}, coder {h.coder}, "
-                   f"weights id {h.weights_id}, {len(data)} bytes ({bpp:.3f} bpp)")
+        click.echo(
+            f"{source}: {h.width}x{h.height} {h.mode}, quality {h.quality}, coder {h.coder}, "
+            f"weights id {h.weights_id}, {len(data)} bytes ({bpp:.3f} bpp)"
+        )
     if failed:
         raise SystemExit(1)
 
 
+def _int_list(value: str | None, option: str) -> list[int] | None:
+    try:
+        return [int(v) for v in value.split(",")] if value else None
+    except ValueError:
+        raise click.BadParameter("must be integers separated by commas", param_hint=option) from None
+
+
+def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list[np.ndarray]:
+    if dataset == "cifar10":
+        return list(datasets.load_cifar10("test", data_dir)[:limit])
+    return datasets.load_folder(dataset, limit)
+
+
 @main.command()
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Weight file to write when training ends.")
-@click.option("--data-dir", type=click.Path(), envvar=DATA_DIR_ENV,
-              help=f"CIFAR-10 archive or folder (default: ${DATA_DIR_ENV}, else download to the cache).")
+@click.argument("dataset")
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    envvar=DATA_DIR_ENV,
+    help=f"CIFAR-10 archive or folder (default: ${DATA_DIR_ENV}, else download to the cache).",
+)
+@click.option("--limit", type=click.IntRange(1), help="Use only the first N images.")
+@click.option("-q", "--quality", "qualities", help="cae-codec levels to measure, e.g. 1,3,5 (default: all).")
+@click.option(
+    "--codecs",
+    default=",".join(benchmark.CLASSICS),
+    show_default=True,
+    help="Classical codecs to compare with (those Pillow lacks are skipped).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for results.json, results.csv, rd.png, grid.png (default: a new bench-* folder).",
+)
+@WEIGHTS_OPTION
+def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
+    """Measure cae-codec against JPEG, WebP, AVIF and JPEG 2000.
+
+    DATASET is `cifar10` (its 10,000-row test batch, or the rows your copy has) or a folder of images
+    (write ./cifar10 for a folder of that name). bpp counts whole files; jpeg-payload counts JPEG's
+    scan data alone. PSNR, MSE and SSIM are on 8-bit RGB; SSIM is the mean over R, G and B.
+    """
+    names = [n.strip() for n in codecs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in benchmark.CLASSICS]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown {', '.join(unknown)}; choose from {', '.join(benchmark.CLASSICS)}",
+            param_hint="--codecs",
+        )
+    out = out or Path(f"bench-{Path(dataset).name or 'images'}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and any(out.iterdir()):
+        raise click.ClickException(f"{out} exists and is not empty; choose another --out")
+    try:
+        w = weights_mod.load(weights)
+        images = _bench_images(dataset, data_dir, limit)
+    except USER_ERRORS as e:
+        raise click.ClickException(_describe(e)) from None
+    levels = _int_list(qualities, "--quality") or list(range(1, w.levels + 1))
+    for skipped in [n for n in names if not benchmark.available(n)]:
+        click.echo(f"note: {skipped} skipped: this Pillow cannot write it", err=True)
+    names = [n for n in names if benchmark.available(n)]
+    total = len(images) * (len(levels) + sum(len(benchmark.CLASSICS[n].qualities) for n in names))
+    with click.progressbar(length=total, label="measuring", file=sys.stderr) as bar:
+        try:
+            points = benchmark.measure_cae(images, levels, str(w.path), tick=lambda: bar.update(1))
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+        for name in names:
+            points += benchmark.measure_classic(images, name, tick=lambda: bar.update(1))
+    out.mkdir(parents=True, exist_ok=True)
+    benchmark.write_results(points, out)
+    click.echo(benchmark.summary(points))
+    grid_quality = w.default_quality if w.default_quality in levels else levels[len(levels) // 2]
+    benchmark.grid(images[:8], points, grid_quality, out / "grid.png", str(w.path))
+    if not benchmark.plot_rd(points, out / "rd.png", f"{dataset}, {len(images)} images"):
+        click.echo("note: rd.png needs matplotlib: pip install 'cae-codec[plot]'", err=True)
+    click.echo(
+        f"wrote {out}/results.json, results.csv, grid.png" + (", rd.png" if (out / "rd.png").exists() else "")
+    )
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Weight file to write when training ends.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    envvar=DATA_DIR_ENV,
+    help=f"CIFAR-10 archive or folder (default: ${DATA_DIR_ENV}, else download to the cache).",
+)
 @click.option("--steps", default=20000, show_default=True, help="Optimizer steps in all.")
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=3e-4, show_default=True, help="Peak learning rate (cosine decay).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--lambdas", default=",".join(map(str, train_mod.DEFAULT_LAMBDAS)), show_default=True,
-              help="One lambda per quality level, low to high (loss = lambda*255^2*MSE + bpp).")
+@click.option(
+    "--lambdas",
+    default=",".join(map(str, train_mod.DEFAULT_LAMBDAS)),
+    show_default=True,
+    help="One lambda per quality level, low to high (loss = lambda*255^2*MSE + bpp).",
+)
 @click.option("--channels", "N", default=128, show_default=True, help="Hidden channels N.")
 @click.option("--latent-channels", "M", default=64, show_default=True, help="Latent channels M.")
-@click.option("--val-rows", default=256, show_default=True,
-              help="Training rows held out for validation (from data_batch_5).")
+@click.option(
+    "--val-rows",
+    default=256,
+    show_default=True,
+    help="Training rows held out for validation (from data_batch_5).",
+)
 @click.option("--eval-every", default=500, show_default=True, help="Steps between validation and checkpoint.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="Checkpoint to resume from and save to.")
-@click.option("--log", "log_csv", type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV log of training and validation metrics.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Checkpoint to resume from and save to.",
+)
+@click.option(
+    "--log",
+    "log_csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV log of training and validation metrics.",
+)
 @click.option("--name", help="Name recorded in the weights (default: the output file's stem).")
 @click.option("--default-quality", default=6, show_default=True, help="Quality used when -q is not given.")
 @click.option("--id", "weights_id", type=int, hidden=True, help="Registry id (maintainers only).")
@@ -193,9 +318,14 @@ def train(**options) -> None:
     except ValueError:
         raise click.BadParameter("must be numbers separated by commas", param_hint="--lambdas") from None
     cfg = train_mod.TrainConfig(**options)
-    bar = click.progressbar(length=cfg.steps, label="training", file=sys.stderr,
-                            item_show_func=lambda p: p and f"loss {p.loss:.3f}")
+    bar = click.progressbar(
+        length=cfg.steps,
+        label="training",
+        file=sys.stderr,
+        item_show_func=lambda p: p and f"loss {p.loss:.3f}",
+    )
     with bar:
+
         def on_progress(p: train_mod.Progress) -> None:
             bar.update(p.step - bar.pos, p)
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import entropy, weights as weights_mod
+from . import entropy
+from . import weights as weights_mod
 from .container import CaeFile, FormatError, Header, pack, unpack
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
@@ -175,3 +176,11 @@ def decompress(data: bytes, weights: WeightsArg = None, max_pixels: int = DEFAUL
         raise FormatError(f"alpha plane holds {len(alpha)} values, expected {h.width * h.height}")
     plane = np.frombuffer(alpha, dtype=np.uint8).reshape(h.height, h.width)
     return Image.fromarray(np.dstack([rgb, plane]), "RGBA")
+
+
+@torch.inference_mode()
+def latent_bits(w: weights_mod.Weights, symbols: np.ndarray, quality: int) -> float:
+    """The model's own estimate of the bits needed for these symbols (its entropy model's -log2 p)."""
+    y_hat = torch.from_numpy(symbols) + w.offsets[quality - 1][:, None, None]
+    p = w.model.densities[quality - 1].likelihood(y_hat[None].float())
+    return float(-torch.log2(p).sum())

@@ -94,10 +94,18 @@ def _body(f: CaeFile) -> bytes:
 def pack(f: CaeFile) -> bytes:
     """Serialize a .cae file."""
     h = f.header
-    fields = bytes(
-        [MAGIC >> 4, (MAGIC & 0xF) << 4 | VERSION,
-         MODES.index(h.mode) << 6 | CODERS.index(h.coder) << 4 | (h.quality - 1)]
-    ) + put_varint(h.weights_id) + put_varint(h.width - 1) + put_varint(h.height - 1)
+    fields = (
+        bytes(
+            [
+                MAGIC >> 4,
+                (MAGIC & 0xF) << 4 | VERSION,
+                MODES.index(h.mode) << 6 | CODERS.index(h.coder) << 4 | (h.quality - 1),
+            ]
+        )
+        + put_varint(h.weights_id)
+        + put_varint(h.width - 1)
+        + put_varint(h.height - 1)
+    )
     body = _body(f)
     return fields + _crc([fields, body]).to_bytes(2, "big") + body
 
@@ -118,7 +126,9 @@ def unpack(data: bytes) -> CaeFile:
     height, pos = get_varint(data, pos, 4, "height")
     if pos + 2 > len(data):
         raise FormatError("file ends inside the checksum field")
-    header = Header(MODES[mode_code], CODERS[coder_code], (data[2] & 0xF) + 1, weights_id, width + 1, height + 1)
+    header = Header(
+        MODES[mode_code], CODERS[coder_code], (data[2] & 0xF) + 1, weights_id, width + 1, height + 1
+    )
     stored = int.from_bytes(data[pos : pos + 2], "big")
     body = data[pos + 2 :]
     if not body:

@@ -135,3 +135,27 @@ def load_cifar10(split: str = "train", data_dir: str | Path | None = None) -> np
     if missing:
         raise DataError(f"{source} lacks {', '.join(missing)}")
     return np.concatenate([_decode_batch(members[n], n) for n in SPLITS[split]])
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
+
+
+def load_folder(folder: str | Path, limit: int | None = None) -> list[np.ndarray]:
+    """The images of a folder (sorted by name) as uint8 RGB arrays; other files are ignored."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise DataError(f"{folder} is not a folder of images (and not a known data set name)")
+    images = []
+    for file in sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        try:
+            with Image.open(file) as image:
+                images.append(np.asarray(image.convert("RGB")))
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"cannot read {file}: {e}") from None
+        if limit and len(images) >= limit:
+            break
+    if not images:
+        raise DataError(f"no images in {folder}")
+    return images

@@ -17,17 +17,21 @@ MAX_SYMBOL = 1 << 20  # larger latent magnitudes never come out of a sane encode
 _FEED = 64  # input bytes fed per step, so each step's output stays small (zstd blocks reach 128 KiB)
 
 
-def _compressor() -> zstandard.ZstdCompressor:
+def _compressor(size: int) -> zstandard.ZstdCompressor:
     params = zstandard.ZstdCompressionParameters.from_level(
-        ZSTD_LEVEL, format=zstandard.FORMAT_ZSTD1_MAGICLESS,
-        write_checksum=False, write_content_size=False, write_dict_id=False,
+        ZSTD_LEVEL,
+        source_size=size,
+        format=zstandard.FORMAT_ZSTD1_MAGICLESS,
+        write_checksum=False,
+        write_content_size=False,
+        write_dict_id=False,
     )
     return zstandard.ZstdCompressor(compression_params=params)
 
 
 def zstd_pack(raw: bytes) -> bytes:
     """Compress bytes into one magicless zstd frame."""
-    return _compressor().compress(raw)
+    return _compressor(len(raw)).compress(raw)
 
 
 def zstd_unpack(frame: bytes, max_size: int, what: str) -> bytes:

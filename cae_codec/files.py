@@ -16,7 +16,7 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
 
 
-class OutputExists(Exception):
+class OutputExistsError(Exception):
     """The output file exists and overwriting was not asked for."""
 
 
@@ -27,7 +27,7 @@ def plan_outputs(inputs: list[Path], suffix: str, output: Path | None) -> list[P
     folder = output
     outs = [(folder / p.name if folder else p).with_suffix(suffix) for p in inputs]
     seen: dict[Path, Path] = {}
-    for source, out in zip(inputs, outs):
+    for source, out in zip(inputs, outs, strict=True):
         key = Path(os.path.abspath(out))
         if key in seen:
             raise ValueError(f"{seen[key]} and {source} would both write {out}; use -o with separate runs")
@@ -38,9 +38,9 @@ def plan_outputs(inputs: list[Path], suffix: str, output: Path | None) -> list[P
 def write_atomic(path: Path, data: bytes, source: Path, force: bool) -> None:
     """Write via a temporary file in the same folder and a rename, so no half-written file remains."""
     if path.exists() and os.path.samefile(path, source):
-        raise OutputExists(f"{path} is the input itself; choose another output with -o")
+        raise OutputExistsError(f"{path} is the input itself; choose another output with -o")
     if path.exists() and not force:
-        raise OutputExists(f"{path} exists; use --force to overwrite it")
+        raise OutputExistsError(f"{path} exists; use --force to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -53,11 +53,11 @@ def write_atomic(path: Path, data: bytes, source: Path, force: bool) -> None:
             # link() refuses an existing target, so a file that appeared meanwhile is not replaced.
             os.link(tmp, path)
     except FileExistsError:
-        raise OutputExists(f"{path} exists; use --force to overwrite it") from None
+        raise OutputExistsError(f"{path} exists; use --force to overwrite it") from None
     except OSError:
         # Some file systems have no hard links: fall back to check-then-rename.
         if path.exists():
-            raise OutputExists(f"{path} exists; use --force to overwrite it") from None
+            raise OutputExistsError(f"{path} exists; use --force to overwrite it") from None
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -37,7 +37,12 @@ class Shipped:
 REGISTRY: dict[int, Shipped] = {
     entry.id: entry
     for entry in (
-        Shipped(1, "cae-fp8-v1", "cae-fp8-v1.pt", "4cf921862e68f70fad0cb2aec242fbc661f390da405b8964dac4947683a46e38"),
+        Shipped(
+            1,
+            "cae-fp8-v1",
+            "cae-fp8-v1.pt",
+            "4cf921862e68f70fad0cb2aec242fbc661f390da405b8964dac4947683a46e38",
+        ),
     )
 }
 DEFAULT_ID = 1
@@ -109,7 +114,9 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
         raise WeightsError(f"{path} is not a cae-codec weight file")
     if bundle.get("format_version") != BUNDLE_VERSION:
-        raise WeightsError(f"{path} has weight format {bundle.get('format_version')}, expected {BUNDLE_VERSION}")
+        raise WeightsError(
+            f"{path} has weight format {bundle.get('format_version')}, expected {BUNDLE_VERSION}"
+        )
     wid = bundle["id"]
     if wid in REGISTRY and _sha256(raw) != REGISTRY[wid].sha256:
         raise WeightsError(f"{path} claims shipped id {wid} ({REGISTRY[wid].name}) but its hash differs")

@@ -21,8 +21,12 @@ def write_cifar_archive(folder: Path, rows: int = 12, seed: int = 0) -> tuple[Pa
         images = rng.integers(0, 256, (rows, 32, 32, 3), dtype=np.uint8)
         images[0] = np.linspace(0, 255, 32, dtype=np.uint8)[None, :, None]  # a smooth ramp too
         batches[name] = images
-        record = {b"batch_label": name.encode(), b"labels": list(range(rows)),
-                  b"data": images.transpose(0, 3, 1, 2).reshape(rows, -1), b"filenames": [b"x"] * rows}
+        record = {
+            b"batch_label": name.encode(),
+            b"labels": list(range(rows)),
+            b"data": images.transpose(0, 3, 1, 2).reshape(rows, -1),
+            b"filenames": [b"x"] * rows,
+        }
         (root / name).write_bytes(pickle.dumps(record, protocol=2))
     (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a"] * 10}, protocol=2))
     archive = folder / "cifar-10-python.tar.gz"

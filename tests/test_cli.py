@@ -96,7 +96,9 @@ def test_bad_cae_files_fail_cleanly(runner, png, damage):
     runner.invoke(main, ["compress", str(png)])
     cae = png.with_suffix(".cae")
     data = cae.read_bytes()
-    cae.write_bytes({"truncate": data[:-5], "foreign": png.read_bytes(), "flip": data[:9] + b"\xff" + data[10:]}[damage])
+    cae.write_bytes(
+        {"truncate": data[:-5], "foreign": png.read_bytes(), "flip": data[:9] + b"\xff" + data[10:]}[damage]
+    )
     png.unlink()
     result = runner.invoke(main, ["decompress", str(cae)])
     assert result.exit_code == 1
@@ -122,8 +124,19 @@ def test_installed_script_and_module(png, tmp_path):
     assert script, "the cae-codec console script is not installed"
     done = subprocess.run([script, "compress", str(png), "-q", "3"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    done = subprocess.run([sys.executable, "-m", "cae_codec", "decompress", str(png.with_suffix(".cae")),
-                           "-o", str(tmp_path / "back.png")], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cae_codec",
+            "decompress",
+            str(png.with_suffix(".cae")),
+            "-o",
+            str(tmp_path / "back.png"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert np.asarray(Image.open(tmp_path / "back.png")).shape == (30, 40, 3)
     done = subprocess.run([script, "decompress", str(png)], capture_output=True, text=True)

@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
+from conftest import sample_image
 from PIL import Image
 
 import cae_codec
 from cae_codec import codec, metrics, weights
 from cae_codec.container import unpack
 from cae_codec.datasets import load_cifar10
-
-from conftest import sample_image
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
@@ -48,7 +47,7 @@ def test_cifar_test_rows_reach_24_db_and_quality_orders_rate(cifar_dir):
         files = [cae_codec.compress(row, quality=quality) for row in rows]
         decoded = [np.asarray(cae_codec.decompress(f)) for f in files]
         sizes.append(np.mean([len(f) for f in files]))
-        psnrs.append(np.mean([metrics.psnr(a, b) for a, b in zip(rows, decoded)]))
+        psnrs.append(np.mean([metrics.psnr(a, b) for a, b in zip(rows, decoded, strict=True)]))
     assert psnrs[1] >= 24.0
     assert sizes[0] < sizes[1] and psnrs[0] < psnrs[1]
 

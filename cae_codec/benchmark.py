@@ -1,0 +1,355 @@
+"""Rate-distortion benchmark: cae-codec against Pillow's codecs on the same images, measured alike."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, features
+
+from . import codec, entropy, metrics
+from . import weights as weights_mod
+from .container import header_size, unpack
+
+
+@dataclass(frozen=True)
+class Classic:
+    """A Pillow codec: its format name, the qualities swept, and fixed save options."""
+
+    fmt: str
+    qualities: tuple[int, ...]
+    options: dict = field(default_factory=dict)
+    feature: str | None = None  # Pillow feature that must be present
+    quality_key: str = "quality"
+
+
+CLASSICS = {
+    "jpeg": Classic("JPEG", tuple(range(5, 100, 5)), feature="jpg"),
+    "webp": Classic("WEBP", tuple(range(0, 100, 5)), {"method": 6}, feature="webp"),
+    "avif": Classic("AVIF", tuple(range(0, 100, 5)), feature="avif"),
+    # JPEG 2000's "quality" is the target PSNR of its single layer, in dB.
+    "jpeg2000": Classic(
+        "JPEG2000", tuple(range(20, 52, 2)), {"quality_mode": "dB"}, "jpg_2000", "quality_layers"
+    ),
+}
+JPEG_PAYLOAD = "jpeg-payload"
+
+
+@dataclass
+class Point:
+    """One codec at one quality; quality measures are means of per-image values."""
+
+    codec: str
+    quality: int
+    bpp: float
+    psnr: float
+    mse: float
+    ssim: float
+    encode_ms: float
+    decode_ms: float
+    images: int
+    coder: str | None = None
+    entropy_bpp: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def available(name: str) -> bool:
+    spec = CLASSICS[name]
+    return spec.feature is None or bool(features.check(spec.feature))
+
+
+def jpeg_payload_size(data: bytes) -> int:
+    """Bytes of entropy-coded data: after the last start-of-scan header, before the end marker."""
+    sos = data.rfind(b"\xff\xda")
+    length = int.from_bytes(data[sos + 2 : sos + 4], "big")
+    return len(data) - (sos + 2 + length) - 2
+
+
+class _Tally:
+    """Running sums for one (codec, quality)."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[float]] = {}
+
+    def add(self, **values: float) -> None:
+        for key, value in values.items():
+            self.columns.setdefault(key, []).append(value)
+
+    def mean(self, key: str) -> float:
+        return float(np.mean(self.columns[key]))
+
+
+def _pillow_encoder(spec: Classic, quality: int) -> Callable[[np.ndarray], bytes]:
+    value = [quality] if spec.quality_key == "quality_layers" else quality
+
+    def encode(image: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format=spec.fmt, **{spec.quality_key: value}, **spec.options)
+        return buffer.getvalue()
+
+    return encode
+
+
+def _decode_pillow(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _score(tally: _Tally, image: np.ndarray, decoded: np.ndarray, size: int, enc: float, dec: float) -> None:
+    h, w = image.shape[:2]
+    tally.add(
+        bpp=metrics.bpp(size, w, h),
+        psnr=metrics.psnr(image, decoded),
+        mse=metrics.mse(image, decoded),
+        ssim=metrics.ssim(image, decoded),
+        encode_ms=1000 * enc,
+        decode_ms=1000 * dec,
+    )
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+def measure_classic(images: list[np.ndarray], name: str, qualities=None, tick=None) -> list[Point]:
+    """A Pillow codec at each quality; JPEG also yields header-free payload rows."""
+    spec = CLASSICS[name]
+    points = []
+    for quality in qualities or spec.qualities:
+        encode = _pillow_encoder(spec, quality)
+        whole, payload = _Tally(), _Tally()
+        for image in images:
+            data, enc = _timed(encode, image)
+            decoded, dec = _timed(_decode_pillow, data)
+            _score(whole, image, decoded, len(data), enc, dec)
+            if name == "jpeg":
+                _score(payload, image, decoded, jpeg_payload_size(data), enc, dec)
+            if tick:
+                tick()
+        points.append(_point(name, quality, whole, len(images)))
+        if name == "jpeg":
+            points.append(_point(JPEG_PAYLOAD, quality, payload, len(images)))
+    return points
+
+
+def measure_cae(
+    images: list[np.ndarray], qualities=None, weights: str | None = None, tick=None
+) -> list[Point]:
+    """cae-codec at each quality, with the entropy model's own estimate of the rate beside it."""
+    w = weights_mod.load(weights)
+    points = []
+    for quality in qualities or range(1, w.levels + 1):
+        tally = _Tally()
+        for image in images:
+            data, enc = _timed(codec.compress, image, quality, w.path)
+            decoded, dec = _timed(codec.decompress, data, w.path)
+            _score(tally, image, np.asarray(decoded.convert("RGB")), len(data), enc, dec)
+            f = unpack(data)
+            shape = codec.latent_shape(w, f.header.height, f.header.width)
+            symbols = entropy.decode_symbols(f.color, math.prod(shape)).reshape(shape)
+            bits = codec.latent_bits(w, symbols, quality) + 8 * header_size(data)
+            tally.add(entropy_bpp=bits / (image.shape[0] * image.shape[1]))
+            if tick:
+                tick()
+        point = _point("cae-codec", quality, tally, len(images), coder="zstd")
+        point.entropy_bpp = tally.mean("entropy_bpp")
+        points.append(point)
+    return points
+
+
+def _point(name: str, quality: int, tally: _Tally, count: int, coder: str | None = None) -> Point:
+    keys = ("bpp", "psnr", "mse", "ssim", "encode_ms", "decode_ms")
+    return Point(name, quality, *(tally.mean(k) for k in keys), images=count, coder=coder)
+
+
+def curve(points: list[Point], name: str) -> list[Point]:
+    return [p for p in points if p.codec == name]
+
+
+def interpolate(points: list[Point], x: str, y: str, at: float) -> float | None:
+    """y at x=`at` along a codec's curve (linear between neighbours); None outside the curve."""
+    pairs = sorted((getattr(p, x), getattr(p, y)) for p in points)
+    xs, ys = [a for a, _ in pairs], [b for _, b in pairs]
+    if not xs or at < xs[0] or at > xs[-1]:
+        return None
+    return float(np.interp(at, xs, ys))
+
+
+def _bd_average(xa, ya, xt, yt) -> float | None:
+    """Mean of (fit_t - fit_a) over the shared x range; each y(x) a cubic fit (Bjøntegaard, VCEG-M33)."""
+    lo, hi = max(min(xa), min(xt)), min(max(xa), max(xt))
+    if len(xa) < 2 or len(xt) < 2 or lo >= hi:
+        return None
+    fits = [np.polyint(np.polyfit(x, y, min(3, len(x) - 1))) for x, y in ((xa, ya), (xt, yt))]
+    area = [np.polyval(f, hi) - np.polyval(f, lo) for f in fits]
+    return float((area[1] - area[0]) / (hi - lo))
+
+
+def bd_rate(anchor: list[Point], test: list[Point]) -> float | None:
+    """Average bitrate change of `test` against `anchor` at equal PSNR, in percent (negative saves)."""
+    diff = _bd_average(
+        [p.psnr for p in anchor],
+        [math.log(p.bpp) for p in anchor],
+        [p.psnr for p in test],
+        [math.log(p.bpp) for p in test],
+    )
+    return None if diff is None else 100 * (math.exp(diff) - 1)
+
+
+def bd_psnr(anchor: list[Point], test: list[Point]) -> float | None:
+    """Average PSNR change of `test` against `anchor` at equal rate, in dB."""
+    return _bd_average(
+        [math.log(p.bpp) for p in anchor],
+        [p.psnr for p in anchor],
+        [math.log(p.bpp) for p in test],
+        [p.psnr for p in test],
+    )
+
+
+def summary(points: list[Point]) -> str:
+    """The stdout table: each cae-codec level against every classical curve, then BD figures."""
+    cae = curve(points, "cae-codec")
+    others = [n for n in dict.fromkeys(p.codec for p in points) if n != "cae-codec"]
+
+    def num(v: float | None, spec: str) -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    head = ["q", "bpp", "PSNR", "MSE", "SSIM", "est.bpp"]
+    head += [f"{n} {k}" for n in others for k in ("PSNR@bpp", "bpp@PSNR")]
+    rows = [head]
+    for p in cae:
+        row = [
+            str(p.quality),
+            f"{p.bpp:.3f}",
+            f"{p.psnr:.2f}",
+            f"{p.mse:.1f}",
+            f"{p.ssim:.4f}",
+            f"{p.entropy_bpp:.3f}",
+        ]
+        for n in others:
+            c = curve(points, n)
+            row += [
+                num(interpolate(c, "bpp", "psnr", p.bpp), ".2f"),
+                num(interpolate(c, "psnr", "bpp", p.psnr), ".3f"),
+            ]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    lines.append("")
+    for n in others:
+        rate, gain = bd_rate(curve(points, n), cae), bd_psnr(curve(points, n), cae)
+        lines.append(f"cae-codec vs {n}: BD-rate {num(rate, '+.1f')} %, BD-PSNR {num(gain, '+.2f')} dB")
+    return "\n".join(lines)
+
+
+def write_results(points: list[Point], out: Path) -> None:
+    """results.json (one object per point) and results.csv with the same columns."""
+    rows = [p.to_dict() for p in points]
+    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(Point)])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_rd(points: list[Point], path: Path, title: str) -> bool:
+    """PSNR against bpp, one curve per codec; False when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    for name in dict.fromkeys(p.codec for p in points):
+        c = sorted(curve(points, name), key=lambda p: p.bpp)
+        style = {"linewidth": 2.5, "color": "black"} if name == "cae-codec" else {"linewidth": 1.2}
+        ax.plot([p.bpp for p in c], [p.psnr for p in c], marker="o", markersize=3, label=name, **style)
+    ax.set(xlabel="bits per pixel (whole file)", ylabel="PSNR (dB, RGB)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _closest(points: list[Point], name: str, bpp: float) -> Point | None:
+    c = curve(points, name)
+    return min(c, key=lambda p: abs(p.bpp - bpp)) if c else None
+
+
+def grid(
+    images: list[np.ndarray],
+    points: list[Point],
+    quality: int,
+    path: Path,
+    weights: str | None = None,
+    crop: int = 128,
+) -> None:
+    """Originals, then cae-codec at `quality`, then JPEG and WebP at the closest mean bpp.
+
+    Large images show a centre crop of `crop` pixels; small ones are enlarged to about that size.
+    """
+    scale = max(1, crop // max(max(im.shape[:2]) for im in images))
+    cae = next(p for p in curve(points, "cae-codec") if p.quality == quality)
+    rows: list[tuple[str, Callable[[np.ndarray], bytes] | None, Callable[[bytes], np.ndarray] | None]] = [
+        ("original", None, None),
+        (
+            f"cae-codec q{quality}",
+            lambda im: codec.compress(im, quality, weights),
+            lambda d: np.asarray(codec.decompress(d, weights).convert("RGB")),
+        ),
+    ]
+    for name in ("jpeg", "webp"):
+        match = _closest(points, name, cae.bpp)
+        if match:
+            rows.append(
+                (f"{name} q{match.quality}", _pillow_encoder(CLASSICS[name], match.quality), _decode_pillow)
+            )
+    crops = [_crop_box(im, crop) for im in images]
+    tile_w = max(b[2] - b[0] for b in crops) * scale
+    tile_h = max(b[3] - b[1] for b in crops) * scale
+    label_h, margin, left0 = 28, 6, 110
+    font = ImageFont.load_default()
+    sheet = Image.new(
+        "RGB", (left0 + len(images) * (tile_w + margin), len(rows) * (tile_h + label_h + margin)), "white"
+    )
+    draw = ImageDraw.Draw(sheet)
+    for r, (label, encode, decode) in enumerate(rows):
+        top = r * (tile_h + label_h + margin)
+        draw.text((4, top + tile_h // 2), label, fill="black", font=font)
+        for i, (image, box) in enumerate(zip(images, crops, strict=True)):
+            left = left0 + i * (tile_w + margin)
+            shown, note = image, ""
+            if encode and decode:
+                data = encode(image)
+                shown = decode(data)
+                note = (
+                    f"{metrics.bpp(len(data), image.shape[1], image.shape[0]):.2f} bpp\n"
+                    f"{metrics.psnr(image, shown):.1f} dB"
+                )
+            tile = Image.fromarray(shown).crop(box)
+            sheet.paste(tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST), (left, top))
+            draw.multiline_text((left, top + tile_h + 1), note, fill="black", font=font, spacing=1)
+    sheet.save(path)
+
+
+def _crop_box(image: np.ndarray, side: int) -> tuple[int, int, int, int]:
+    """The centre crop shown for a large image (the whole image is still what gets measured)."""
+    h, w = image.shape[:2]
+    cw, ch = min(w, side), min(h, side)
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return left, top, left + cw, top + ch

@@ -1,0 +1,105 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import cae_codec
+from cae_codec import metrics
+from cae_codec.cli import main
+
+
+@pytest.fixture
+def bench_run(tiny_cifar, tmp_path):
+    archive, batches = tiny_cifar
+    out = tmp_path / "bench"
+    args = [
+        "bench",
+        "cifar10",
+        "--data-dir",
+        str(archive),
+        "--limit",
+        "3",
+        "-q",
+        "1,6",
+        "--codecs",
+        "jpeg,webp",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return out, batches["test_batch"][:3], result
+
+
+def test_bench_writes_every_output(bench_run):
+    out, _, result = bench_run
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "rd.png", "grid.png"}
+    rows = json.loads((out / "results.json").read_text())
+    assert {r["codec"] for r in rows} == {"cae-codec", "jpeg", "jpeg-payload", "webp"}
+    keys = {
+        "codec",
+        "coder",
+        "quality",
+        "bpp",
+        "psnr",
+        "mse",
+        "ssim",
+        "entropy_bpp",
+        "encode_ms",
+        "decode_ms",
+        "images",
+    }
+    assert all(keys <= set(r) for r in rows)
+    assert "cae-codec vs webp: BD-rate" in result.output
+    assert len((out / "results.csv").read_text().splitlines()) == len(rows) + 1
+
+
+def test_bench_figures_agree_with_our_own_measurement(bench_run):
+    out, images, _ = bench_run
+    rows = json.loads((out / "results.json").read_text())
+    cae = next(r for r in rows if r["codec"] == "cae-codec" and r["quality"] == 6)
+    files = [cae_codec.compress(image, quality=6) for image in images]
+    decoded = [np.asarray(cae_codec.decompress(f)) for f in files]
+    assert cae["images"] == 3
+    assert cae["bpp"] == pytest.approx(np.mean([8 * len(f) / 1024 for f in files]), abs=1e-9)
+    expected_psnr = np.mean(
+        [
+            10 * np.log10(255**2 / np.mean((a.astype(float) - b) ** 2))
+            for a, b in zip(images, decoded, strict=True)
+        ]
+    )
+    assert cae["psnr"] == pytest.approx(expected_psnr, abs=1e-9)
+    assert cae["ssim"] == pytest.approx(
+        np.mean([metrics.ssim(a, b) for a, b in zip(images, decoded, strict=True)]), abs=1e-12
+    )
+    # The entropy estimate includes the header and must be within reach of the real file.
+    assert 0.5 * cae["bpp"] < cae["entropy_bpp"] < 2 * cae["bpp"]
+    q1 = next(r for r in rows if r["codec"] == "cae-codec" and r["quality"] == 1)
+    assert q1["bpp"] < cae["bpp"] and q1["psnr"] < cae["psnr"]
+
+
+def test_bench_refuses_non_empty_out_and_unknown_codecs(bench_run, tiny_cifar):
+    out, _, _ = bench_run
+    archive, _ = tiny_cifar
+    result = CliRunner().invoke(main, ["bench", "cifar10", "--data-dir", str(archive), "--out", str(out)])
+    assert result.exit_code != 0 and "not empty" in result.output
+    result = CliRunner().invoke(main, ["bench", "cifar10", "--codecs", "gif"])
+    assert result.exit_code != 0 and "unknown gif" in result.output
+
+
+def test_bench_on_a_folder(tmp_path):
+    from conftest import sample_image
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(sample_image(40, 24, "RGB", seed=i)).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("ignored")
+    result = CliRunner().invoke(
+        main, ["bench", str(folder), "-q", "3", "--codecs", "jpeg", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert {r["images"] for r in rows} == {2}

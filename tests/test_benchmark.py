@@ -1,0 +1,76 @@
+import io
+
+import numpy as np
+from conftest import sample_image
+from PIL import Image
+
+from cae_codec import benchmark, metrics
+
+
+def test_jpeg_payload_excludes_headers():
+    buffer = io.BytesIO()
+    Image.fromarray(sample_image(32, 32, "RGB")).save(buffer, format="JPEG", quality=50)
+    data = buffer.getvalue()
+    payload = benchmark.jpeg_payload_size(data)
+    sos = data.rfind(b"\xff\xda")
+    assert data.endswith(b"\xff\xd9")
+    assert payload == len(data[sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big") : -2])
+    assert 0 < payload < len(data) - 300  # Pillow's default tables alone are several hundred bytes
+
+
+def test_measure_agrees_with_numpy():
+    images = [sample_image(32, 32, "RGB", seed=s) for s in range(3)]
+    point, payload = benchmark.measure_classic(images, "jpeg", [40])
+    assert payload.codec == "jpeg-payload" and payload.psnr == point.psnr and payload.bpp < point.bpp
+    sizes, psnrs = [], []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=40)
+        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+        sizes.append(8 * len(buffer.getvalue()) / 1024)
+        psnrs.append(10 * np.log10(255**2 / np.mean((decoded.astype(float) - image) ** 2)))
+    assert abs(point.bpp - np.mean(sizes)) < 1e-9
+    assert abs(point.psnr - np.mean(psnrs)) < 1e-9
+    assert point.images == 3
+
+
+def test_interpolate_inside_and_outside():
+    points = _curve("x", [(1.0, 20), (3.0, 30)])
+    assert benchmark.interpolate(points, "psnr", "bpp", 25) == 2.0
+    assert benchmark.interpolate(points, "bpp", "psnr", 0.5) is None
+    assert benchmark.interpolate(points, "bpp", "psnr", 3.5) is None
+
+
+def test_psnr_of_identical_images_is_infinite():
+    image = sample_image(4, 4, "RGB")
+    assert metrics.psnr(image, image) == float("inf")
+
+
+def _curve(name, pairs):
+    return [benchmark.Point(name, i, bpp, psnr, 0, 0, 0, 0, 1) for i, (bpp, psnr) in enumerate(pairs)]
+
+
+def test_bd_rate_and_psnr_known_answers():
+    psnrs = [26.0, 29.0, 32.0, 35.0, 38.0]
+    anchor = _curve("a", [(0.3 * np.exp(0.12 * p), p) for p in psnrs])
+    half = _curve("t", [(0.15 * np.exp(0.12 * p), p) for p in psnrs])
+    assert abs(benchmark.bd_rate(anchor, half) - (-50.0)) < 1e-6
+    assert abs(benchmark.bd_rate(half, anchor) - 100.0) < 1e-6
+    better = _curve("t", [(p.bpp, p.psnr + 1.0) for p in anchor])
+    assert abs(benchmark.bd_psnr(anchor, better) - 1.0) < 1e-9
+    assert benchmark.bd_rate(anchor, _curve("t", [(1, 10.0), (2, 12.0)])) is None  # no overlap
+
+
+def test_ssim_matches_scikit_image():
+    # Reference values from scikit-image 0.26.0: structural_similarity(a, b, gaussian_weights=True,
+    # sigma=1.5, use_sample_covariance=False, data_range=255[, channel_axis=2]).
+    y, x = np.mgrid[0:48, 0:40]
+    a = np.stack(
+        [(x * 7 + y * 13) % 256, (x * y) % 256, 128 + 100 * np.sin(x / 4.0) * np.cos(y / 6.0)], axis=-1
+    )
+    a = a.astype(np.uint8)
+    b = (a.astype(np.int64) + ((x * 31 + y * 17) % 41 - 20)[..., None]).clip(0, 255).astype(np.uint8)
+    assert abs(metrics.ssim(a, b) - 0.9121479702649298) < 1e-12
+    assert abs(metrics.ssim(a[..., 2], b[..., 2]) - 0.8459081200146226) < 1e-12
+    assert metrics.ssim(a, a) == 1.0
+    assert np.isnan(metrics.ssim(a[:10], b[:10]))
