@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
-from . import codec, entropy, metrics
+from . import codec, metrics
 from . import weights as weights_mod
 from .container import header_size, unpack
 
@@ -57,6 +57,11 @@ class Point:
     images: int
     coder: str | None = None
     entropy_bpp: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The curve this point belongs to: the codec, and for cae-codec its coder too."""
+        return f"{self.codec}/{self.coder}" if self.coder else self.codec
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,29 +148,36 @@ def measure_classic(images: list[np.ndarray], name: str, qualities=None, tick=No
     return points
 
 
+CAE_CODERS = ("zstd", "range")
+
+
 def measure_cae(
-    images: list[np.ndarray], qualities=None, weights: str | None = None, tick=None
+    images: list[np.ndarray], qualities=None, weights: str | None = None, tick=None, coders=CAE_CODERS
 ) -> list[Point]:
-    """cae-codec at each quality, with the entropy model's own estimate of the rate beside it."""
+    """cae-codec at each coder and quality, with its entropy model's own rate estimate beside it."""
     w = weights_mod.load(weights)
-    points = []
-    for quality in qualities or range(1, w.levels + 1):
-        tally = _Tally()
-        for image in images:
-            data, enc = _timed(codec.compress, image, quality, w.path)
-            decoded, dec = _timed(codec.decompress, data, w.path)
-            _score(tally, image, np.asarray(decoded.convert("RGB")), len(data), enc, dec)
-            f = unpack(data)
-            shape = codec.latent_shape(w, f.header.height, f.header.width)
-            symbols = entropy.decode_symbols(f.color, math.prod(shape)).reshape(shape)
-            bits = codec.latent_bits(w, symbols, quality) + 8 * header_size(data)
-            tally.add(entropy_bpp=bits / (image.shape[0] * image.shape[1]))
-            if tick:
-                tick()
-        point = _point("cae-codec", quality, tally, len(images), coder="zstd")
-        point.entropy_bpp = tally.mean("entropy_bpp")
-        points.append(point)
-    return points
+    levels = list(qualities or range(1, w.levels + 1))
+    return [_measure_cae_level(images, w, q, coder, tick) for coder in coders for q in levels]
+
+
+def _measure_cae_level(
+    images: list[np.ndarray], w: weights_mod.Weights, quality: int, coder: str, tick
+) -> Point:
+    tally = _Tally()
+    for image in images:
+        data, enc = _timed(codec.compress, image, quality, w.path, coder)
+        decoded, dec = _timed(codec.decompress, data, w.path)
+        _score(tally, image, np.asarray(decoded.convert("RGB")), len(data), enc, dec)
+        f = unpack(data)
+        bits = codec.latent_bits(w, codec.decode_symbols(w, f.color, f.header), quality) + 8 * header_size(
+            data
+        )
+        tally.add(entropy_bpp=bits / (image.shape[0] * image.shape[1]))
+        if tick:
+            tick()
+    point = _point("cae-codec", quality, tally, len(images), coder=coder)
+    point.entropy_bpp = tally.mean("entropy_bpp")
+    return point
 
 
 def _point(name: str, quality: int, tally: _Tally, count: int, coder: str | None = None) -> Point:
@@ -173,8 +185,13 @@ def _point(name: str, quality: int, tally: _Tally, count: int, coder: str | None
     return Point(name, quality, *(tally.mean(k) for k in keys), images=count, coder=coder)
 
 
-def curve(points: list[Point], name: str) -> list[Point]:
-    return [p for p in points if p.codec == name]
+def curve(points: list[Point], label: str) -> list[Point]:
+    return [p for p in points if p.label == label]
+
+
+def labels(points: list[Point], ours: bool) -> list[str]:
+    """Curve labels in order of appearance: cae-codec's (ours=True) or the classical codecs'."""
+    return [n for n in dict.fromkeys(p.label for p in points) if n.startswith("cae-codec") == ours]
 
 
 def interpolate(points: list[Point], x: str, y: str, at: float) -> float | None:
@@ -218,24 +235,24 @@ def bd_psnr(anchor: list[Point], test: list[Point]) -> float | None:
 
 
 def summary(points: list[Point]) -> str:
-    """The stdout table: each cae-codec level against every classical curve, then BD figures."""
-    cae = curve(points, "cae-codec")
-    others = [n for n in dict.fromkeys(p.codec for p in points) if n != "cae-codec"]
+    """The stdout table: each cae-codec point against every classical curve, then BD figures."""
+    others = labels(points, ours=False)
 
     def num(v: float | None, spec: str) -> str:
         return "n/a" if v is None else format(v, spec)
 
-    head = ["q", "bpp", "PSNR", "MSE", "SSIM", "est.bpp"]
+    head = ["coder", "q", "bpp", "PSNR", "MSE", "SSIM", "est.bpp"]
     head += [f"{n} {k}" for n in others for k in ("PSNR@bpp", "bpp@PSNR")]
     rows = [head]
-    for p in cae:
+    for p in [p for p in points if p.codec == "cae-codec"]:
         row = [
+            p.coder or "",
             str(p.quality),
             f"{p.bpp:.3f}",
             f"{p.psnr:.2f}",
             f"{p.mse:.1f}",
             f"{p.ssim:.4f}",
-            f"{p.entropy_bpp:.3f}",
+            num(p.entropy_bpp, ".3f"),
         ]
         for n in others:
             c = curve(points, n)
@@ -247,9 +264,13 @@ def summary(points: list[Point]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     lines.append("")
-    for n in others:
-        rate, gain = bd_rate(curve(points, n), cae), bd_psnr(curve(points, n), cae)
-        lines.append(f"cae-codec vs {n}: BD-rate {num(rate, '+.1f')} %, BD-PSNR {num(gain, '+.2f')} dB")
+    for ours in labels(points, ours=True):
+        for n in others:
+            rate, gain = (
+                bd_rate(curve(points, n), curve(points, ours)),
+                bd_psnr(curve(points, n), curve(points, ours)),
+            )
+            lines.append(f"{ours} vs {n}: BD-rate {num(rate, '+.1f')} %, BD-PSNR {num(gain, '+.2f')} dB")
     return "\n".join(lines)
 
 
@@ -273,9 +294,9 @@ def plot_rd(points: list[Point], path: Path, title: str) -> bool:
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-    for name in dict.fromkeys(p.codec for p in points):
+    for name in dict.fromkeys(p.label for p in points):
         c = sorted(curve(points, name), key=lambda p: p.bpp)
-        style = {"linewidth": 2.5, "color": "black"} if name == "cae-codec" else {"linewidth": 1.2}
+        style = {"linewidth": 2.5} if name.startswith("cae-codec") else {"linewidth": 1.2, "alpha": 0.8}
         ax.plot([p.bpp for p in c], [p.psnr for p in c], marker="o", markersize=3, label=name, **style)
     ax.set(xlabel="bits per pixel (whole file)", ylabel="PSNR (dB, RGB)", title=title)
     ax.grid(alpha=0.3)
@@ -304,7 +325,7 @@ def grid(
     Large images show a centre crop of `crop` pixels; small ones are enlarged to about that size.
     """
     scale = max(1, crop // max(max(im.shape[:2]) for im in images))
-    cae = next(p for p in curve(points, "cae-codec") if p.quality == quality)
+    cae = next(p for p in points if p.codec == "cae-codec" and p.quality == quality)
     rows: list[tuple[str, Callable[[np.ndarray], bytes] | None, Callable[[bytes], np.ndarray] | None]] = [
         ("original", None, None),
         (
@@ -330,7 +351,7 @@ def grid(
     draw = ImageDraw.Draw(sheet)
     for r, (label, encode, decode) in enumerate(rows):
         top = r * (tile_h + label_h + margin)
-        draw.text((4, top + tile_h // 2), label, fill="black", font=font)
+        draw.multiline_text((4, top + tile_h // 2), label, fill="black", font=font)
         for i, (image, box) in enumerate(zip(images, crops, strict=True)):
             left = left0 + i * (tile_w + margin)
             shown, note = image, ""

@@ -5,6 +5,7 @@ image -> (rgb, alpha, mode) -> tensor -> latent -> integers -> bytes, and back.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -15,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import entropy
 from . import weights as weights_mod
-from .container import CaeFile, FormatError, Header, pack, unpack
+from .container import CODERS, CaeFile, FormatError, Header, pack, unpack
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
 WeightsArg = str | os.PathLike | None
@@ -130,15 +131,30 @@ def compress(
     w = weights_mod.load(weights)
     quality = w.default_quality if quality is None else quality
     _check_quality(w, quality)
-    if coder != "zstd":
-        raise ValueError(f"coder {coder!r} is not available (this version has: zstd)")
+    if coder not in CODERS:
+        raise ValueError(f"coder must be one of {', '.join(CODERS)}, not {coder!r}")
     rgb, alpha, mode = split_image(image)
     height, width = rgb.shape[:2]
     _check_pixels(width, height, max_pixels)
     symbols = encode_latent(w, to_tensor(rgb, w.model.config.stride), quality)
     header = Header(mode, coder, quality, w.id, width, height)
     alpha_bytes = entropy.zstd_pack(alpha.tobytes()) if alpha is not None else None
-    return pack(CaeFile(header, entropy.encode_symbols(symbols), alpha_bytes))
+    return pack(CaeFile(header, encode_symbols(w, symbols, quality, coder), alpha_bytes))
+
+
+def encode_symbols(w: weights_mod.Weights, symbols: np.ndarray, quality: int, coder: str) -> bytes:
+    """The latent's integers to the colour section, by the chosen entropy coder."""
+    if coder == "range":
+        return entropy.range_encode(symbols, w.range_tables[quality - 1])
+    return entropy.encode_symbols(symbols)
+
+
+def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> np.ndarray:
+    """The colour section back to the latent's integers (M, H/4, W/4)."""
+    shape = latent_shape(w, header.height, header.width)
+    if header.coder == "range":
+        return entropy.range_decode(data, w.range_tables[header.quality - 1], shape)
+    return entropy.decode_symbols(data, math.prod(shape)).reshape(shape)
 
 
 def read_header(data: bytes) -> Header:
@@ -162,8 +178,7 @@ def decompress(data: bytes, weights: WeightsArg = None, max_pixels: int = DEFAUL
     if h.width * h.height > max_pixels:
         raise FormatError(f"{h.width}x{h.height} is over the limit of {max_pixels} pixels (see max_pixels)")
     w = _weights_for(h, weights)
-    shape = latent_shape(w, h.height, h.width)
-    symbols = entropy.decode_symbols(f.color, int(np.prod(shape))).reshape(shape)
+    symbols = decode_symbols(w, f.color, h)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a garbage latent may overflow float math; pixels are clamped
         rgb = to_pixels(decode_latent(w, symbols, h.quality), h.height, h.width)

@@ -1,11 +1,16 @@
-"""Entropy coding of the quantized latent: integers <-> bytes.
+"""Entropy coding of the quantized latent: integers <-> bytes, by one of two coders.
 
 zstd: each symbol becomes one byte (zigzag, 255 = escape to a uint32 in a second stream),
 channel-major, and zstd-19 codes the bytes in a magicless frame with no size or checksum.
+range: constriction's range coder, driven by the weight bundle's integer per-channel tables.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import constriction
 import numpy as np
 import zstandard
 
@@ -80,3 +85,115 @@ def decode_symbols(frame: bytes, count: int) -> np.ndarray:
     if zigzag.max(initial=0) > 2 * MAX_SYMBOL:
         raise FormatError("latent payload holds a value out of range")
     return np.where(zigzag & 1, -(zigzag + 1) // 2, zigzag // 2)
+
+
+# --- range: the learned per-channel tables of the weight bundle drive constriction's range coder ---
+
+RANGE_PRECISION = 16  # each table's integer frequencies sum to 2**16
+RANGE_HALF_WIDTH = 256  # tables cover at most median +- this many steps; the rest is escaped
+ESCAPE_BITS = 21  # escaped values are coded uniformly as zigzag integers below 2**21
+_TRIM_LIMIT = 1 << 14  # streams up to this size are trimmed byte by byte (it matters for small images)
+
+
+@dataclass(frozen=True)
+class RangeTables:
+    """One quality level's integer tables: channel c codes symbols lo[c] .. lo[c]+len-1, then escape."""
+
+    lo: np.ndarray  # (M,) int64
+    freqs: tuple[np.ndarray, ...]  # M arrays of int64 frequencies, the last entry the escape
+
+    def models(self) -> list:
+        return [
+            constriction.stream.model.Categorical(f.astype(np.float64), perfect=False) for f in self.freqs
+        ]
+
+
+def quantize_pmf(pmf: np.ndarray, half_width: int) -> RangeTables:
+    """Float tables (M, 2*half_width+1) over symbols -half_width.. to integer tables with an escape."""
+    total = 1 << RANGE_PRECISION
+    los, freqs = [], []
+    for row in pmf.astype(np.float64):
+        # Drop tails whose mass would round to nothing; the escape slot carries them.
+        cdf = np.cumsum(row)
+        first = int(np.searchsorted(cdf, 1 / total))
+        last = int(np.searchsorted(cdf, cdf[-1] - 1 / total))
+        kept = row[first : last + 1]
+        escape = max(0.0, 1.0 - kept.sum())
+        counts = np.maximum(1, np.floor(np.append(kept, escape) * total)).astype(np.int64)
+        counts[np.argmax(counts)] += total - counts.sum()
+        los.append(first - half_width)
+        freqs.append(counts)
+    return RangeTables(np.array(los, dtype=np.int64), tuple(freqs))
+
+
+# constriction reports a stream that its model cannot have produced with these exceptions.
+_BROKEN_STREAM = (AssertionError, ValueError, RuntimeError, OverflowError)
+
+
+def _zigzag(values: np.ndarray) -> np.ndarray:
+    return np.where(values < 0, -2 * values - 1, 2 * values)
+
+
+def _unzigzag(values: np.ndarray) -> np.ndarray:
+    return np.where(values & 1, -(values + 1) // 2, values // 2)
+
+
+def _range_decode_raw(data: bytes, tables: RangeTables, shape: tuple[int, ...]) -> np.ndarray:
+    padded = data + bytes(-len(data) % 4)
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(padded, dtype=">u4").astype(np.uint32))
+    per_channel = math.prod(shape[1:])
+    out = np.empty((shape[0], per_channel), dtype=np.int64)
+    escaped = []
+    for c, model in enumerate(tables.models()):
+        index = decoder.decode(model, per_channel).astype(np.int64)
+        escape = len(tables.freqs[c]) - 1
+        out[c] = index + tables.lo[c]
+        escaped.append((c, np.flatnonzero(index == escape)))
+    count = sum(len(where) for _, where in escaped)
+    if count:
+        values = _unzigzag(
+            decoder.decode(constriction.stream.model.Uniform(1 << ESCAPE_BITS), count).astype(np.int64)
+        )
+        start = 0
+        for c, where in escaped:
+            out[c, where] = values[start : start + len(where)]
+            start += len(where)
+    return out.reshape(shape)
+
+
+def range_encode(symbols: np.ndarray, tables: RangeTables) -> bytes:
+    """Integers (M, H, W) to a range-coded byte stream, trimmed to the shortest that decodes exactly."""
+    if np.abs(symbols).max(initial=0) > MAX_SYMBOL:
+        raise ValueError("latent value out of range; the weights are unsuitable for this image")
+    encoder = constriction.stream.queue.RangeEncoder()
+    flat = symbols.reshape(symbols.shape[0], -1).astype(np.int64)
+    escaped = []
+    for c, model in enumerate(tables.models()):
+        index = flat[c] - tables.lo[c]
+        escape = len(tables.freqs[c]) - 1
+        outside = (index < 0) | (index >= escape)
+        encoder.encode(np.where(outside, escape, index).astype(np.int32), model)
+        escaped.append(flat[c][outside])
+    values = np.concatenate(escaped)
+    if values.size:
+        encoder.encode(_zigzag(values).astype(np.int32), constriction.stream.model.Uniform(1 << ESCAPE_BITS))
+    data = encoder.get_compressed().astype(">u4").tobytes()
+    if len(data) <= _TRIM_LIMIT:
+        # The coder flushes whole 32-bit words; keep only the bytes the decoder really needs.
+        for cut in range(min(7, len(data) - 1), 0, -1):
+            try:
+                if np.array_equal(_range_decode_raw(data[:-cut], tables, symbols.shape), symbols):
+                    return data[:-cut]
+            except _BROKEN_STREAM:
+                continue
+    return data
+
+
+def range_decode(data: bytes, tables: RangeTables, shape: tuple[int, ...]) -> np.ndarray:
+    """A range-coded stream back to integers of `shape` (M, H, W)."""
+    if len(tables.freqs) != shape[0]:
+        raise FormatError(f"range tables have {len(tables.freqs)} channels, the latent {shape[0]}")
+    try:
+        return _range_decode_raw(data, tables, shape)
+    except _BROKEN_STREAM as e:
+        raise FormatError(f"range-coded payload is corrupt ({e})") from None

@@ -81,6 +81,13 @@ class FactorizedDensity(nn.Module):
         return p.clamp_min(1e-9).reshape(c, b, h, w).permute(1, 0, 2, 3)
 
     @torch.no_grad()
+    def pmf_grid(self, centre: Tensor, half_width: int) -> Tensor:
+        """P(Y = centre_c + k) for k in -half_width..half_width: a (C, 2*half_width+1) table."""
+        k = torch.arange(-half_width, half_width + 1, dtype=torch.float32)
+        values = centre.float()[:, None] + k[None, :]
+        return self.likelihood(values[None, :, None, :])[0, :, 0, :]
+
+    @torch.no_grad()
     def medians(self) -> Tensor:
         """Per-channel median, where the CDF's logit crosses zero (found by bisection)."""
         c = self.matrices[0].shape[0]

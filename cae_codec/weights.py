@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from . import entropy
 from .model import CAE, ModelConfig
 
 BUNDLE_FORMAT = "cae-codec-weights"
@@ -41,7 +43,7 @@ REGISTRY: dict[int, Shipped] = {
             1,
             "cae-fp8-v1",
             "cae-fp8-v1.pt",
-            "4cf921862e68f70fad0cb2aec242fbc661f390da405b8964dac4947683a46e38",
+            "f0728ffc313909975eb5ba1616ed5d6a60e0e44eb34d9fb78d6151db4488da0c",
         ),
     )
 }
@@ -59,6 +61,7 @@ class Weights:
     lambdas: tuple[float, ...]
     offsets: torch.Tensor  # (levels, M) int64: each channel's rounded median, subtracted before packing
     default_quality: int
+    range_tables: tuple[entropy.RangeTables, ...]  # one per level, for the range coder
 
     @property
     def levels(self) -> int:
@@ -129,6 +132,9 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
     except RuntimeError:
         raise WeightsError(f"{path} does not fit the network its config describes") from None
     model.eval().requires_grad_(False)
+    tables = _unpack_tables(bundle["range_lo"], bundle["range_freqs"], bundle["range_len"])
+    if len(tables) != model.config.levels:
+        raise WeightsError(f"{path} has range tables for {len(tables)} levels, not {model.config.levels}")
     return Weights(
         id=wid,
         name=bundle["name"],
@@ -137,6 +143,32 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
         lambdas=tuple(bundle["lambdas"]),
         offsets=bundle["offsets"],
         default_quality=bundle["default_quality"],
+        range_tables=tables,
+    )
+
+
+def _pack_tables(tables: list[entropy.RangeTables]) -> dict[str, torch.Tensor]:
+    """Integer tables as three tensors: lows, zero-padded frequencies and table lengths."""
+    width = max(len(f) for t in tables for f in t.freqs)
+    freqs = torch.zeros(len(tables), len(tables[0].freqs), width, dtype=torch.int64)
+    lengths = torch.zeros(len(tables), len(tables[0].freqs), dtype=torch.int64)
+    for q, t in enumerate(tables):
+        for c, f in enumerate(t.freqs):
+            freqs[q, c, : len(f)] = torch.from_numpy(f)
+            lengths[q, c] = len(f)
+    lows = torch.stack([torch.from_numpy(t.lo) for t in tables])
+    return {"range_lo": lows, "range_freqs": freqs, "range_len": lengths}
+
+
+def _unpack_tables(
+    lows: torch.Tensor, freqs: torch.Tensor, lengths: torch.Tensor
+) -> tuple[entropy.RangeTables, ...]:
+    return tuple(
+        entropy.RangeTables(
+            lows[q].numpy().astype(np.int64),
+            tuple(freqs[q, c, : lengths[q, c]].numpy().astype(np.int64) for c in range(freqs.shape[1])),
+        )
+        for q in range(freqs.shape[0])
     )
 
 
@@ -156,6 +188,11 @@ def export(
     """Write a bundle; returns the file's sha256 (what a registry entry records)."""
     model = model.eval()
     offsets = torch.stack([d.medians().round() for d in model.densities]).long()
+    half = entropy.RANGE_HALF_WIDTH
+    tables = [
+        entropy.quantize_pmf(d.pmf_grid(offsets[q], half).numpy(), half)
+        for q, d in enumerate(model.densities)
+    ]
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bundle = {
         "format": BUNDLE_FORMAT,
@@ -166,6 +203,7 @@ def export(
         "lambdas": list(lambdas),
         "default_quality": default_quality,
         "offsets": offsets,
+        **_pack_tables(tables),
         "state_dict": state,
         "tensor_sha256": _tensor_digest(state),
     }

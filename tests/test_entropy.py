@@ -44,3 +44,48 @@ def test_zstd_unpack_caps_expansion():
 def test_encode_refuses_absurd_values():
     with pytest.raises(ValueError):
         entropy.encode_symbols(np.array([1 << 30]))
+
+
+def _tables(half=8, spread=1.5, channels=3):
+    k = np.arange(-half, half + 1)
+    pmf = np.exp(-np.abs(k) / spread)[None, :].repeat(channels, axis=0)
+    return entropy.quantize_pmf(pmf / pmf.sum(axis=1, keepdims=True) * 0.999, half)
+
+
+def test_quantized_tables_sum_to_precision_with_an_escape():
+    tables = _tables()
+    for freqs in tables.freqs:
+        assert freqs.sum() == 1 << entropy.RANGE_PRECISION
+        assert freqs.min() >= 1
+    assert (tables.lo >= -8).all()
+
+
+def test_range_round_trip_with_escapes():
+    tables = _tables()
+    rng = np.random.default_rng(3)
+    symbols = rng.laplace(0, 1.5, (3, 5, 7)).round().astype(np.int64)
+    symbols[0, 0, 0], symbols[2, 4, 6], symbols[1, 2, 3] = 500, -(1 << 20), 9
+    data = entropy.range_encode(symbols, tables)
+    np.testing.assert_array_equal(entropy.range_decode(data, tables, symbols.shape), symbols)
+
+
+def test_range_stream_is_near_the_tables_information():
+    tables = _tables(channels=1)
+    rng = np.random.default_rng(4)
+    symbols = rng.laplace(0, 1.5, (1, 32, 32)).round().clip(-8, 8).astype(np.int64)
+    index = symbols.ravel() - tables.lo[0]
+    bits = -np.log2(tables.freqs[0][index] / (1 << entropy.RANGE_PRECISION)).sum()
+    data = entropy.range_encode(symbols, tables)
+    assert 8 * len(data) < bits + 24  # trimmed: less than 3 bytes over the information content
+
+
+def test_range_decode_of_garbage_is_a_format_error_or_values():
+    tables = _tables()
+    for junk in (b"", b"\xff" * 3, bytes(range(40))):
+        try:
+            out = entropy.range_decode(junk, tables, (3, 2, 2))
+        except FormatError:
+            continue
+        assert out.shape == (3, 2, 2)  # garbage decodes to some integers; the checksum guards files
+    with pytest.raises(FormatError, match="channels"):
+        entropy.range_decode(b"", tables, (4, 2, 2))
