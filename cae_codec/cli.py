@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,7 +125,11 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -
         raise click.ClickException(str(e)) from None
 
     def work(source: Path, target: Path) -> str:
-        image = codec.read_image(source, max_pixels)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", codec.FrameWarning)
+            image = codec.read_image(source, max_pixels)
+        for warning in caught:
+            click.echo(f"cae-codec: warning: {source}: {warning.message}", err=True)
         start = time.perf_counter()
         data = codec.compress(image, quality, weights=w.path, coder=coder, max_pixels=max_pixels)
         seconds = time.perf_counter() - start
@@ -249,7 +254,9 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     for skipped in [n for n in names if not benchmark.available(n)]:
         click.echo(f"note: {skipped} skipped: this Pillow cannot write it", err=True)
     names = [n for n in names if benchmark.available(n)]
-    total = len(images) * (len(levels) * len(benchmark.CAE_CODERS) + sum(len(benchmark.CLASSICS[n].qualities) for n in names))
+    total = len(images) * (
+        len(levels) * len(benchmark.CAE_CODERS) + sum(len(benchmark.CLASSICS[n].qualities) for n in names)
+    )
     with click.progressbar(length=total, label="measuring", file=sys.stderr) as bar:
         try:
             points = benchmark.measure_cae(images, levels, str(w.path), tick=lambda: bar.update(1))

@@ -26,21 +26,34 @@ CONVERSIONS = {"1": "L", "F": "L", "LA": "RGBA", "PA": "RGBA"}
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
+class FrameWarning(UserWarning):
+    """An input had several frames or pages and only the first was kept."""
+
+
 def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open an image file fully, turned upright by its EXIF orientation; first frame only."""
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise ValueError("empty file")
     try:
-        with Image.open(path) as image:
-            _check_pixels(image.width, image.height, max_pixels)
-            image.load()
-            return ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            # Our own pixel limit is checked right after opening, before any pixel is decoded.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_pixels(image.width, image.height, max_pixels)
+                frames = getattr(image, "n_frames", 1)
+                image.load()
+                upright = ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError:
+        raise ValueError(f"image is over the limit of {max_pixels} pixels (see max_pixels)") from None
     except UnidentifiedImageError:
         raise ValueError("not an image file, or a format Pillow cannot read") from None
     except (OSError, SyntaxError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise  # a file-system error: missing, a directory, no permission
         raise ValueError(f"corrupt or truncated image ({e})") from None
+    if frames > 1:
+        warnings.warn(f"{frames} frames; only the first is kept", FrameWarning, stacklevel=2)
+    return upright
 
 
 def split_image(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -163,6 +176,12 @@ def read_header(data: bytes) -> Header:
 
 
 def _weights_for(header: Header, weights: WeightsArg) -> weights_mod.Weights:
+    if weights is None and header.weights_id not in weights_mod.REGISTRY:
+        kind = "shipped" if header.weights_id < weights_mod.FIRST_USER_ID else "user-trained"
+        raise FormatError(
+            f"file was made with {kind} weights id {header.weights_id}, which are not installed; "
+            "pass the weight file with --weights"
+        )
     w = weights_mod.load(weights, header.weights_id)
     if w.id != header.weights_id:
         raise FormatError(f"file was made with weights id {header.weights_id}, not {w.name} (id {w.id})")

@@ -7,7 +7,6 @@ Run only when a new shipped bundle is added; files made by existing bundles must
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 import cae_codec
 

@@ -60,7 +60,9 @@ def test_bench_figures_agree_with_our_own_measurement(bench_run):
     out, images, _ = bench_run
     rows = json.loads((out / "results.json").read_text())
     cae = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "zstd" and r["quality"] == 6)
-    ranged = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "range" and r["quality"] == 6)
+    ranged = next(
+        r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "range" and r["quality"] == 6
+    )
     assert ranged["psnr"] == cae["psnr"]  # same integers, other coder (its rate depends on the data)
     files = [cae_codec.compress(image, quality=6) for image in images]
     decoded = [np.asarray(cae_codec.decompress(f)) for f in files]

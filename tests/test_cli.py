@@ -141,3 +141,36 @@ def test_installed_script_and_module(png, tmp_path):
     assert np.asarray(Image.open(tmp_path / "back.png")).shape == (30, 40, 3)
     done = subprocess.run([script, "decompress", str(png)], capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr
+
+
+def test_multi_frame_input_keeps_first_frame_with_a_warning(runner, tmp_path):
+    frames = [Image.fromarray(sample_image(16, 16, "RGB", seed=s)) for s in range(3)]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    result = runner.invoke(main, ["compress", str(gif)])
+    assert result.exit_code == 0, result.output
+    assert "warning" in result.stderr and "3 frames; only the first is kept" in result.stderr
+    assert (tmp_path / "anim.cae").exists()
+
+
+def test_pillow_decompression_bomb_is_a_clean_refusal(runner, tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.fromarray(sample_image(64, 64, "RGB")).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 now counts as a bomb for Pillow
+    result = runner.invoke(main, ["compress", str(path), "--max-pixels", str(10**9)])
+    assert result.exit_code == 1 and "over the limit" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_cmyk_and_exif_rotated_jpegs(runner, tmp_path):
+    rgb = sample_image(20, 10, "RGB")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif)
+    result = runner.invoke(main, ["compress", str(tmp_path / "cmyk.jpg"), str(tmp_path / "rotated.jpg")])
+    assert result.exit_code == 0, result.output
+    for name, size in (("cmyk", (20, 10)), ("rotated", (10, 20))):
+        runner.invoke(main, ["decompress", str(tmp_path / f"{name}.cae")])
+        with Image.open(tmp_path / f"{name}.png") as image:
+            assert image.mode == "RGB" and image.size == size
