@@ -102,20 +102,60 @@ def to_pixels(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
     return x.to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+# Large images go through the network in tiles so memory stays bounded (about 200 MB at 512 px).
+# Each tile carries a halo wider than the network's receptive field (10 px for g_a, 3 latent px for
+# g_s) and a multiple of the stride, so the stitched result equals a whole-image pass up to float
+# rounding.
+TILE = 512  # pixels, a multiple of the stride
+HALO = 16  # pixels around an analysis tile; HALO // 2 latent px around a synthesis tile
+
+
+def _tiles(height: int, width: int, tile: int, halo: int):
+    """(core, padded) boxes as (top, left, bottom, right) covering a height x width plane."""
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            core = (top, left, min(top + tile, height), min(left + tile, width))
+            padded = (
+                max(0, top - halo),
+                max(0, left - halo),
+                min(height, core[2] + halo),
+                min(width, core[3] + halo),
+            )
+            yield core, padded
+
+
+def _run_tiled(fn, x: torch.Tensor, out_channels: int, scale: float, tile: int, halo: int) -> torch.Tensor:
+    """Apply a convolutional `fn` that maps an HxW input to (H*scale)x(W*scale), tile by tile."""
+    h, w = x.shape[2:]
+    out = torch.empty(1, out_channels, int(h * scale), int(w * scale))
+    for core, padded in _tiles(h, w, tile, halo):
+        top, left, bottom, right = (int(v * scale) for v in core)
+        ptop, pleft = int(padded[0] * scale), int(padded[1] * scale)
+        y = fn(x[:, :, padded[0] : padded[2], padded[1] : padded[3]])
+        out[:, :, top:bottom, left:right] = y[:, :, top - ptop : bottom - ptop, left - pleft : right - pleft]
+    return out
+
+
 @torch.inference_mode()
-def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int) -> np.ndarray:
+def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: int = TILE) -> np.ndarray:
     """Image tensor to the integer symbols (M, H/4, W/4), centred on each channel's median."""
     level = torch.tensor([quality - 1])
-    y_hat = torch.round(w.model.analysis(x, level))[0]
-    return (y_hat.long() - w.offsets[quality - 1][:, None, None]).numpy()
+    cfg = w.model.config
+    y = _run_tiled(lambda part: w.model.analysis(part, level), x, cfg.M, 1 / cfg.stride, tile, HALO)
+    return (torch.round(y)[0].long() - w.offsets[quality - 1][:, None, None]).numpy()
 
 
 @torch.inference_mode()
-def decode_latent(w: weights_mod.Weights, symbols: np.ndarray, quality: int) -> torch.Tensor:
+def decode_latent(
+    w: weights_mod.Weights, symbols: np.ndarray, quality: int, tile: int = TILE
+) -> torch.Tensor:
     """Integer symbols back to the decoder's output tensor."""
     level = torch.tensor([quality - 1])
-    y_hat = torch.from_numpy(symbols) + w.offsets[quality - 1][:, None, None]
-    return w.model.synthesis(y_hat[None].float(), level)
+    cfg = w.model.config
+    y_hat = (torch.from_numpy(symbols) + w.offsets[quality - 1][:, None, None])[None].float()
+    return _run_tiled(
+        lambda part: w.model.synthesis(part, level), y_hat, 3, cfg.stride, tile // cfg.stride, HALO // 2
+    )
 
 
 def latent_shape(w: weights_mod.Weights, height: int, width: int) -> tuple[int, int, int]:

@@ -167,3 +167,15 @@ def test_range_coder_is_close_to_the_model_estimate(cifar_dir):
 def test_unknown_coder_is_refused():
     with pytest.raises(ValueError, match="coder"):
         cae_codec.compress(sample_image(8, 8, "RGB"), coder="huffman")
+
+
+def test_tiled_network_passes_match_whole_image_passes():
+    array = sample_image(203, 150, "RGB")
+    w = weights.load()
+    x = codec.to_tensor(array, w.model.config.stride)
+    whole = codec.encode_latent(w, x, 5, tile=10**6)
+    tiled = codec.encode_latent(w, x, 5, tile=64)
+    assert np.mean(whole != tiled) < 1e-3  # float rounding may flip a rare value, no more
+    a = codec.to_pixels(codec.decode_latent(w, whole, 5, tile=10**6), 150, 203)
+    b = codec.to_pixels(codec.decode_latent(w, whole, 5, tile=64), 150, 203)
+    assert np.abs(a.astype(int) - b).max() <= 2
