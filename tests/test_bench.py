@@ -108,3 +108,35 @@ def test_bench_on_a_folder(tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "o" / "results.json").read_text())
     assert {r["images"] for r in rows} == {2}
+
+
+def test_bench_without_matplotlib_still_writes_tables(tiny_cifar, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    archive, _ = tiny_cifar
+    out = tmp_path / "nomatplotlib"
+    args = [
+        "bench",
+        "cifar10",
+        "--data-dir",
+        str(archive),
+        "--limit",
+        "2",
+        "-q",
+        "2",
+        "--codecs",
+        "jpeg",
+        "--out",
+    ]
+    result = CliRunner().invoke(main, [*args, str(out)])
+    assert result.exit_code == 0, result.output
+    assert "pip install 'cae-codec[plot]'" in result.stderr
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "grid.png"}

@@ -174,3 +174,20 @@ def test_cmyk_and_exif_rotated_jpegs(runner, tmp_path):
         runner.invoke(main, ["decompress", str(tmp_path / f"{name}.cae")])
         with Image.open(tmp_path / f"{name}.png") as image:
             assert image.mode == "RGB" and image.size == size
+
+
+def test_an_input_is_never_overwritten_even_with_force(runner, png, tmp_path):
+    runner.invoke(main, ["compress", str(png)])
+    cae = png.with_suffix(".cae")
+    before = cae.read_bytes()
+    result = runner.invoke(main, ["compress", str(cae), "-o", str(cae), "--force"])
+    assert result.exit_code == 1 and cae.read_bytes() == before
+
+
+def test_truncated_jpeg_is_a_clean_error(runner, tmp_path):
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(sample_image(64, 64, "RGB")).save(path, quality=90)
+    path.write_bytes(path.read_bytes()[:400])
+    result = runner.invoke(main, ["compress", str(path)])
+    assert result.exit_code == 1 and "corrupt or truncated" in result.stderr
+    assert not (tmp_path / "cut.cae").exists()

@@ -179,3 +179,15 @@ def test_tiled_network_passes_match_whole_image_passes():
     a = codec.to_pixels(codec.decode_latent(w, whole, 5, tile=10**6), 150, 203)
     b = codec.to_pixels(codec.decode_latent(w, whole, 5, tile=64), 150, 203)
     assert np.abs(a.astype(int) - b).max() <= 2
+
+
+def test_huge_claimed_size_is_refused_before_allocating():
+    import time
+
+    from cae_codec.container import CaeFile, Header, pack
+
+    forged = pack(CaeFile(Header("RGB", "zstd", 3, 1, 100_000, 100_000), b"\x00" * 16, None))
+    start = time.perf_counter()
+    with pytest.raises(cae_codec.FormatError, match="over the limit"):
+        cae_codec.decompress(forged)
+    assert time.perf_counter() - start < 1.0
