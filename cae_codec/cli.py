@@ -320,7 +320,11 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     help="CSV log of training and validation metrics.",
 )
 @click.option("--name", help="Name recorded in the weights (default: the output file's stem).")
-@click.option("--default-quality", default=6, show_default=True, help="Quality used when -q is not given.")
+@click.option(
+    "--default-quality",
+    type=int,
+    help="Quality used when -q is not given (default: 3/4 of the way up, 6 of 8).",
+)
 @click.option("--id", "weights_id", type=int, hidden=True, help="Registry id (maintainers only).")
 def train(**options) -> None:
     """Train a model on CIFAR-10's training batches and write a weight file.

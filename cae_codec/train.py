@@ -38,7 +38,7 @@ class TrainConfig:
     log_csv: Path | None = None
     weights_id: int | None = None
     name: str | None = None
-    default_quality: int = 6
+    default_quality: int | None = None  # default: three quarters of the way up the levels
     extra: dict = field(default_factory=dict)
 
 
@@ -125,6 +125,10 @@ def _write_log(path: Path | None, step: int, split: str, metrics: dict[str, floa
 
 def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = None) -> str:
     """Train (resuming from cfg.checkpoint if it exists) and export the bundle; returns its sha256."""
+    levels = len(cfg.lambdas)
+    default_quality = cfg.default_quality or max(1, round(0.75 * levels))
+    if not 1 <= default_quality <= levels:
+        raise ValueError(f"default quality {default_quality} is outside the {levels} levels")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     train_rows, val_rows = split_rows(load_cifar10("train", cfg.data_dir), cfg.val_rows)
@@ -167,4 +171,4 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
             on_progress(Progress(step, cfg.steps, running, metrics))
     wid = cfg.weights_id if cfg.weights_id is not None else weights_mod.new_user_id()
     name = cfg.name or cfg.out.stem
-    return weights_mod.export(model, cfg.out, cfg.lambdas, wid, name, cfg.default_quality)
+    return weights_mod.export(model, cfg.out, cfg.lambdas, wid, name, default_quality)
