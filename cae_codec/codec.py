@@ -5,7 +5,6 @@ image -> (rgb, alpha, mode) -> tensor -> latent -> integers -> bytes, and back.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 
@@ -199,7 +198,7 @@ def encode_symbols(w: weights_mod.Weights, symbols: np.ndarray, quality: int, co
     """The latent's integers to the colour section, by the chosen entropy coder."""
     if coder == "range":
         return entropy.range_encode(symbols, w.range_tables[quality - 1])
-    return entropy.encode_symbols(symbols)
+    return entropy.encode_symbols(symbols, w.zstd_layouts[quality - 1])
 
 
 def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> np.ndarray:
@@ -207,7 +206,7 @@ def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> np.nd
     shape = latent_shape(w, header.height, header.width)
     if header.coder == "range":
         return entropy.range_decode(data, w.range_tables[header.quality - 1], shape)
-    return entropy.decode_symbols(data, math.prod(shape)).reshape(shape)
+    return entropy.decode_symbols(data, shape, w.zstd_layouts[header.quality - 1])
 
 
 def read_header(data: bytes) -> Header:

@@ -1,7 +1,8 @@
 """Entropy coding of the quantized latent: integers <-> bytes, by one of two coders.
 
-zstd: each symbol becomes one byte (zigzag, 255 = escape to a uint32 in a second stream),
-channel-major, and zstd-19 codes the bytes in a magicless frame with no size or checksum.
+zstd: each symbol becomes one byte (zigzag, 255 = escape to a uint32 in a second stream), channel
+by channel in the bundle's order (cheapest first), and zstd-19 codes the bytes with the bundle's
+trained dictionary in a magicless frame with no size, checksum or dictionary id.
 range: constriction's range coder, driven by the weight bundle's integer per-channel tables.
 """
 
@@ -17,12 +18,21 @@ import zstandard
 from .container import FormatError
 
 ZSTD_LEVEL = 19
+ZSTD_DICT_SIZE = 16384
 ESCAPE = 255
 MAX_SYMBOL = 1 << 20  # larger latent magnitudes never come out of a sane encoder
 _FEED = 64  # input bytes fed per step, so each step's output stays small (zstd blocks reach 128 KiB)
 
 
-def _compressor(size: int) -> zstandard.ZstdCompressor:
+def _zigzag(values: np.ndarray) -> np.ndarray:
+    return np.where(values < 0, -2 * values - 1, 2 * values)
+
+
+def _unzigzag(values: np.ndarray) -> np.ndarray:
+    return np.where(values & 1, -(values + 1) // 2, values // 2)
+
+
+def _compressor(size: int, dictionary: bytes | None = None) -> zstandard.ZstdCompressor:
     params = zstandard.ZstdCompressionParameters.from_level(
         ZSTD_LEVEL,
         source_size=size,
@@ -31,17 +41,20 @@ def _compressor(size: int) -> zstandard.ZstdCompressor:
         write_content_size=False,
         write_dict_id=False,
     )
-    return zstandard.ZstdCompressor(compression_params=params)
+    zdict = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
+    return zstandard.ZstdCompressor(compression_params=params, dict_data=zdict)
 
 
-def zstd_pack(raw: bytes) -> bytes:
-    """Compress bytes into one magicless zstd frame."""
-    return _compressor(len(raw)).compress(raw)
+def zstd_pack(raw: bytes, dictionary: bytes | None = None) -> bytes:
+    """Compress bytes into one magicless zstd frame, optionally with a trained dictionary."""
+    return _compressor(len(raw), dictionary).compress(raw)
 
 
-def zstd_unpack(frame: bytes, max_size: int, what: str) -> bytes:
+def zstd_unpack(frame: bytes, max_size: int, what: str, dictionary: bytes | None = None) -> bytes:
     """Decompress exactly one frame that must fill `frame` and expand to at most `max_size` bytes."""
-    obj = zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS).decompressobj()
+    zdict = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
+    decompressor = zstandard.ZstdDecompressor(dict_data=zdict, format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+    obj = decompressor.decompressobj()
     out = bytearray()
     fed = 0
     try:
@@ -59,20 +72,37 @@ def zstd_unpack(frame: bytes, max_size: int, what: str) -> bytes:
     return bytes(out)
 
 
-def encode_symbols(symbols: np.ndarray) -> bytes:
-    """Integers (any shape, channel-major order) to a zstd frame."""
-    flat = symbols.astype(np.int64).ravel()
+@dataclass(frozen=True)
+class ZstdLayout:
+    """How one quality level lays its integers out for zstd: channel order and trained dictionary."""
+
+    order: np.ndarray  # (M,) channel permutation, cheapest channels first
+    dictionary: bytes | None = None
+
+
+def symbol_bytes(symbols: np.ndarray, order: np.ndarray | None = None) -> bytes:
+    """The bytes zstd sees: one byte per zigzag integer (255 escapes to a uint32 tail), channel-major."""
+    ordered = symbols if order is None else symbols[order]
+    flat = ordered.astype(np.int64).ravel()
     if np.abs(flat).max(initial=0) > MAX_SYMBOL:
         raise ValueError("latent value out of range; the weights are unsuitable for this image")
-    zigzag = np.where(flat < 0, -2 * flat - 1, 2 * flat)
+    zigzag = _zigzag(flat)
     head = np.minimum(zigzag, ESCAPE).astype(np.uint8)
     tail = zigzag[zigzag >= ESCAPE].astype("<u4")
-    return zstd_pack(head.tobytes() + tail.tobytes())
+    return head.tobytes() + tail.tobytes()
 
 
-def decode_symbols(frame: bytes, count: int) -> np.ndarray:
-    """A zstd frame back to exactly `count` integers (int64)."""
-    raw = zstd_unpack(frame, count * 5, "latent payload")
+def encode_symbols(symbols: np.ndarray, layout: ZstdLayout | None = None) -> bytes:
+    """Integers (M, H, W) to a zstd frame."""
+    if layout is None:
+        return zstd_pack(symbol_bytes(symbols))
+    return zstd_pack(symbol_bytes(symbols, layout.order), layout.dictionary)
+
+
+def decode_symbols(frame: bytes, shape: tuple[int, ...], layout: ZstdLayout | None = None) -> np.ndarray:
+    """A zstd frame back to exactly the integers of `shape` (M, H, W)."""
+    count = math.prod(shape)
+    raw = zstd_unpack(frame, count * 5, "latent payload", layout.dictionary if layout else None)
     head = np.frombuffer(raw[:count], dtype=np.uint8).astype(np.int64)
     if len(head) < count:
         raise FormatError(f"latent payload holds {len(head)} values, expected {count}")
@@ -84,7 +114,12 @@ def decode_symbols(frame: bytes, count: int) -> np.ndarray:
     zigzag[escapes] = np.frombuffer(tail, dtype="<u4")
     if zigzag.max(initial=0) > 2 * MAX_SYMBOL:
         raise FormatError("latent payload holds a value out of range")
-    return np.where(zigzag & 1, -(zigzag + 1) // 2, zigzag // 2)
+    ordered = _unzigzag(zigzag).reshape(shape)
+    if layout is None:
+        return ordered
+    symbols = np.empty_like(ordered)
+    symbols[layout.order] = ordered
+    return symbols
 
 
 # --- range: the learned per-channel tables of the weight bundle drive constriction's range coder ---
@@ -128,14 +163,6 @@ def quantize_pmf(pmf: np.ndarray, half_width: int) -> RangeTables:
 
 # constriction reports a stream that its model cannot have produced with these exceptions.
 _BROKEN_STREAM = (AssertionError, ValueError, RuntimeError, OverflowError)
-
-
-def _zigzag(values: np.ndarray) -> np.ndarray:
-    return np.where(values < 0, -2 * values - 1, 2 * values)
-
-
-def _unzigzag(values: np.ndarray) -> np.ndarray:
-    return np.where(values & 1, -(values + 1) // 2, values // 2)
 
 
 def _range_decode_raw(data: bytes, tables: RangeTables, shape: tuple[int, ...]) -> np.ndarray:
@@ -197,3 +224,17 @@ def range_decode(data: bytes, tables: RangeTables, shape: tuple[int, ...]) -> np
         return _range_decode_raw(data, tables, shape)
     except _BROKEN_STREAM as e:
         raise FormatError(f"range-coded payload is corrupt ({e})") from None
+
+
+def table_entropy(tables: RangeTables) -> np.ndarray:
+    """Bits per symbol of each channel's integer table (used to order channels for zstd)."""
+    bits = []
+    for f in tables.freqs:
+        p = f / f.sum()
+        bits.append(float(-(p * np.log2(p)).sum()))
+    return np.array(bits)
+
+
+def train_dictionary(samples: list[bytes], size: int = ZSTD_DICT_SIZE) -> bytes:
+    """A zstd dictionary trained on `symbol_bytes` of training images (never test images)."""
+    return zstandard.train_dictionary(size, samples, level=ZSTD_LEVEL).as_bytes()

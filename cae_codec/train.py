@@ -18,6 +18,7 @@ from .model import CAE, ModelConfig
 
 # Lambdas of CompressAI's factorized-prior ladder: loss = lambda * 255^2 * MSE + bpp.
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+DICTIONARY_ROWS = 3000  # training rows whose latents train each level's zstd dictionary
 VAL_BATCH = 4  # validation rows come from the start of data_batch_5 (training rows 40000..)
 
 
@@ -171,4 +172,7 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
             on_progress(Progress(step, cfg.steps, running, metrics))
     wid = cfg.weights_id if cfg.weights_id is not None else weights_mod.new_user_id()
     name = cfg.name or cfg.out.stem
-    return weights_mod.export(model, cfg.out, cfg.lambdas, wid, name, default_quality)
+    dictionary_rows = train_rows[
+        np.random.default_rng(cfg.seed).permutation(len(train_rows))[:DICTIONARY_ROWS]
+    ]
+    return weights_mod.export(model, cfg.out, cfg.lambdas, wid, name, default_quality, dictionary_rows)

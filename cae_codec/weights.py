@@ -43,7 +43,7 @@ REGISTRY: dict[int, Shipped] = {
             1,
             "cae-fp8-v1",
             "cae-fp8-v1.pt",
-            "f0728ffc313909975eb5ba1616ed5d6a60e0e44eb34d9fb78d6151db4488da0c",
+            "21e4b93782f3828a9173b44372d9c84ae8a1909447c7e33db26477ee5dc4d72f",
         ),
     )
 }
@@ -62,6 +62,7 @@ class Weights:
     offsets: torch.Tensor  # (levels, M) int64: each channel's rounded median, subtracted before packing
     default_quality: int
     range_tables: tuple[entropy.RangeTables, ...]  # one per level, for the range coder
+    zstd_layouts: tuple[entropy.ZstdLayout, ...]  # one per level, for the zstd coder
 
     @property
     def levels(self) -> int:
@@ -144,6 +145,10 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
         offsets=bundle["offsets"],
         default_quality=bundle["default_quality"],
         range_tables=tables,
+        zstd_layouts=tuple(
+            entropy.ZstdLayout(order.numpy().astype(np.int64), bytes(d.numpy().tobytes()) or None)
+            for order, d in zip(bundle["zstd_order"], bundle["zstd_dicts"], strict=True)
+        ),
     )
 
 
@@ -177,6 +182,23 @@ def new_user_id() -> int:
     return FIRST_USER_ID + secrets.randbelow(1 << 21)
 
 
+@torch.no_grad()
+def _dictionaries(
+    model: CAE, offsets: torch.Tensor, orders: list[np.ndarray], images: np.ndarray
+) -> list[bytes]:
+    """One zstd dictionary per level, trained on the symbol bytes of training images."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    dicts = []
+    for q, order in enumerate(orders):
+        level = torch.full((len(x),), q)
+        y = torch.cat(
+            [torch.round(model.analysis(x[i : i + 256], level[i : i + 256])) for i in range(0, len(x), 256)]
+        )
+        symbols = (y.long() - offsets[q][None, :, None, None]).numpy()
+        dicts.append(entropy.train_dictionary([entropy.symbol_bytes(s, order) for s in symbols]))
+    return dicts
+
+
 def export(
     model: CAE,
     path: Path,
@@ -184,8 +206,13 @@ def export(
     weights_id: int,
     name: str,
     default_quality: int,
+    dictionary_images: np.ndarray | None = None,
 ) -> str:
-    """Write a bundle; returns the file's sha256 (what a registry entry records)."""
+    """Write a bundle; returns the file's sha256 (what a registry entry records).
+
+    `dictionary_images` (training rows, uint8 Nx32x32x3) train the zstd dictionaries; without
+    them the bundle has none.
+    """
     model = model.eval()
     offsets = torch.stack([d.medians().round() for d in model.densities]).long()
     half = entropy.RANGE_HALF_WIDTH
@@ -193,6 +220,8 @@ def export(
         entropy.quantize_pmf(d.pmf_grid(offsets[q], half).numpy(), half)
         for q, d in enumerate(model.densities)
     ]
+    orders = [np.argsort(entropy.table_entropy(t), kind="stable") for t in tables]
+    dicts = _dictionaries(model, offsets, orders, dictionary_images) if dictionary_images is not None else []
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bundle = {
         "format": BUNDLE_FORMAT,
@@ -204,6 +233,9 @@ def export(
         "default_quality": default_quality,
         "offsets": offsets,
         **_pack_tables(tables),
+        "zstd_order": torch.from_numpy(np.stack(orders)),
+        "zstd_dicts": [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in dicts]
+        or [torch.zeros(0, dtype=torch.uint8) for _ in orders],
         "state_dict": state,
         "tensor_sha256": _tensor_digest(state),
     }
