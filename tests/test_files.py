@@ -1,0 +1,59 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from cae_codec import files
+
+
+def test_plan_outputs_beside_named_and_in_folder(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "sub" / "b.jpg"
+    assert files.plan_outputs([a], ".cae", None) == [tmp_path / "a.cae"]
+    assert files.plan_outputs([a], ".cae", tmp_path / "x.bin") == [tmp_path / "x.bin"]
+    assert files.plan_outputs([a, b], ".cae", tmp_path / "out") == [
+        tmp_path / "out/a.cae",
+        tmp_path / "out/b.cae",
+    ]
+    with pytest.raises(ValueError, match="both write"):
+        files.plan_outputs([a, tmp_path / "a.jpg"], ".cae", None)
+
+
+def test_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    source = tmp_path / "in.png"
+    source.write_bytes(b"x")
+    target = tmp_path / "out.cae"
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # as if Ctrl-C arrived while the file was being put in place
+
+    monkeypatch.setattr(os, "link", crash)
+    with pytest.raises(KeyboardInterrupt):
+        files.write_atomic(target, b"data", source, force=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_write_atomic_respects_force_and_permissions(tmp_path):
+    source = tmp_path / "in.png"
+    source.write_bytes(b"x")
+    target = tmp_path / "out.cae"
+    files.write_atomic(target, b"one", source, force=False)
+    with pytest.raises(files.OutputExistsError):
+        files.write_atomic(target, b"two", source, force=False)
+    files.write_atomic(target, b"two", source, force=True)
+    assert target.read_bytes() == b"two"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    with pytest.raises(files.OutputExistsError, match="input itself"):
+        files.write_atomic(source, b"y", source, force=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_no_temporary_files_after_success(tmp_path):
+    source = tmp_path / "in.png"
+    source.write_bytes(b"x")
+    files.write_atomic(tmp_path / "o.cae", b"z", source, force=False)
+    assert not [p for p in Path(tmp_path).iterdir() if p.name.endswith(".tmp")]
