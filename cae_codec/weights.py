@@ -43,7 +43,7 @@ REGISTRY: dict[int, Shipped] = {
             1,
             "cae-fp8-v1",
             "cae-fp8-v1.pt",
-            "21e4b93782f3828a9173b44372d9c84ae8a1909447c7e33db26477ee5dc4d72f",
+            "7776425fa5bb292b6e207da7673819435c135e9d2c01d6d422f28b9119ad4b2d",
         ),
     )
 }
