@@ -31,30 +31,41 @@ def _num(value: float | None, spec: str) -> str:
 
 
 def markdown(points: list[benchmark.Point], title: str) -> str:
-    cae = benchmark.curve(points, "cae-codec")
+    zstd, ranged = benchmark.curve(points, "cae-codec/zstd"), benchmark.curve(points, "cae-codec/range")
     names = [n for n in COMPARED if benchmark.curve(points, n)]
     lines = [
         f"#### {title}",
         "",
-        "| quality | bpp | PSNR (dB) | SSIM | model estimate (bpp) | "
-        + " | ".join(f"{n} bpp at this PSNR" for n in names)
+        "| quality | bpp, zstd | bpp, range | model estimate | PSNR (dB) | SSIM | "
+        + " | ".join(f"{n}: bpp at this PSNR" for n in names)
         + " |",
-        "| ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |",
     ]
-    for p in cae:
+    for z, r in zip(zstd, ranged, strict=True):
         others = " | ".join(
-            _num(benchmark.interpolate(benchmark.curve(points, n), "psnr", "bpp", p.psnr), ".2f")
+            _num(benchmark.interpolate(benchmark.curve(points, n), "psnr", "bpp", z.psnr), ".2f")
             for n in names
         )
-        lines.append(
-            f"| {p.quality} | {p.bpp:.3f} | {p.psnr:.2f} | {p.ssim:.4f} | {p.entropy_bpp:.3f} | {others} |"
+        cells = (
+            z.quality,
+            f"{z.bpp:.3f}",
+            f"{r.bpp:.3f}",
+            f"{z.entropy_bpp:.3f}",
+            f"{z.psnr:.2f}",
+            f"{z.ssim:.4f}",
         )
-    lines += ["", "| against | BD-rate | BD-PSNR |", "| --- | ---: | ---: |"]
+        lines.append("| " + " | ".join(map(str, cells)) + f" | {others} |")
+    lines += [
+        "",
+        "| cae-codec against | BD-rate, zstd | BD-rate, range | BD-PSNR, range |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for n in names:
         anchor = benchmark.curve(points, n)
+        rate_z, rate_r = benchmark.bd_rate(anchor, zstd), benchmark.bd_rate(anchor, ranged)
+        gain = benchmark.bd_psnr(anchor, ranged)
         lines.append(
-            f"| {n} | {_num(benchmark.bd_rate(anchor, cae), '+.1f')} % "
-            f"| {_num(benchmark.bd_psnr(anchor, cae), '+.2f')} dB |"
+            f"| {n} | {_num(rate_z, '+.1f')} % | {_num(rate_r, '+.1f')} % | {_num(gain, '+.2f')} dB |"
         )
     return "\n".join(lines)
 

@@ -205,8 +205,10 @@ def interpolate(points: list[Point], x: str, y: str, at: float) -> float | None:
 
 def _bd_average(xa, ya, xt, yt) -> float | None:
     """Mean of (fit_t - fit_a) over the shared x range; each y(x) a cubic fit (Bjøntegaard, VCEG-M33)."""
+    if len(xa) < 2 or len(xt) < 2:
+        return None
     lo, hi = max(min(xa), min(xt)), min(max(xa), max(xt))
-    if len(xa) < 2 or len(xt) < 2 or lo >= hi:
+    if lo >= hi:
         return None
     fits = [np.polyint(np.polyfit(x, y, min(3, len(x) - 1))) for x, y in ((xa, ya), (xt, yt))]
     area = [np.polyval(f, hi) - np.polyval(f, lo) for f in fits]
@@ -298,6 +300,9 @@ def plot_rd(points: list[Point], path: Path, title: str) -> bool:
         c = sorted(curve(points, name), key=lambda p: p.bpp)
         style = {"linewidth": 2.5} if name.startswith("cae-codec") else {"linewidth": 1.2, "alpha": 0.8}
         ax.plot([p.bpp for p in c], [p.psnr for p in c], marker="o", markersize=3, label=name, **style)
+    ours = [p.bpp for p in points if p.codec == "cae-codec"]
+    if ours:  # keep cae-codec's range readable; far-off curves run off the right edge
+        ax.set_xlim(0, min(max(p.bpp for p in points), 2.5 * max(ours)) * 1.02)
     ax.set(xlabel="bits per pixel (whole file)", ylabel="PSNR (dB, RGB)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -343,7 +348,7 @@ def grid(
     crops = [_crop_box(im, crop) for im in images]
     tile_w = max(b[2] - b[0] for b in crops) * scale
     tile_h = max(b[3] - b[1] for b in crops) * scale
-    label_h, margin, left0 = 28, 6, 110
+    label_h, margin, left0 = 28, 6, 130
     font = ImageFont.load_default()
     sheet = Image.new(
         "RGB", (left0 + len(images) * (tile_w + margin), len(rows) * (tile_h + label_h + margin)), "white"
@@ -351,7 +356,7 @@ def grid(
     draw = ImageDraw.Draw(sheet)
     for r, (label, encode, decode) in enumerate(rows):
         top = r * (tile_h + label_h + margin)
-        draw.multiline_text((4, top + tile_h // 2), label, fill="black", font=font)
+        draw.text((4, top + tile_h // 2), label, fill="black", font=font)
         for i, (image, box) in enumerate(zip(images, crops, strict=True)):
             left = left0 + i * (tile_w + margin)
             shown, note = image, ""

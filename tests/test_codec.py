@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import sample_image
 from PIL import Image
 
@@ -189,3 +190,18 @@ def test_huge_claimed_size_is_refused_before_allocating():
     with pytest.raises(cae_codec.FormatError, match="over the limit"):
         cae_codec.decompress(forged)
     assert time.perf_counter() - start < 1.0
+
+
+def test_same_bytes_with_one_or_two_threads():
+    # The library must not pin the thread count; the caller's choice may not change any byte.
+    array = sample_image(70, 45, "RGBA")
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            data = cae_codec.compress(array, quality=6)
+            results.append((data, np.asarray(cae_codec.decompress(data)).tobytes()))
+    finally:
+        torch.set_num_threads(before)
+    assert results[0] == results[1]
