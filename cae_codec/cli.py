@@ -314,6 +314,17 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     help="Checkpoint to resume from and save to.",
 )
 @click.option(
+    "--init-from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start from this checkpoint's network, with a fresh optimizer and schedule (fine-tuning).",
+)
+@click.option(
+    "--first-rows",
+    type=click.IntRange(1, 10000),
+    help="Train only on the first N rows of each training batch (in ../shared/data/cifar10 the "
+    "first 1,017 are the exact, never-JPEG-compressed images).",
+)
+@click.option(
     "--log",
     "log_csv",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -236,5 +236,11 @@ def table_entropy(tables: RangeTables) -> np.ndarray:
 
 
 def train_dictionary(samples: list[bytes], size: int = ZSTD_DICT_SIZE) -> bytes:
-    """A zstd dictionary trained on `symbol_bytes` of training images (never test images)."""
-    return zstandard.train_dictionary(size, samples, level=ZSTD_LEVEL).as_bytes()
+    """A zstd dictionary trained on `symbol_bytes` of training images (never test images).
+
+    Returns b"" (no dictionary) when zstd cannot train one, as with very few samples.
+    """
+    try:
+        return zstandard.train_dictionary(size, samples, level=ZSTD_LEVEL).as_bytes()
+    except zstandard.ZstdError:
+        return b""

@@ -37,6 +37,8 @@ class TrainConfig:
     M: int = 64
     checkpoint: Path | None = None
     log_csv: Path | None = None
+    init_from: Path | None = None  # start from this checkpoint's network, with a new optimizer and schedule
+    first_rows: int | None = None  # train only on the first N rows of each 10,000-row training batch
     weights_id: int | None = None
     name: str | None = None
     default_quality: int | None = None  # default: three quarters of the way up the levels
@@ -51,12 +53,19 @@ class Progress:
     metrics: dict[str, float] | None = None  # set after a validation pass
 
 
-def split_rows(train: np.ndarray, val_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out `val_rows` rows of the training batches (never the test batch) for validation."""
+def split_rows(
+    train: np.ndarray, val_rows: int, first_rows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out `val_rows` rows of the training batches (never the test batch) for validation.
+
+    With `first_rows`, training keeps only the first that many rows of each 10,000-row batch.
+    """
     start = VAL_BATCH * 10000 if len(train) >= 50000 else 0
-    val = train[start : start + val_rows]
-    rest = np.concatenate([train[:start], train[start + val_rows :]])
-    return rest, val
+    index = np.arange(len(train))
+    keep = (index < start) | (index >= start + val_rows)
+    if first_rows is not None:
+        keep &= index % 10000 < first_rows
+    return train[keep], train[start : start + val_rows]
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -132,7 +141,7 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
         raise ValueError(f"default quality {default_quality} is outside the {levels} levels")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    train_rows, val_rows = split_rows(load_cifar10("train", cfg.data_dir), cfg.val_rows)
+    train_rows, val_rows = split_rows(load_cifar10("train", cfg.data_dir), cfg.val_rows, cfg.first_rows)
     config = ModelConfig(N=cfg.N, M=cfg.M, levels=len(cfg.lambdas))
     model = CAE(config)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -145,6 +154,8 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
         step = state["step"]
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
+    elif cfg.init_from:
+        model.load_state_dict(torch.load(cfg.init_from, map_location="cpu", weights_only=True)["model"])
     model.train()
     running = 0.0
     while step < cfg.steps:

@@ -234,7 +234,7 @@ def export(
         "offsets": offsets,
         **_pack_tables(tables),
         "zstd_order": torch.from_numpy(np.stack(orders)),
-        "zstd_dicts": [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in dicts]
+        "zstd_dicts": [torch.from_numpy(np.frombuffer(d, dtype=np.uint8).copy()) for d in dicts]
         or [torch.zeros(0, dtype=torch.uint8) for _ in orders],
         "state_dict": state,
         "tensor_sha256": _tensor_digest(state),

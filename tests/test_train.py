@@ -1,5 +1,6 @@
 import csv
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -43,3 +44,28 @@ def test_file_and_weights_must_match(tiny_cifar, tmp_path):
 def test_bad_lambdas_are_a_usage_error(tiny_cifar, tmp_path):
     result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "x.pt"), "--lambdas", "0.1,abc"])
     assert result.exit_code == 2 and "--lambdas" in result.output
+
+
+def test_split_rows_holds_out_validation_and_selects_first_rows():
+    from cae_codec.train import split_rows
+
+    rows = np.arange(50000)[:, None]
+    train_rows, val = split_rows(rows, 256)
+    assert len(train_rows) == 49744 and val[0, 0] == 40000 and val[-1, 0] == 40255
+    assert not np.isin(val, train_rows).any()
+    exact, val = split_rows(rows, 256, first_rows=1017)
+    assert len(exact) == 5 * 1017 - 256 and (exact[:, 0] % 10000 < 1017).all()
+    assert not np.isin(val, exact).any()
+
+
+def test_fine_tuning_starts_from_a_checkpoint(tiny_cifar, tmp_path):
+    import torch
+
+    archive, _ = tiny_cifar
+    ckpt = tmp_path / "base.ckpt"
+    train(archive, tmp_path / "base.pt", "--steps", "2", "--eval-every", "2", "--checkpoint", str(ckpt))
+    base = torch.load(ckpt, weights_only=True)["model"]
+    tuned = tmp_path / "tuned.pt"
+    train(archive, tuned, "--steps", "1", "--lr", "0", "--init-from", str(ckpt), "--first-rows", "5")
+    state = weights.load(tuned).model.state_dict()
+    assert all(torch.equal(state[k], base[k]) for k in ("g_a.0.weight", "g_s.4.weight"))  # lr 0: unchanged
