@@ -191,3 +191,17 @@ def test_truncated_jpeg_is_a_clean_error(runner, tmp_path):
     result = runner.invoke(main, ["compress", str(path)])
     assert result.exit_code == 1 and "corrupt or truncated" in result.stderr
     assert not (tmp_path / "cut.cae").exists()
+
+
+def test_pillow_bomb_warning_is_replaced_by_our_own_limit(runner, tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.fromarray(sample_image(64, 64, "RGB")).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # 4096 pixels: Pillow warns, does not refuse
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # a leaked warning would fail
+        result = runner.invoke(main, ["compress", str(path)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["compress", str(path), "-f", "--max-pixels", "4000"])
+    assert result.exit_code == 1 and "over the limit of 4000 pixels" in result.stderr
