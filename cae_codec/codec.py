@@ -237,18 +237,25 @@ def decompress(data: bytes, weights: WeightsArg = None, max_pixels: int = DEFAUL
         raise FormatError(f"{h.width}x{h.height} is over the limit of {max_pixels} pixels (see max_pixels)")
     w = _weights_for(h, weights)
     symbols = decode_symbols(w, f.color, h)
+    plane = (
+        _decode_alpha(f.alpha, h) if h.mode == "RGBA" else None
+    )  # every section checked before the network runs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a garbage latent may overflow float math; pixels are clamped
         rgb = to_pixels(decode_latent(w, symbols, h.quality), h.height, h.width)
     if h.mode == "L":
         return Image.fromarray(np.round(rgb.mean(axis=2)).astype(np.uint8), "L")
-    if h.mode == "RGB":
+    if plane is None:
         return Image.fromarray(rgb, "RGB")
-    alpha = entropy.zstd_unpack(f.alpha, h.width * h.height, "alpha plane")
-    if len(alpha) != h.width * h.height:
-        raise FormatError(f"alpha plane holds {len(alpha)} values, expected {h.width * h.height}")
-    plane = np.frombuffer(alpha, dtype=np.uint8).reshape(h.height, h.width)
     return Image.fromarray(np.dstack([rgb, plane]), "RGBA")
+
+
+def _decode_alpha(section: bytes | None, h: Header) -> np.ndarray:
+    pixels = h.width * h.height
+    alpha = entropy.zstd_unpack(section or b"", pixels, "alpha plane")
+    if len(alpha) != pixels:
+        raise FormatError(f"alpha plane holds {len(alpha)} values, expected {pixels}")
+    return np.frombuffer(alpha, dtype=np.uint8).reshape(h.height, h.width)
 
 
 @torch.inference_mode()
