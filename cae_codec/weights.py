@@ -36,18 +36,20 @@ class Shipped:
 
 
 # Ids are never reused: a new bundle gets a new id, and old entries stay so old files keep decoding.
+# Id 1 (cae-fp8-v1) was superseded by id 2 before any release and never shipped; it is retired.
 REGISTRY: dict[int, Shipped] = {
     entry.id: entry
     for entry in (
         Shipped(
-            1,
-            "cae-fp8-v1",
-            "cae-fp8-v1.pt",
-            "7776425fa5bb292b6e207da7673819435c135e9d2c01d6d422f28b9119ad4b2d",
+            2,
+            "cae-fp8-v2",
+            "cae-fp8-v2.pt",
+            "2f65b13fbc1d4078f67d3d688acd9bd9903c3c36e40d1e4acf5a4997375cfe59",
         ),
     )
 }
-DEFAULT_ID = 1
+RETIRED_IDS = frozenset({1})
+DEFAULT_ID = 2
 
 
 @dataclass(frozen=True)

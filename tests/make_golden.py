@@ -14,6 +14,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def main() -> None:
+    DATA.mkdir(exist_ok=True)
     y, x = np.mgrid[0:24, 0:36]
     rgb = np.stack([x * 7, y * 10, (x + y) * 4], axis=-1).astype(np.uint8)
     rgba = np.dstack([rgb, (x * y % 256).astype(np.uint8)])

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from conftest import sample_image
 from PIL import Image
 
+from cae_codec import weights
 from cae_codec.cli import main
 
 
@@ -109,7 +110,7 @@ def test_bad_cae_files_fail_cleanly(runner, png, damage):
 def test_info_and_weights_option(runner, png, tmp_path):
     runner.invoke(main, ["compress", str(png), "-q", "2"])
     result = runner.invoke(main, ["info", str(png.with_suffix(".cae"))])
-    assert "40x30 RGB, quality 2, coder zstd, weights id 1" in result.output
+    assert f"40x30 RGB, quality 2, coder zstd, weights id {weights.DEFAULT_ID}" in result.output
     result = runner.invoke(main, ["compress", str(png), "--weights", str(tmp_path / "none.pt"), "-f"])
     assert result.exit_code == 1 and "none.pt" in result.stderr
 

@@ -100,7 +100,7 @@ def test_bad_arrays_are_refused():
 
 def test_file_from_unknown_weights_is_refused_by_id():
     data = bytearray(cae_codec.compress(sample_image(8, 8, "RGB")))
-    data[3] = 5  # weights id 1 -> 5, which is not installed
+    data[3] = 5  # the shipped weights id -> 5, which is not installed
     from cae_codec.container import reseal
 
     with pytest.raises(cae_codec.FormatError, match="id 5, which are not installed"):
@@ -129,7 +129,7 @@ def test_compress_is_repeatable():
 
 @pytest.mark.parametrize("name", ["rgb-q6", "rgba-q2"])
 def test_files_from_shipped_weights_keep_decoding(name):
-    # Made by tests/make_golden.py with weights id 1. Float rounding on another CPU may move a
+    # Made by tests/make_golden.py with weights id 2. Float rounding on another CPU may move a
     # latent value by one step, so pixels may differ slightly; mode, size and alpha may not.
     data = (DATA / f"golden-{name}.cae").read_bytes()
     expected = Image.open(DATA / f"golden-{name}.png")

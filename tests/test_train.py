@@ -37,7 +37,7 @@ def test_file_and_weights_must_match(tiny_cifar, tmp_path):
     out = tmp_path / "mine.pt"
     train(archive, out, "--steps", "1")
     data = cae_codec.compress(batches["test_batch"][0])
-    with pytest.raises(cae_codec.FormatError, match="weights id 1"):
+    with pytest.raises(cae_codec.FormatError, match=f"weights id {weights.DEFAULT_ID}"):
         cae_codec.decompress(data, weights=out)
 
 

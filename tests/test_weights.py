@@ -70,3 +70,8 @@ def test_weights_never_execute_code(tmp_path):
 def test_unknown_id_without_weights_is_refused():
     with pytest.raises(weights.WeightsError, match="not installed"):
         weights.load(weights_id=424242)
+
+
+def test_retired_ids_are_never_reused():
+    assert not set(weights.REGISTRY) & weights.RETIRED_IDS
+    assert weights.DEFAULT_ID in weights.REGISTRY
