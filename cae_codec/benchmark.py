@@ -334,8 +334,8 @@ def grid(
     rows: list[tuple[str, Callable[[np.ndarray], bytes] | None, Callable[[bytes], np.ndarray] | None]] = [
         ("original", None, None),
         (
-            f"cae-codec q{quality}",
-            lambda im: codec.compress(im, quality, weights),
+            f"cae-codec q{quality}, {cae.coder}",
+            lambda im: codec.compress(im, quality, weights, cae.coder),
             lambda d: np.asarray(codec.decompress(d, weights).convert("RGB")),
         ),
     ]
