@@ -167,9 +167,9 @@ def _check_quality(w: weights_mod.Weights, quality: int) -> None:
         raise ValueError(f"quality must be an integer from 1 to {w.levels}, not {quality}")
 
 
-def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+def _check_pixels(width: int, height: int, max_pixels: int, error: type[ValueError] = ValueError) -> None:
     if width * height > max_pixels:
-        raise ValueError(f"{width}x{height} is over the limit of {max_pixels} pixels (see max_pixels)")
+        raise error(f"{width}x{height} is over the limit of {max_pixels} pixels (see max_pixels)")
 
 
 def compress(
@@ -216,11 +216,7 @@ def read_header(data: bytes) -> Header:
 
 def _weights_for(header: Header, weights: WeightsArg) -> weights_mod.Weights:
     if weights is None and header.weights_id not in weights_mod.REGISTRY:
-        kind = "shipped" if header.weights_id < weights_mod.FIRST_USER_ID else "user-trained"
-        raise FormatError(
-            f"file was made with {kind} weights id {header.weights_id}, which are not installed; "
-            "pass the weight file with --weights"
-        )
+        raise FormatError(f"file was {weights_mod.not_installed(header.weights_id)}")
     w = weights_mod.load(weights, header.weights_id)
     if w.id != header.weights_id:
         raise FormatError(f"file was made with weights id {header.weights_id}, not {w.name} (id {w.id})")
@@ -233,8 +229,7 @@ def decompress(data: bytes, weights: WeightsArg = None, max_pixels: int = DEFAUL
     """Decode .cae bytes to a PIL image of the original size and mode (L, RGB or RGBA)."""
     f = unpack(bytes(data))
     h = f.header
-    if h.width * h.height > max_pixels:
-        raise FormatError(f"{h.width}x{h.height} is over the limit of {max_pixels} pixels (see max_pixels)")
+    _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)
     symbols = decode_symbols(w, f.color, h)
     plane = (

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -142,8 +143,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 def load_folder(folder: str | Path, limit: int | None = None) -> list[np.ndarray]:
     """The images of a folder (sorted by name) as uint8 RGB arrays; other files are ignored."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(folder)
     if not path.is_dir():
         raise DataError(f"{folder} is not a folder of images (and not a known data set name)")

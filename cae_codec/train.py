@@ -6,7 +6,7 @@ import csv
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,6 @@ class TrainConfig:
     weights_id: int | None = None
     name: str | None = None
     default_quality: int | None = None  # default: three quarters of the way up the levels
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass

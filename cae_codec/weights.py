@@ -89,14 +89,22 @@ def _tensor_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def not_installed(weights_id: int) -> str:
+    """The message for a weights id that no installed bundle has."""
+    kind = "shipped" if weights_id < FIRST_USER_ID else "user-trained"
+    return (
+        f"made with {kind} weights id {weights_id}, which are not installed; "
+        "pass its weight file with --weights"
+    )
+
+
 def resolve(weights: str | os.PathLike | None = None, weights_id: int | None = None) -> Path:
     """The file for a user's choice: an explicit path, else the shipped file for `weights_id`."""
     if weights is not None:
         return Path(weights)
     wid = DEFAULT_ID if weights_id is None else weights_id
     if wid not in REGISTRY:
-        kind = "shipped" if wid < FIRST_USER_ID else "user-trained"
-        raise WeightsError(f"made with {kind} weights id {wid}, which are not installed; pass --weights")
+        raise WeightsError(not_installed(wid))
     return shipped_dir() / REGISTRY[wid].file
 
 

@@ -9,25 +9,17 @@ from cae_codec import metrics
 from cae_codec.cli import main
 
 
+def run_bench(archive, out, *options):
+    return CliRunner().invoke(
+        main, ["bench", "cifar10", "--data-dir", str(archive), "--out", str(out), *options]
+    )
+
+
 @pytest.fixture
 def bench_run(tiny_cifar, tmp_path):
     archive, batches = tiny_cifar
     out = tmp_path / "bench"
-    args = [
-        "bench",
-        "cifar10",
-        "--data-dir",
-        str(archive),
-        "--limit",
-        "3",
-        "-q",
-        "1,6",
-        "--codecs",
-        "jpeg,webp",
-        "--out",
-        str(out),
-    ]
-    result = CliRunner().invoke(main, args)
+    result = run_bench(archive, out, "--limit", "3", "-q", "1,6", "--codecs", "jpeg,webp")
     assert result.exit_code == 0, result.output
     return out, batches["test_batch"][:3], result
 
@@ -123,20 +115,7 @@ def test_bench_without_matplotlib_still_writes_tables(tiny_cifar, tmp_path, monk
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     archive, _ = tiny_cifar
     out = tmp_path / "nomatplotlib"
-    args = [
-        "bench",
-        "cifar10",
-        "--data-dir",
-        str(archive),
-        "--limit",
-        "2",
-        "-q",
-        "2",
-        "--codecs",
-        "jpeg",
-        "--out",
-    ]
-    result = CliRunner().invoke(main, [*args, str(out)])
+    result = run_bench(archive, out, "--limit", "2", "-q", "2", "--codecs", "jpeg")
     assert result.exit_code == 0, result.output
     assert "pip install 'cae-codec[plot]'" in result.stderr
     assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "grid.png"}
