@@ -49,7 +49,9 @@ def main() -> None:
                 codec.decode_symbols(w, fa.color, fa.header),
                 codec.decode_symbols(w, fb.color, fb.header),
             )
-            latent_diffs += int((sa != sb).sum())
+            latent_diffs += int((sa.y != sb.y).sum())
+            if sa.z is not None:
+                latent_diffs += int((sa.z != sb.z).sum())
             decoded = []
             for t in (1, 2):
                 torch.set_num_threads(t)

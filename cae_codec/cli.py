@@ -302,6 +302,20 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
 @click.option("--channels", "N", default=128, show_default=True, help="Hidden channels N.")
 @click.option("--latent-channels", "M", default=64, show_default=True, help="Latent channels M.")
 @click.option(
+    "--hyper-channels",
+    "hyper_N",
+    default=0,
+    show_default=True,
+    help="Hidden channels of a mean-scale hyperprior; 0 trains a factorized prior.",
+)
+@click.option(
+    "--hyper-latent-channels",
+    "hyper_M",
+    default=48,
+    show_default=True,
+    help="Channels of the hyper-latent z.",
+)
+@click.option(
     "--val-rows",
     default=256,
     show_default=True,
@@ -316,13 +330,21 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
 @click.option(
     "--init-from",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Start from this checkpoint's network, with a fresh optimizer and schedule (fine-tuning).",
+    help="Start from a checkpoint's or weight file's network (the tensors that fit), with a fresh "
+    "optimizer and schedule.",
 )
 @click.option(
     "--first-rows",
     type=click.IntRange(1, 10000),
     help="Train only on the first N rows of each training batch (in ../shared/data/cifar10 the "
     "first 1,017 are the exact, never-JPEG-compressed images).",
+)
+@click.option(
+    "--first-rows-share",
+    type=click.FloatRange(0, 1),
+    default=1.0,
+    show_default=True,
+    help="With --first-rows: the share of each batch drawn from those rows; the rest come from all rows.",
 )
 @click.option(
     "--log",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import entropy
 from . import weights as weights_mod
 from .container import CODERS, CaeFile, FormatError, Header, pack, unpack
+from .model import HYPER_STRIDE, SCALE_MAX, SCALE_MIN, gaussian_likelihood
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
 WeightsArg = str | os.PathLike | None
@@ -107,6 +109,8 @@ def to_pixels(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
 # rounding.
 TILE = 512  # pixels, a multiple of the stride
 HALO = 16  # pixels around an analysis tile; HALO // 2 latent px around a synthesis tile
+HYPER = HYPER_STRIDE  # z has 1/4 of y's side
+HYPER_HALO = 16  # latent px around an h_a tile (receptive field 15); 4 z px around an h_s tile
 
 
 def _tiles(height: int, width: int, tile: int, halo: int):
@@ -126,7 +130,7 @@ def _tiles(height: int, width: int, tile: int, halo: int):
 def _run_tiled(fn, x: torch.Tensor, out_channels: int, scale: float, tile: int, halo: int) -> torch.Tensor:
     """Apply a convolutional `fn` that maps an HxW input to (H*scale)x(W*scale), tile by tile."""
     h, w = x.shape[2:]
-    out = torch.empty(1, out_channels, int(h * scale), int(w * scale))
+    out = torch.empty(1, out_channels, int(h * scale), int(w * scale), dtype=x.dtype)
     for core, padded in _tiles(h, w, tile, halo):
         top, left, bottom, right = (int(v * scale) for v in core)
         ptop, pleft = int(padded[0] * scale), int(padded[1] * scale)
@@ -135,31 +139,73 @@ def _run_tiled(fn, x: torch.Tensor, out_channels: int, scale: float, tile: int, 
     return out
 
 
+@dataclass(frozen=True)
+class Symbols:
+    """One image's integers: y (M, h, w); with a hyperprior also z (Z, h/4, w/4), which comes first."""
+
+    y: np.ndarray
+    z: np.ndarray | None = None
+
+
 @torch.inference_mode()
-def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: int = TILE) -> np.ndarray:
-    """Image tensor to the integer symbols (M, H/4, W/4), centred on each channel's median."""
+def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: int = TILE) -> Symbols:
+    """Image tensor to integers: y centred on each channel's median, or with a hyperprior, z centred
+    on its medians and y on the means that h_s predicts from z."""
     level = torch.tensor([quality - 1])
     cfg = w.model.config
     y = _run_tiled(lambda part: w.model.analysis(part, level), x, cfg.M, 1 / cfg.stride, tile, HALO)
-    return (torch.round(y)[0].long() - w.offsets[quality - 1][:, None, None]).numpy()
+    offsets = w.offsets[quality - 1][:, None, None]
+    if not w.hyper:
+        return Symbols((torch.round(y)[0].long() - offsets).numpy())
+    z = _run_tiled(w.model.hyper_analysis, y, cfg.hyper_M, 1 / HYPER, tile // cfg.stride, HYPER_HALO)
+    z_symbols = (torch.round(z)[0].long() - offsets).numpy()
+    mu, _ = hyper_params(w, z_symbols, quality)
+    return Symbols(torch.round(y[0].double() - mu).long().numpy(), z_symbols)
+
+
+def hyper_params(
+    w: weights_mod.Weights, z_symbols: np.ndarray, quality: int, tile: int = TILE
+) -> tuple[torch.Tensor, np.ndarray]:
+    """From z's integers: y's means (float64, exact on every machine) and each symbol's table index."""
+    cfg = w.model.config
+    z_hat = torch.from_numpy(z_symbols + w.offsets[quality - 1].numpy()[:, None, None])[None].double()
+    params = _run_tiled(
+        lambda part: torch.cat(w.model.exact_hyper_synthesis(part), dim=1),
+        z_hat,
+        2 * cfg.M,
+        HYPER,
+        tile // cfg.stride // HYPER,
+        HYPER_HALO // HYPER,
+    )[0]
+    mu, log_sigma = params[: cfg.M], params[cfg.M :]
+    return mu, entropy.scale_index(log_sigma.numpy(), w.scale_bounds)
 
 
 @torch.inference_mode()
-def decode_latent(
-    w: weights_mod.Weights, symbols: np.ndarray, quality: int, tile: int = TILE
-) -> torch.Tensor:
-    """Integer symbols back to the decoder's output tensor."""
+def decode_latent(w: weights_mod.Weights, symbols: Symbols, quality: int, tile: int = TILE) -> torch.Tensor:
+    """Integers back to the decoder's output tensor."""
     level = torch.tensor([quality - 1])
     cfg = w.model.config
-    y_hat = (torch.from_numpy(symbols) + w.offsets[quality - 1][:, None, None])[None].float()
+    if w.hyper:
+        mu, _ = hyper_params(w, symbols.z, quality, tile)
+        y_hat = (torch.from_numpy(symbols.y) + mu)[None].float()
+    else:
+        y_hat = (torch.from_numpy(symbols.y) + w.offsets[quality - 1][:, None, None])[None].float()
     return _run_tiled(
         lambda part: w.model.synthesis(part, level), y_hat, 3, cfg.stride, tile // cfg.stride, HALO // 2
     )
 
 
 def latent_shape(w: weights_mod.Weights, height: int, width: int) -> tuple[int, int, int]:
-    s = w.model.config.stride
-    return (w.model.config.M, -(-height // s), -(-width // s))
+    """Shape of y for an image; with a hyperprior the image is padded so z has whole pixels."""
+    cfg = w.model.config
+    m = cfg.pad_multiple
+    return (cfg.M, -(-height // m) * m // cfg.stride, -(-width // m) * m // cfg.stride)
+
+
+def hyper_shape(w: weights_mod.Weights, height: int, width: int) -> tuple[int, int, int]:
+    _, h, w_ = latent_shape(w, height, width)
+    return (w.model.config.hyper_M, h // HYPER, w_ // HYPER)
 
 
 def _check_quality(w: weights_mod.Weights, quality: int) -> None:
@@ -188,25 +234,61 @@ def compress(
     rgb, alpha, mode = split_image(image)
     height, width = rgb.shape[:2]
     _check_pixels(width, height, max_pixels)
-    symbols = encode_latent(w, to_tensor(rgb, w.model.config.stride), quality)
+    symbols = encode_latent(w, to_tensor(rgb, w.model.config.pad_multiple), quality)
     header = Header(mode, coder, quality, w.id, width, height)
     alpha_bytes = entropy.zstd_pack(alpha.tobytes()) if alpha is not None else None
     return pack(CaeFile(header, encode_symbols(w, symbols, quality, coder), alpha_bytes))
 
 
-def encode_symbols(w: weights_mod.Weights, symbols: np.ndarray, quality: int, coder: str) -> bytes:
+def encode_symbols(w: weights_mod.Weights, symbols: Symbols, quality: int, coder: str) -> bytes:
     """The latent's integers to the colour section, by the chosen entropy coder."""
-    if coder == "range":
-        return entropy.range_encode(symbols, w.range_tables[quality - 1])
-    return entropy.encode_symbols(symbols, w.zstd_layouts[quality - 1])
+    tables, layout = w.range_tables[quality - 1], w.zstd_layouts[quality - 1]
+    if not w.hyper:
+        if coder == "range":
+            return entropy.range_encode(symbols.y, tables)
+        return entropy.encode_symbols(symbols.y, layout)
+    _, index = hyper_params(w, symbols.z, quality)
+    if coder == "zstd":
+        values = entropy.hyper_values(symbols.z, layout.order, symbols.y, index)
+        return entropy.zstd_pack(entropy.value_bytes(values), layout.dictionary)
+    z_groups = list(symbols.z.reshape(len(symbols.z), -1))
+    y_flat, index = symbols.y.ravel(), index.ravel()
+    used = np.unique(index)
+    y_groups = [y_flat[index == t] for t in used]
+    return entropy.range_encode_parts(
+        [(z_groups, tables, range(len(z_groups))), (y_groups, w.scale_tables, used)]
+    )
 
 
-def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> np.ndarray:
-    """The colour section back to the latent's integers (M, H/4, W/4)."""
+def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> Symbols:
+    """The colour section back to the latent's integers."""
     shape = latent_shape(w, header.height, header.width)
-    if header.coder == "range":
-        return entropy.range_decode(data, w.range_tables[header.quality - 1], shape)
-    return entropy.decode_symbols(data, shape, w.zstd_layouts[header.quality - 1])
+    q = header.quality
+    tables, layout = w.range_tables[q - 1], w.zstd_layouts[q - 1]
+    if not w.hyper:
+        if header.coder == "range":
+            return Symbols(entropy.range_decode(data, tables, shape))
+        return Symbols(entropy.decode_symbols(data, shape, layout))
+    z_shape = hyper_shape(w, header.height, header.width)
+    z_count, count = int(np.prod(z_shape)), int(np.prod(shape))
+    if header.coder == "zstd":
+        values = entropy.decode_values(data, z_count + count, layout.dictionary)
+        z = np.empty(z_shape, dtype=np.int64)
+        z[layout.order] = values[:z_count].reshape(z_shape)
+        _, index = hyper_params(w, z, q)
+        y = np.empty(count, dtype=np.int64)
+        y[entropy.scale_order(index)] = values[z_count:]
+        return Symbols(y.reshape(shape), z)
+    reader = entropy.RangeReader(data)
+    z = np.stack(reader.read([z_count // z_shape[0]] * z_shape[0], tables)).reshape(z_shape)
+    _, index = hyper_params(w, z, q)
+    index = index.ravel()
+    used = np.unique(index)
+    groups = reader.read([int((index == t).sum()) for t in used], w.scale_tables, used)
+    y = np.empty(count, dtype=np.int64)
+    for t, group in zip(used, groups, strict=True):
+        y[index == t] = group
+    return Symbols(y.reshape(shape), z)
 
 
 def read_header(data: bytes) -> Header:
@@ -254,8 +336,15 @@ def _decode_alpha(section: bytes | None, h: Header) -> np.ndarray:
 
 
 @torch.inference_mode()
-def latent_bits(w: weights_mod.Weights, symbols: np.ndarray, quality: int) -> float:
+def latent_bits(w: weights_mod.Weights, symbols: Symbols, quality: int) -> float:
     """The model's own estimate of the bits needed for these symbols (its entropy model's -log2 p)."""
-    y_hat = torch.from_numpy(symbols) + w.offsets[quality - 1][:, None, None]
-    p = w.model.densities[quality - 1].likelihood(y_hat[None].float())
-    return float(-torch.log2(p).sum())
+    offsets = w.offsets[quality - 1][:, None, None]
+    if not w.hyper:
+        p = w.model.densities[quality - 1].likelihood((torch.from_numpy(symbols.y) + offsets)[None].float())
+        return float(-torch.log2(p).sum())
+    z_hat = (torch.from_numpy(symbols.z) + offsets)[None].float()
+    bits = -torch.log2(w.model.z_densities[quality - 1].likelihood(z_hat)).sum()
+    _, log_sigma = w.model.exact_hyper_synthesis(z_hat.double())
+    sigma = log_sigma.exp().clamp(SCALE_MIN, SCALE_MAX)
+    bits -= torch.log2(gaussian_likelihood(torch.from_numpy(symbols.y)[None].double(), sigma)).sum()
+    return float(bits)

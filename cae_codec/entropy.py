@@ -1,14 +1,17 @@
 """Entropy coding of the quantized latent: integers <-> bytes, by one of two coders.
 
-zstd: each symbol becomes one byte (zigzag, 255 = escape to a uint32 in a second stream), channel
-by channel in the bundle's order (cheapest first), and zstd-19 codes the bytes with the bundle's
-trained dictionary in a magicless frame with no size, checksum or dictionary id.
-range: constriction's range coder, driven by the weight bundle's integer per-channel tables.
+zstd: each symbol becomes one byte (zigzag, 255 = escape to a uint32 in a second stream), in an
+order the weights define (channel by channel, cheapest first; with a hyperprior, z first and then y
+sorted by predicted scale), and zstd-19 codes the bytes with the bundle's trained dictionary in a
+magicless frame with no size, checksum or dictionary id.
+range: constriction's range coder, driven by the weight bundle's integer tables (one per channel,
+or with a hyperprior one per scale of the Gaussian conditional).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import constriction
@@ -83,7 +86,12 @@ class ZstdLayout:
 def symbol_bytes(symbols: np.ndarray, order: np.ndarray | None = None) -> bytes:
     """The bytes zstd sees: one byte per zigzag integer (255 escapes to a uint32 tail), channel-major."""
     ordered = symbols if order is None else symbols[order]
-    flat = ordered.astype(np.int64).ravel()
+    return value_bytes(ordered.ravel())
+
+
+def value_bytes(flat: np.ndarray) -> bytes:
+    """A 1-D run of integers as zigzag head bytes, then a little-endian uint32 for each escape."""
+    flat = flat.astype(np.int64)
     if np.abs(flat).max(initial=0) > MAX_SYMBOL:
         raise ValueError("latent value out of range; the weights are unsuitable for this image")
     zigzag = _zigzag(flat)
@@ -101,8 +109,17 @@ def encode_symbols(symbols: np.ndarray, layout: ZstdLayout | None = None) -> byt
 
 def decode_symbols(frame: bytes, shape: tuple[int, ...], layout: ZstdLayout | None = None) -> np.ndarray:
     """A zstd frame back to exactly the integers of `shape` (M, H, W)."""
-    count = math.prod(shape)
-    raw = zstd_unpack(frame, count * 5, "latent payload", layout.dictionary if layout else None)
+    ordered = decode_values(frame, math.prod(shape), layout.dictionary if layout else None).reshape(shape)
+    if layout is None:
+        return ordered
+    symbols = np.empty_like(ordered)
+    symbols[layout.order] = ordered
+    return symbols
+
+
+def decode_values(frame: bytes, count: int, dictionary: bytes | None = None) -> np.ndarray:
+    """A zstd frame of `value_bytes` back to exactly `count` integers."""
+    raw = zstd_unpack(frame, count * 5, "latent payload", dictionary)
     head = np.frombuffer(raw[:count], dtype=np.uint8).astype(np.int64)
     if len(head) < count:
         raise FormatError(f"latent payload holds {len(head)} values, expected {count}")
@@ -114,12 +131,17 @@ def decode_symbols(frame: bytes, shape: tuple[int, ...], layout: ZstdLayout | No
     zigzag[escapes] = np.frombuffer(tail, dtype="<u4")
     if zigzag.max(initial=0) > 2 * MAX_SYMBOL:
         raise FormatError("latent payload holds a value out of range")
-    ordered = _unzigzag(zigzag).reshape(shape)
-    if layout is None:
-        return ordered
-    symbols = np.empty_like(ordered)
-    symbols[layout.order] = ordered
-    return symbols
+    return _unzigzag(zigzag)
+
+
+def scale_order(index: np.ndarray) -> np.ndarray:
+    """Positions of y sorted by predicted scale (stable), so alike symbols sit together for zstd."""
+    return np.argsort(index.ravel(), kind="stable")
+
+
+def hyper_values(z: np.ndarray, z_order: np.ndarray, y: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """A hyperprior latent in zstd order: z channel by channel (cheapest first), then y by scale."""
+    return np.concatenate([z[z_order].ravel(), y.ravel()[scale_order(index)]])
 
 
 # --- range: the learned per-channel tables of the weight bundle drive constriction's range coder ---
@@ -164,66 +186,117 @@ def quantize_pmf(pmf: np.ndarray, half_width: int) -> RangeTables:
 # constriction reports a stream that its model cannot have produced with these exceptions.
 _BROKEN_STREAM = (AssertionError, ValueError, RuntimeError, OverflowError)
 
+# A stream is a sequence of parts, each a list of integer groups coded with chosen tables. Each
+# part's escaped values follow its groups, so a decoder can use one part to parse the next.
 
-def _range_decode_raw(data: bytes, tables: RangeTables, shape: tuple[int, ...]) -> np.ndarray:
-    padded = data + bytes(-len(data) % 4)
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(padded, dtype=">u4").astype(np.uint32))
-    per_channel = math.prod(shape[1:])
-    out = np.empty((shape[0], per_channel), dtype=np.int64)
+
+class RangeReader:
+    """Decodes a range-coded stream part by part (a hyperprior decoder needs z to parse y)."""
+
+    def __init__(self, data: bytes) -> None:
+        padded = data + bytes(-len(data) % 4)
+        words = np.frombuffer(padded, dtype=">u4").astype(np.uint32)
+        self._decoder = constriction.stream.queue.RangeDecoder(words)
+
+    def read(self, sizes: Sequence[int], tables: RangeTables, which: Sequence[int] | None = None):
+        """The next part: groups of `sizes[i]` integers coded with table `which[i]` (default i)."""
+        which = range(len(sizes)) if which is None else which
+        groups, escaped = [], []
+        models = tables.models()
+        try:
+            for size, t in zip(sizes, which, strict=True):
+                index = self._decoder.decode(models[t], size).astype(np.int64) if size else np.zeros(0, int)
+                groups.append(index + tables.lo[t])
+                escaped.append(np.flatnonzero(index == len(tables.freqs[t]) - 1))
+            count = sum(len(where) for where in escaped)
+            if count:
+                codes = self._decoder.decode(constriction.stream.model.Uniform(1 << ESCAPE_BITS), count)
+                values = _unzigzag(codes.astype(np.int64))
+                start = 0
+                for group, where in zip(groups, escaped, strict=True):
+                    group[where] = values[start : start + len(where)]
+                    start += len(where)
+        except _BROKEN_STREAM as e:
+            raise FormatError(f"range-coded payload is corrupt ({e})") from None
+        return groups
+
+
+def _encode_part(encoder, groups: Sequence[np.ndarray], tables: RangeTables, which: Sequence[int]) -> None:
+    models = tables.models()
     escaped = []
-    for c, model in enumerate(tables.models()):
-        index = decoder.decode(model, per_channel).astype(np.int64)
-        escape = len(tables.freqs[c]) - 1
-        out[c] = index + tables.lo[c]
-        escaped.append((c, np.flatnonzero(index == escape)))
-    count = sum(len(where) for _, where in escaped)
-    if count:
-        values = _unzigzag(
-            decoder.decode(constriction.stream.model.Uniform(1 << ESCAPE_BITS), count).astype(np.int64)
-        )
-        start = 0
-        for c, where in escaped:
-            out[c, where] = values[start : start + len(where)]
-            start += len(where)
-    return out.reshape(shape)
-
-
-def range_encode(symbols: np.ndarray, tables: RangeTables) -> bytes:
-    """Integers (M, H, W) to a range-coded byte stream, trimmed to the shortest that decodes exactly."""
-    if np.abs(symbols).max(initial=0) > MAX_SYMBOL:
-        raise ValueError("latent value out of range; the weights are unsuitable for this image")
-    encoder = constriction.stream.queue.RangeEncoder()
-    flat = symbols.reshape(symbols.shape[0], -1).astype(np.int64)
-    escaped = []
-    for c, model in enumerate(tables.models()):
-        index = flat[c] - tables.lo[c]
-        escape = len(tables.freqs[c]) - 1
+    for group, t in zip(groups, which, strict=True):
+        if not len(group):
+            continue
+        index = group.astype(np.int64) - tables.lo[t]
+        escape = len(tables.freqs[t]) - 1
         outside = (index < 0) | (index >= escape)
-        encoder.encode(np.where(outside, escape, index).astype(np.int32), model)
-        escaped.append(flat[c][outside])
-    values = np.concatenate(escaped)
+        encoder.encode(np.where(outside, escape, index).astype(np.int32), models[t])
+        escaped.append(group[outside])
+    values = np.concatenate(escaped) if escaped else np.zeros(0, np.int64)
     if values.size:
         encoder.encode(_zigzag(values).astype(np.int32), constriction.stream.model.Uniform(1 << ESCAPE_BITS))
+
+
+def range_encode_parts(parts: Sequence[tuple[Sequence[np.ndarray], RangeTables, Sequence[int]]]) -> bytes:
+    """Parts of (groups, tables, table index of each group) to one stream, trimmed to the shortest
+    prefix that still decodes exactly."""
+    for groups, _, _ in parts:
+        if any(np.abs(g).max(initial=0) > MAX_SYMBOL for g in groups):
+            raise ValueError("latent value out of range; the weights are unsuitable for this image")
+    encoder = constriction.stream.queue.RangeEncoder()
+    for groups, tables, which in parts:
+        _encode_part(encoder, groups, tables, which)
     data = encoder.get_compressed().astype(">u4").tobytes()
     if len(data) <= _TRIM_LIMIT:
         # The coder flushes whole 32-bit words; keep only the bytes the decoder really needs.
         for cut in range(min(7, len(data) - 1), 0, -1):
-            try:
-                if np.array_equal(_range_decode_raw(data[:-cut], tables, symbols.shape), symbols):
-                    return data[:-cut]
-            except _BROKEN_STREAM:
-                continue
+            if _decodes_to(data[:-cut], parts):
+                return data[:-cut]
     return data
+
+
+def _decodes_to(data: bytes, parts) -> bool:
+    reader = RangeReader(data)
+    try:
+        for groups, tables, which in parts:
+            back = reader.read([len(g) for g in groups], tables, which)
+            if not all(np.array_equal(a, b) for a, b in zip(back, groups, strict=True)):
+                return False
+    except FormatError:
+        return False
+    return True
+
+
+def range_encode(symbols: np.ndarray, tables: RangeTables) -> bytes:
+    """Integers (M, H, W) to a range-coded stream, channel c with table c."""
+    groups = list(symbols.reshape(symbols.shape[0], -1).astype(np.int64))
+    return range_encode_parts([(groups, tables, range(len(groups)))])
 
 
 def range_decode(data: bytes, tables: RangeTables, shape: tuple[int, ...]) -> np.ndarray:
     """A range-coded stream back to integers of `shape` (M, H, W)."""
     if len(tables.freqs) != shape[0]:
         raise FormatError(f"range tables have {len(tables.freqs)} channels, the latent {shape[0]}")
-    try:
-        return _range_decode_raw(data, tables, shape)
-    except _BROKEN_STREAM as e:
-        raise FormatError(f"range-coded payload is corrupt ({e})") from None
+    groups = RangeReader(data).read([math.prod(shape[1:])] * shape[0], tables)
+    return np.stack(groups).reshape(shape)
+
+
+def gaussian_tables(scales: np.ndarray) -> RangeTables:
+    """Integer tables of a zero-mean discretized Gaussian (convolved with U(-1/2, 1/2)) per scale."""
+    half = int(np.ceil(8 * scales.max()))
+    k = np.arange(-half, half + 1, dtype=np.float64)
+    upper = [_ndtr((0.5 - np.abs(k)) / s) for s in scales]
+    lower = [_ndtr((-0.5 - np.abs(k)) / s) for s in scales]
+    return quantize_pmf(np.array(upper) - np.array(lower), half)
+
+
+def _ndtr(x: np.ndarray) -> np.ndarray:
+    return 0.5 * np.vectorize(math.erfc)(-x / math.sqrt(2))
+
+
+def scale_index(log_sigma: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Which table codes each y symbol: exact comparisons of log sigma with the table's bounds."""
+    return np.searchsorted(bounds, log_sigma, side="right")
 
 
 def table_entropy(tables: RangeTables) -> np.ndarray:

@@ -1,10 +1,16 @@
-"""The network: a convolutional autoencoder with a factorized entropy model and per-level gains."""
+"""The networks: convolutional autoencoders with per-level gains and a learned entropy model.
+
+CAE has a factorized prior (Ballé et al. 2017); HyperCAE adds a mean-scale hyperprior (Minnen et
+al. 2018) whose synthesis runs in exact integer arithmetic, so encoder and decoder agree on every
+machine.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,9 +24,23 @@ class ModelConfig:
     M: int = 64  # channels of the latent
     levels: int = 8  # quality levels, each with its own gain vector and entropy model
     stride: int = 4  # total downsampling of g_a: an HxW image gives an (H/4)x(W/4)xM latent
+    hyper_N: int = 0  # hidden channels of h_a and h_s; 0 means no hyperprior (a factorized prior)
+    hyper_M: int = 0  # channels of the hyper-latent z, at 1/4 of the latent's side
+    fraction_bits: int = 10  # h_s weights and activations are multiples of 2**-fraction_bits
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    @property
+    def pad_multiple(self) -> int:
+        """Image sides are padded to a multiple of this (the total downsampling down to z or y)."""
+        return self.stride * (HYPER_STRIDE if self.hyper_N else 1)
+
+
+HYPER_STRIDE = 4  # h_a halves the latent's side twice
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64  # the scale table of the Gaussian conditional
+_EXACT_LIMIT = float(1 << 15)  # |activation| bound that keeps every sum in h_s exact in float64
+_WEIGHT_LIMIT = 8.0
 
 
 class GDN(nn.Module):
@@ -107,16 +127,8 @@ def _deconv(cin: int, cout: int, k: int, stride: int = 2) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
 
 
-class CAE(nn.Module):
-    """Convolutional autoencoder with a factorized prior and one gain vector per quality level.
-
-    x (B,3,H,W) in [0,1] -> g_a -> y (B,M,H/4,W/4) -> * gain[q] -> Q -> y_hat (integers)
-        -> entropy model p_q(y_hat) gives the rate
-    y_hat -> / gain[q] -> g_s -> x_hat (B,3,H,W)
-
-    The gains (Cui et al. 2021) let one network serve `levels` rates, each trained with its own
-    lambda; each level has its own factorized density because the latent's spread differs per level.
-    """
+class _GainedAutoencoder(nn.Module):
+    """g_a and g_s with one gain vector per quality level (Cui et al. 2021) on the latent."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -132,7 +144,6 @@ class CAE(nn.Module):
         start = torch.linspace(math.log(0.25), math.log(4.0), L)
         self.log_gain = nn.Parameter(start[:, None].repeat(1, M))
         self.log_inv_gain = nn.Parameter(-start[:, None].repeat(1, M))
-        self.densities = nn.ModuleList(FactorizedDensity(M) for _ in range(L))
 
     def gain(self, level: Tensor) -> Tensor:
         return self.log_gain[level].exp()[:, :, None, None]
@@ -148,15 +159,135 @@ class CAE(nn.Module):
         """Quantized latent back to an image in roughly [0,1]."""
         return self.g_s(y_hat * self.inv_gain(level))
 
-    def forward(self, x: Tensor, level: Tensor) -> tuple[Tensor, Tensor]:
-        """Training pass: returns x_hat and the bits of each image's latent (noise for the rate,
-        straight-through rounding for the decoder, as in Minnen & Singh 2020)."""
+
+def _quantize(v: Tensor, noise: bool) -> Tensor:
+    """Additive uniform noise (for the rate in training) or rounding with a straight-through gradient."""
+    if noise:
+        return v + torch.empty_like(v).uniform_(-0.5, 0.5)
+    return v + (torch.round(v) - v).detach()
+
+
+def _factorized_bits(densities: nn.ModuleList, v: Tensor, level: Tensor) -> Tensor:
+    """Bits of each image's tensor under its level's factorized density."""
+    bits = torch.zeros(v.shape[0], device=v.device)
+    for q in level.unique().tolist():
+        rows = level == q
+        bits[rows] = -torch.log2(densities[q].likelihood(v[rows])).sum(dim=(1, 2, 3))
+    return bits
+
+
+class CAE(_GainedAutoencoder):
+    """Convolutional autoencoder with a factorized prior and one gain vector per quality level.
+
+    x (B,3,H,W) in [0,1] -> g_a -> y (B,M,H/4,W/4) -> * gain[q] -> Q -> y_hat (integers)
+        -> entropy model p_q(y_hat) gives the rate
+    y_hat -> / gain[q] -> g_s -> x_hat (B,3,H,W)
+
+    Each level has its own factorized density because the latent's spread differs per level.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.densities = nn.ModuleList(FactorizedDensity(config.M) for _ in range(config.levels))
+
+    def forward(self, x: Tensor, level: Tensor, noise: bool = True) -> tuple[Tensor, Tensor]:
+        """x_hat and the bits of each image's latent. With noise (training), the rate sees noise and
+        the decoder straight-through rounding (Minnen & Singh 2020); without, both see rounding."""
         y = self.analysis(x, level)
-        y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        y_hat = y + (torch.round(y) - y).detach()
-        bits = torch.zeros(x.shape[0], device=x.device)
-        for q in level.unique().tolist():
-            rows = level == q
-            p = self.densities[q].likelihood(y_noisy[rows])
-            bits[rows] = -torch.log2(p).sum(dim=(1, 2, 3))
+        y_hat = _quantize(y, noise=False)
+        bits = _factorized_bits(self.densities, _quantize(y, noise) if noise else y_hat, level)
         return self.synthesis(y_hat, level), bits
+
+
+def gaussian_likelihood(v: Tensor, sigma: Tensor) -> Tensor:
+    """P(v - 1/2 < V < v + 1/2) for V ~ N(0, sigma), computed on the lower tail for precision."""
+    v = v.abs()
+    upper = torch.special.ndtr((0.5 - v) / sigma)
+    lower = torch.special.ndtr((-0.5 - v) / sigma)
+    return (upper - lower).clamp_min(1e-9)
+
+
+class HyperCAE(_GainedAutoencoder):
+    """The gained autoencoder with a mean-scale hyperprior (Minnen et al. 2018).
+
+    x -> g_a -> * gain[q] -> y (B,M,H/4,W/4) -> h_a -> z (B,Z,H/16,W/16) -> Q -> z_hat
+        -> factorized p_q(z_hat)
+    z_hat -> h_s -> (mu, log sigma), each (B,M,H/4,W/4)
+    y -> Q around mu -> y_hat -> Gaussian N(mu, sigma) convolved with U(-1/2, 1/2) gives its rate
+    y_hat -> / gain[q] -> g_s -> x_hat
+
+    h_a and h_s are shared by all levels; z has a factorized density per level. The codec runs h_s
+    with `exact_hyper_synthesis`, in integer arithmetic, because the decoder must reproduce mu and
+    the scale index bit for bit before it can parse y.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        M, Nh, Z = config.M, config.hyper_N, config.hyper_M
+        self.h_a = nn.Sequential(
+            _conv(M, Nh, 3), nn.ReLU(), _conv(Nh, Nh, 5, stride=2), nn.ReLU(), _conv(Nh, Z, 5, stride=2)
+        )
+        self.h_s = nn.Sequential(
+            _deconv(Z, Nh, 5), nn.ReLU(), _deconv(Nh, Nh, 5), nn.ReLU(), _conv(Nh, 2 * M, 3)
+        )
+        self.z_densities = nn.ModuleList(FactorizedDensity(Z) for _ in range(config.levels))
+
+    def hyper_analysis(self, y: Tensor) -> Tensor:
+        return self.h_a(y)
+
+    def hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """z_hat to (mu, log sigma) in float, as in training."""
+        mu, log_sigma = self.h_s(z_hat).chunk(2, dim=1)
+        return mu, log_sigma
+
+    @torch.no_grad()
+    def exact_hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """h_s in float64 on values that are all multiples of 2**-fraction_bits, so every product and
+        sum is exact and the result does not depend on the machine, the library or the thread count.
+
+        Needs weights rounded by `round_hyper_synthesis`. Returns float64 (mu, log sigma).
+        """
+        unit = 2.0**self.config.fraction_bits
+        x = z_hat.double().clamp(-_EXACT_LIMIT, _EXACT_LIMIT)
+        for layer in self.h_s:
+            if isinstance(layer, nn.ReLU):
+                x = x.clamp(0, _EXACT_LIMIT)
+                continue
+            weight, bias = layer.weight.double(), layer.bias.double()
+            if isinstance(layer, nn.ConvTranspose2d):
+                x = F.conv_transpose2d(x, weight, bias, layer.stride, layer.padding, layer.output_padding)
+            else:
+                x = F.conv2d(x, weight, bias, layer.stride, layer.padding)
+            x = torch.floor(x * unit).div(unit).clamp(-_EXACT_LIMIT, _EXACT_LIMIT)
+        mu, log_sigma = x.chunk(2, dim=1)
+        return mu, log_sigma
+
+    @torch.no_grad()
+    def round_hyper_synthesis(self) -> None:
+        """Round h_s's weights and biases to multiples of 2**-fraction_bits (done once, at export)."""
+        unit = 2.0**self.config.fraction_bits
+        for p in self.h_s.parameters():
+            p.copy_(torch.round(p.clamp(-_WEIGHT_LIMIT, _WEIGHT_LIMIT) * unit) / unit)
+
+    def forward(self, x: Tensor, level: Tensor, noise: bool = True) -> tuple[Tensor, Tensor]:
+        """x_hat and the bits of each image's y and z, as in CAE.forward."""
+        y = self.analysis(x, level)
+        z = self.hyper_analysis(y)
+        z_hat = _quantize(z, noise=False)
+        bits = _factorized_bits(self.z_densities, _quantize(z, noise) if noise else z_hat, level)
+        mu, log_sigma = self.hyper_synthesis(z_hat)
+        sigma = log_sigma.exp().clamp(SCALE_MIN, SCALE_MAX)
+        y_hat = _quantize(y - mu, noise=False) + mu
+        residual = _quantize(y - mu, noise) if noise else y_hat - mu
+        bits = bits - torch.log2(gaussian_likelihood(residual, sigma)).sum(dim=(1, 2, 3))
+        return self.synthesis(y_hat, level), bits
+
+
+def build(config: ModelConfig) -> CAE | HyperCAE:
+    """The network a config describes."""
+    return HyperCAE(config) if config.hyper_N else CAE(config)
+
+
+def scale_table() -> np.ndarray:
+    """The Gaussian conditional's scales, log-spaced (as in CompressAI), float64."""
+    return np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))

@@ -14,7 +14,7 @@ import torch
 
 from . import weights as weights_mod
 from .datasets import load_cifar10
-from .model import CAE, ModelConfig
+from .model import CAE, HyperCAE, ModelConfig, build
 
 # Lambdas of CompressAI's factorized-prior ladder: loss = lambda * 255^2 * MSE + bpp.
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
@@ -35,10 +35,13 @@ class TrainConfig:
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     N: int = 128
     M: int = 64
+    hyper_N: int = 0  # 0: factorized prior; else the hidden channels of the hyperprior's h_a and h_s
+    hyper_M: int = 48  # channels of the hyper-latent z (with hyper_N)
     checkpoint: Path | None = None
     log_csv: Path | None = None
-    init_from: Path | None = None  # start from this checkpoint's network, with a new optimizer and schedule
-    first_rows: int | None = None  # train only on the first N rows of each 10,000-row training batch
+    init_from: Path | None = None  # start from this checkpoint's or bundle's network (the parts that fit)
+    first_rows: int | None = None  # the first N rows of each 10,000-row training batch (the exact ones)
+    first_rows_share: float = 1.0  # fraction of each batch drawn from those rows; the rest from all rows
     weights_id: int | None = None
     name: str | None = None
     default_quality: int | None = None  # default: three quarters of the way up the levels
@@ -67,12 +70,21 @@ def split_rows(
     return train[keep], train[start : start + val_rows]
 
 
+def sample_batch(
+    rng: np.random.Generator, pools: tuple[np.ndarray, np.ndarray], share: float, size: int
+) -> np.ndarray:
+    """A batch with about `share` of its rows from pools[0] (the exact rows) and the rest from pools[1]."""
+    from_first = rng.random(size) < share
+    rows = [pool[rng.integers(0, len(pool), size)] for pool in pools]
+    return np.where(from_first[:, None, None, None], rows[0], rows[1])
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (B,H,W,3) to float (B,3,H,W) in [0,1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
 
 
-def rd_loss(model: CAE, x: torch.Tensor, level: torch.Tensor, lambdas: torch.Tensor):
+def rd_loss(model: CAE | HyperCAE, x: torch.Tensor, level: torch.Tensor, lambdas: torch.Tensor):
     """Per-batch lambda * 255^2 * MSE + bpp, with each image weighted by its level's lambda."""
     x_hat, bits = model(x, level)
     mse = (x_hat - x).square().mean(dim=(1, 2, 3))
@@ -81,16 +93,15 @@ def rd_loss(model: CAE, x: torch.Tensor, level: torch.Tensor, lambdas: torch.Ten
 
 
 @torch.no_grad()
-def evaluate(model: CAE, images: np.ndarray, lambdas: tuple[float, ...]) -> dict[str, float]:
+def evaluate(model: CAE | HyperCAE, images: np.ndarray, lambdas: tuple[float, ...]) -> dict[str, float]:
     """Held-out loss, entropy bpp and 8-bit PSNR per level, with real rounding."""
     model.eval()
     x = to_tensor(images)
     out: dict[str, float] = {}
     for q in range(model.config.levels):
         level = torch.full((len(x),), q)
-        y_hat = torch.round(model.analysis(x, level))
-        bits = -torch.log2(model.densities[q].likelihood(y_hat)).sum(dim=(1, 2, 3))
-        x_hat = model.synthesis(y_hat, level).clamp(0, 1).mul(255).round().div(255)
+        x_hat, bits = model(x, level, noise=False)
+        x_hat = x_hat.clamp(0, 1).mul(255).round().div(255)
         mse = (x_hat - x).square().mean(dim=(1, 2, 3))
         bpp = (bits / (x.shape[2] * x.shape[3])).mean().item()
         out[f"bpp_q{q + 1}"] = bpp
@@ -98,6 +109,22 @@ def evaluate(model: CAE, images: np.ndarray, lambdas: tuple[float, ...]) -> dict
         out[f"loss_q{q + 1}"] = lambdas[q] * 255**2 * mse.mean().item() + bpp
     model.train()
     return out
+
+
+def init_network(model: CAE | HyperCAE, path: Path) -> None:
+    """Copy in the tensors of a checkpoint or weight bundle that fit `model`; the rest start fresh.
+
+    This lets a hyperprior model start from a factorized model's g_a, g_s and gains.
+    """
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    state = saved.get("model") or saved.get("state_dict")
+    if state is None:
+        raise ValueError(f"{path} holds neither a checkpoint nor a weight bundle")
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fitting:
+        raise ValueError(f"nothing in {path} fits this network")
+    model.load_state_dict(fitting, strict=False)
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -112,7 +139,7 @@ def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator
         "step": step,
         "rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
-        "config": {"N": cfg.N, "M": cfg.M, "lambdas": list(cfg.lambdas)},
+        "config": {"N": cfg.N, "M": cfg.M, "hyper_N": cfg.hyper_N, "lambdas": list(cfg.lambdas)},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -140,9 +167,13 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
         raise ValueError(f"default quality {default_quality} is outside the {levels} levels")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    train_rows, val_rows = split_rows(load_cifar10("train", cfg.data_dir), cfg.val_rows, cfg.first_rows)
-    config = ModelConfig(N=cfg.N, M=cfg.M, levels=len(cfg.lambdas))
-    model = CAE(config)
+    all_rows = load_cifar10("train", cfg.data_dir)
+    train_rows, val_rows = split_rows(all_rows, cfg.val_rows, cfg.first_rows)
+    pools = (train_rows, split_rows(all_rows, cfg.val_rows)[0])
+    share = cfg.first_rows_share if cfg.first_rows is not None else 1.0
+    hyper = {"hyper_N": cfg.hyper_N, "hyper_M": cfg.hyper_M} if cfg.hyper_N else {}
+    config = ModelConfig(N=cfg.N, M=cfg.M, levels=len(cfg.lambdas), **hyper)
+    model = build(config)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     lambdas = torch.tensor(cfg.lambdas)
     step = 0
@@ -154,13 +185,13 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
     elif cfg.init_from:
-        model.load_state_dict(torch.load(cfg.init_from, map_location="cpu", weights_only=True)["model"])
+        init_network(model, cfg.init_from)
     model.train()
     running = 0.0
     while step < cfg.steps:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        batch = train_rows[rng.integers(0, len(train_rows), cfg.batch_size)]
+        batch = sample_batch(rng, pools, share, cfg.batch_size)
         flip = rng.random(cfg.batch_size) < 0.5
         batch[flip] = batch[flip, :, ::-1]
         level = torch.from_numpy(rng.integers(0, config.levels, cfg.batch_size))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import entropy
-from .model import CAE, ModelConfig
+from .model import CAE, HyperCAE, ModelConfig, build, scale_table
 
 BUNDLE_FORMAT = "cae-codec-weights"
 BUNDLE_VERSION = 1
@@ -59,16 +59,26 @@ class Weights:
     id: int
     name: str
     path: Path
-    model: CAE
+    model: CAE | HyperCAE
     lambdas: tuple[float, ...]
-    offsets: torch.Tensor  # (levels, M) int64: each channel's rounded median, subtracted before packing
+    # Per level, for the factorized tensor (y, or z with a hyperprior): each channel's rounded median
+    # (levels, C) int64, subtracted before packing; its range tables; its zstd order and dictionary.
+    offsets: torch.Tensor
     default_quality: int
-    range_tables: tuple[entropy.RangeTables, ...]  # one per level, for the range coder
-    zstd_layouts: tuple[entropy.ZstdLayout, ...]  # one per level, for the zstd coder
+    range_tables: tuple[entropy.RangeTables, ...]
+    zstd_layouts: tuple[entropy.ZstdLayout, ...]
+    # With a hyperprior: one table per scale of the Gaussian conditional, and the log-scale bounds
+    # between neighbouring scales that pick a table for each symbol of y.
+    scale_tables: entropy.RangeTables | None = None
+    scale_bounds: np.ndarray | None = None
 
     @property
     def levels(self) -> int:
         return self.model.config.levels
+
+    @property
+    def hyper(self) -> bool:
+        return isinstance(self.model, HyperCAE)
 
 
 def shipped_dir() -> Path:
@@ -137,7 +147,7 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
     state = bundle["state_dict"]
     if _tensor_digest(state) != bundle["tensor_sha256"]:
         raise WeightsError(f"{path} is damaged or tampered with: its tensors do not match their hash")
-    model = CAE(ModelConfig(**bundle["config"]))
+    model = build(ModelConfig(**bundle["config"]))
     try:
         model.load_state_dict(state)
     except RuntimeError:
@@ -146,6 +156,9 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
     tables = _unpack_tables(bundle["range_lo"], bundle["range_freqs"], bundle["range_len"])
     if len(tables) != model.config.levels:
         raise WeightsError(f"{path} has range tables for {len(tables)} levels, not {model.config.levels}")
+    hyper = {}
+    if isinstance(model, HyperCAE):
+        hyper = _hyper_parts(path, model, bundle)
     return Weights(
         id=wid,
         name=bundle["name"],
@@ -159,20 +172,35 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
             entropy.ZstdLayout(order.numpy().astype(np.int64), bytes(d.numpy().tobytes()) or None)
             for order, d in zip(bundle["zstd_order"], bundle["zstd_dicts"], strict=True)
         ),
+        **hyper,
     )
 
 
-def _pack_tables(tables: list[entropy.RangeTables]) -> dict[str, torch.Tensor]:
+def _hyper_parts(path: Path, model: HyperCAE, bundle: dict) -> dict:
+    """The scale tables and bounds of a hyperprior bundle, after checking that h_s is exact."""
+    unit = 2.0**model.config.fraction_bits
+    for p in model.h_s.parameters():
+        scaled = p.double() * unit
+        if not torch.equal(scaled, scaled.round()) or p.abs().max() > 8:
+            raise WeightsError(f"{path} has an h_s that is not on its {unit:g}-step grid")
+    (tables,) = _unpack_tables(bundle["scale_lo"], bundle["scale_freqs"], bundle["scale_len"])
+    bounds = bundle["scale_bounds"].numpy().astype(np.float64)
+    if len(bounds) + 1 != len(tables.freqs) or not (np.diff(bounds) > 0).all():
+        raise WeightsError(f"{path} has scale bounds that do not fit its {len(tables.freqs)} scale tables")
+    return {"scale_tables": tables, "scale_bounds": bounds}
+
+
+def _pack_tables(tables: list[entropy.RangeTables], prefix: str = "range") -> dict[str, torch.Tensor]:
     """Integer tables as three tensors: lows, zero-padded frequencies and table lengths."""
     width = max(len(f) for t in tables for f in t.freqs)
-    freqs = torch.zeros(len(tables), len(tables[0].freqs), width, dtype=torch.int64)
+    freqs = torch.zeros(len(tables), len(tables[0].freqs), width, dtype=torch.int32)
     lengths = torch.zeros(len(tables), len(tables[0].freqs), dtype=torch.int64)
     for q, t in enumerate(tables):
         for c, f in enumerate(t.freqs):
-            freqs[q, c, : len(f)] = torch.from_numpy(f)
+            freqs[q, c, : len(f)] = torch.from_numpy(f.astype(np.int32))
             lengths[q, c] = len(f)
     lows = torch.stack([torch.from_numpy(t.lo) for t in tables])
-    return {"range_lo": lows, "range_freqs": freqs, "range_len": lengths}
+    return {f"{prefix}_lo": lows, f"{prefix}_freqs": freqs, f"{prefix}_len": lengths}
 
 
 def _unpack_tables(
@@ -194,23 +222,39 @@ def new_user_id() -> int:
 
 @torch.no_grad()
 def _dictionaries(
-    model: CAE, offsets: torch.Tensor, orders: list[np.ndarray], images: np.ndarray
+    model: CAE | HyperCAE,
+    offsets: torch.Tensor,
+    orders: list[np.ndarray],
+    images: np.ndarray,
+    bounds: np.ndarray | None,
 ) -> list[bytes]:
-    """One zstd dictionary per level, trained on the symbol bytes of training images."""
+    """One zstd dictionary per level, trained on the zstd-ordered bytes of training images."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
     dicts = []
     for q, order in enumerate(orders):
-        level = torch.full((len(x),), q)
-        y = torch.cat(
-            [torch.round(model.analysis(x[i : i + 256], level[i : i + 256])) for i in range(0, len(x), 256)]
-        )
-        symbols = (y.long() - offsets[q][None, :, None, None]).numpy()
-        dicts.append(entropy.train_dictionary([entropy.symbol_bytes(s, order) for s in symbols]))
+        samples = []
+        for i in range(0, len(x), 256):
+            level = torch.full((len(x[i : i + 256]),), q)
+            y = model.analysis(x[i : i + 256], level)
+            if isinstance(model, HyperCAE):
+                z = torch.round(model.hyper_analysis(y))
+                mu, log_sigma = model.exact_hyper_synthesis(z)
+                y_sym = torch.round(y.double() - mu).long().numpy()
+                z_sym = (z.long() - offsets[q][None, :, None, None]).numpy()
+                index = entropy.scale_index(log_sigma.numpy(), bounds)
+                samples += [
+                    entropy.value_bytes(entropy.hyper_values(z_sym[j], order, y_sym[j], index[j]))
+                    for j in range(len(y))
+                ]
+            else:
+                symbols = (torch.round(y).long() - offsets[q][None, :, None, None]).numpy()
+                samples += [entropy.symbol_bytes(s, order) for s in symbols]
+        dicts.append(entropy.train_dictionary(samples))
     return dicts
 
 
 def export(
-    model: CAE,
+    model: CAE | HyperCAE,
     path: Path,
     lambdas: tuple[float, ...],
     weights_id: int,
@@ -224,14 +268,29 @@ def export(
     them the bundle has none.
     """
     model = model.eval()
-    offsets = torch.stack([d.medians().round() for d in model.densities]).long()
+    hyper = {}
+    bounds = None
+    if isinstance(model, HyperCAE):
+        model.round_hyper_synthesis()
+        scales = scale_table()
+        log_scales = np.log(scales)
+        bounds = (log_scales[1:] + log_scales[:-1]) / 2
+        hyper = {
+            **_pack_tables([entropy.gaussian_tables(scales)], "scale"),
+            "scale_bounds": torch.from_numpy(bounds),
+        }
+    densities = model.z_densities if isinstance(model, HyperCAE) else model.densities
+    offsets = torch.stack([d.medians().round() for d in densities]).long()
     half = entropy.RANGE_HALF_WIDTH
     tables = [
-        entropy.quantize_pmf(d.pmf_grid(offsets[q], half).numpy(), half)
-        for q, d in enumerate(model.densities)
+        entropy.quantize_pmf(d.pmf_grid(offsets[q], half).numpy(), half) for q, d in enumerate(densities)
     ]
     orders = [np.argsort(entropy.table_entropy(t), kind="stable") for t in tables]
-    dicts = _dictionaries(model, offsets, orders, dictionary_images) if dictionary_images is not None else []
+    dicts = (
+        _dictionaries(model, offsets, orders, dictionary_images, bounds)
+        if dictionary_images is not None
+        else []
+    )
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bundle = {
         "format": BUNDLE_FORMAT,
@@ -243,6 +302,7 @@ def export(
         "default_quality": default_quality,
         "offsets": offsets,
         **_pack_tables(tables),
+        **hyper,
         "zstd_order": torch.from_numpy(np.stack(orders)),
         "zstd_dicts": [torch.from_numpy(np.frombuffer(d, dtype=np.uint8).copy()) for d in dicts]
         or [torch.zeros(0, dtype=torch.uint8) for _ in orders],

@@ -62,3 +62,18 @@ def sample_image(width: int, height: int, mode: str, seed: int = 0) -> np.ndarra
         alpha = rng.integers(0, 256, (height, width, 1), dtype=np.uint8)
         return np.concatenate([rgb, alpha], axis=2)
     return rgb
+
+
+@pytest.fixture(scope="session")
+def tiny_hyper(tmp_path_factory) -> Path:
+    """A small untrained hyperprior bundle (user id range), so the hyperprior path is always tested."""
+    import torch
+
+    from cae_codec import model, weights
+
+    torch.manual_seed(0)
+    net = model.build(model.ModelConfig(N=16, M=8, levels=2, hyper_N=8, hyper_M=4))
+    path = tmp_path_factory.mktemp("weights") / "tiny-hyper.pt"
+    rows = np.random.default_rng(0).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+    weights.export(net, path, (0.01, 0.05), weights.FIRST_USER_ID + 7, "tiny-hyper", 2, rows)
+    return path

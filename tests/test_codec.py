@@ -114,12 +114,20 @@ def test_format_error_is_a_value_error():
 
 
 @pytest.mark.parametrize("coder", ["zstd", "range"])
-def test_integers_in_file_are_those_encoded(coder):
-    array = sample_image(40, 36, "RGB")
-    w = weights.load()
-    symbols = codec.encode_latent(w, codec.to_tensor(array, w.model.config.stride), 5)
-    f = unpack(cae_codec.compress(array, quality=5, coder=coder))
-    np.testing.assert_array_equal(codec.decode_symbols(w, f.color, f.header), symbols)
+@pytest.mark.parametrize("kind", ["shipped", "hyper"])
+@pytest.mark.parametrize("size", [(40, 36), (5, 3), (70, 33)])
+def test_integers_in_file_are_those_encoded(coder, kind, size, tiny_hyper):
+    path = tiny_hyper if kind == "hyper" else None
+    array = sample_image(*size, "RGB")
+    w = weights.load(path)
+    quality = min(5, w.levels)
+    symbols = codec.encode_latent(w, codec.to_tensor(array, w.model.config.pad_multiple), quality)
+    f = unpack(cae_codec.compress(array, quality=quality, coder=coder, weights=path))
+    back = codec.decode_symbols(w, f.color, f.header)
+    np.testing.assert_array_equal(back.y, symbols.y)
+    if w.hyper:
+        np.testing.assert_array_equal(back.z, symbols.z)
+    assert back.y.shape == codec.latent_shape(w, f.header.height, f.header.width)
 
 
 def test_compress_is_repeatable():
@@ -168,15 +176,23 @@ def test_unknown_coder_is_refused():
         cae_codec.compress(sample_image(8, 8, "RGB"), coder="huffman")
 
 
-def test_tiled_network_passes_match_whole_image_passes():
+@pytest.mark.parametrize("kind", ["shipped", "hyper"])
+def test_tiled_network_passes_match_whole_image_passes(kind, tiny_hyper):
     array = sample_image(203, 150, "RGB")
-    w = weights.load()
-    x = codec.to_tensor(array, w.model.config.stride)
-    whole = codec.encode_latent(w, x, 5, tile=10**6)
-    tiled = codec.encode_latent(w, x, 5, tile=64)
-    assert np.mean(whole != tiled) < 1e-3  # float rounding may flip a rare value, no more
-    a = codec.to_pixels(codec.decode_latent(w, whole, 5, tile=10**6), 150, 203)
-    b = codec.to_pixels(codec.decode_latent(w, whole, 5, tile=64), 150, 203)
+    w = weights.load(tiny_hyper if kind == "hyper" else None)
+    quality = min(5, w.levels)
+    x = codec.to_tensor(array, w.model.config.pad_multiple)
+    whole = codec.encode_latent(w, x, quality, tile=10**6)
+    tiled = codec.encode_latent(w, x, quality, tile=64)
+    assert np.mean(whole.y != tiled.y) < 1e-3  # float rounding may flip a rare value, no more
+    if w.hyper:
+        assert np.mean(whole.z != tiled.z) < 1e-3
+        # h_s is exact, so its tiles must agree bit for bit.
+        mu_whole, index_whole = codec.hyper_params(w, whole.z, quality, tile=10**6)
+        mu_tiled, index_tiled = codec.hyper_params(w, whole.z, quality, tile=64)
+        assert torch.equal(mu_whole, mu_tiled) and np.array_equal(index_whole, index_tiled)
+    a = codec.to_pixels(codec.decode_latent(w, whole, quality, tile=10**6), 150, 203)
+    b = codec.to_pixels(codec.decode_latent(w, whole, quality, tile=64), 150, 203)
     assert np.abs(a.astype(int) - b).max() <= 2
 
 

@@ -109,3 +109,46 @@ def test_range_decode_of_garbage_is_a_format_error_or_values():
         assert out.shape == (3, 2, 2)  # garbage decodes to some integers; the checksum guards files
     with pytest.raises(FormatError, match="channels"):
         entropy.range_decode(b"", tables, (4, 2, 2))
+
+
+def test_range_parts_decode_one_after_the_other():
+    # A hyperprior stream: part two's groups and tables are only known after part one is read.
+    rng = np.random.default_rng(7)
+    first = _tables(channels=2)
+    second = entropy.gaussian_tables(np.array([0.2, 1.0, 4.0, 30.0]))
+    z = [rng.laplace(0, 1.5, 6).round().astype(np.int64) for _ in range(2)]
+    z[1][0] = 300  # an escape in the first part
+    y = [rng.normal(0, s, n).round().astype(np.int64) for s, n in ((1.0, 9), (30.0, 20))]
+    y[0][3] = -(1 << 19)
+    data = entropy.range_encode_parts([(z, first, [0, 1]), (y, second, [1, 3])])
+    reader = entropy.RangeReader(data)
+    back_z = reader.read([6, 6], first)
+    back_y = reader.read([9, 20], second, [1, 3])
+    for a, b in zip(back_z + back_y, z + y, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_gaussian_tables_follow_their_scales():
+    scales = np.array([0.11, 1.0, 10.0, 100.0])
+    tables = entropy.gaussian_tables(scales)
+    assert all(f.sum() == 1 << entropy.RANGE_PRECISION for f in tables.freqs)
+    bits = entropy.table_entropy(tables)
+    assert (np.diff(bits) > 0).all()
+    # A discretized Gaussian of scale 10 carries about log2(10 * sqrt(2 pi e)) = 5.37 bits.
+    assert abs(bits[2] - 5.37) < 0.05
+    widths = [len(f) for f in tables.freqs]
+    assert widths[0] < widths[1] < widths[2] < widths[3]
+
+
+def test_scale_index_picks_the_table_by_bounds():
+    bounds = np.array([-1.0, 0.0, 2.0])
+    got = entropy.scale_index(np.array([-5.0, -1.0, -0.5, 0.0, 1.99, 2.0, 9.0]), bounds)
+    np.testing.assert_array_equal(got, [0, 1, 1, 2, 2, 3, 3])
+
+
+def test_hyper_values_put_z_first_and_y_by_scale():
+    z = np.arange(8).reshape(2, 2, 2)
+    y = np.array([[[10, 11], [12, 13]]])
+    index = np.array([[[2, 0], [1, 0]]])
+    values = entropy.hyper_values(z, np.array([1, 0]), y, index)
+    np.testing.assert_array_equal(values, [4, 5, 6, 7, 0, 1, 2, 3, 11, 13, 12, 10])

@@ -75,3 +75,20 @@ def test_unknown_id_without_weights_is_refused():
 def test_retired_ids_are_never_reused():
     assert not set(weights.REGISTRY) & weights.RETIRED_IDS
     assert weights.DEFAULT_ID in weights.REGISTRY
+
+
+def test_hyper_bundle_with_h_s_off_its_grid_is_refused(tiny_hyper, tmp_path):
+    # The decoder's exact arithmetic needs h_s on its grid; re-hashing the tensors does not help.
+    bundle = torch.load(tiny_hyper, weights_only=True)
+    bundle["state_dict"]["h_s.0.weight"][0, 0, 0, 0] += 1e-4
+    bundle["tensor_sha256"] = weights._tensor_digest(bundle["state_dict"])
+    bad = tmp_path / "off-grid.pt"
+    torch.save(bundle, bad)
+    with pytest.raises(weights.WeightsError, match="grid"):
+        weights.load(bad)
+
+
+def test_hyper_bundle_loads_with_its_scale_tables(tiny_hyper):
+    w = weights.load(tiny_hyper)
+    assert w.hyper and len(w.scale_bounds) + 1 == len(w.scale_tables.freqs)
+    assert w.offsets.shape == (2, w.model.config.hyper_M)

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cae_codec import model
+
+
+def _hyper(seed: int = 0) -> model.HyperCAE:
+    torch.manual_seed(seed)
+    net = model.build(model.ModelConfig(N=16, M=6, levels=2, hyper_N=5, hyper_M=3))
+    for p in net.h_s.parameters():  # spread the weights so sums carry many significant bits
+        p.data.uniform_(-1.5, 1.5)
+    net.round_hyper_synthesis()
+    return net
+
+
+def _reference_h_s(net: model.HyperCAE, z: np.ndarray) -> np.ndarray:
+    """h_s in plain int64 arithmetic, in units of 2**-fraction_bits: the exact answer."""
+    frac = net.config.fraction_bits
+    unit, limit = 1 << frac, (1 << 15) << frac
+    x = z.astype(np.int64) * unit
+    for layer in net.h_s:
+        if isinstance(layer, nn.ReLU):
+            x = np.clip(x, 0, limit)
+            continue
+        w = np.round(layer.weight.detach().double().numpy() * unit).astype(np.int64)
+        b = np.round(layer.bias.detach().double().numpy() * unit).astype(np.int64)
+        k = w.shape[2]
+        pad = k // 2
+        c, h, wd = x.shape
+        if isinstance(layer, nn.ConvTranspose2d):
+            s = layer.stride[0]
+            full = np.zeros((w.shape[1], (h - 1) * s + k + 1, (wd - 1) * s + k + 1), dtype=np.int64)
+            for i in range(k):
+                for j in range(k):
+                    full[:, i : i + (h - 1) * s + 1 : s, j : j + (wd - 1) * s + 1 : s] += np.einsum(
+                        "chw,co->ohw", x, w[:, :, i, j]
+                    )
+            out = full[:, pad : pad + h * s, pad : pad + wd * s]
+        else:
+            padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+            out = np.zeros((w.shape[0], h, wd), dtype=np.int64)
+            for i in range(k):
+                for j in range(k):
+                    out += np.einsum("chw,oc->ohw", padded[:, i : i + h, j : j + wd], w[:, :, i, j])
+        out = out + b[:, None, None] * unit
+        x = np.clip(np.floor_divide(out, unit), -limit, limit)
+    return x
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_hyper_synthesis_equals_integer_arithmetic(seed):
+    net = _hyper(seed)
+    z = np.random.default_rng(seed).integers(-40, 40, (3, 3, 5))
+    mu, log_sigma = net.exact_hyper_synthesis(torch.from_numpy(z)[None].double())
+    got = torch.cat([mu, log_sigma], dim=1)[0].numpy() * (1 << net.config.fraction_bits)
+    expected = _reference_h_s(net, z)
+    assert np.abs(expected).max() > 1 << 20  # the sums really use many bits
+    np.testing.assert_array_equal(got, expected.astype(np.float64))
+
+
+def test_exact_hyper_synthesis_is_the_same_on_any_thread_count():
+    net = _hyper()
+    z = torch.from_numpy(np.random.default_rng(5).integers(-30, 30, (1, 3, 16, 16))).double()
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(torch.cat(net.exact_hyper_synthesis(z), dim=1))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_rounded_h_s_sits_on_its_grid_and_stays_close():
+    torch.manual_seed(0)
+    net = model.build(model.ModelConfig(N=16, M=6, levels=2, hyper_N=5, hyper_M=3))
+    before = [p.detach().clone() for p in net.h_s.parameters()]
+    net.round_hyper_synthesis()
+    unit = 2.0**net.config.fraction_bits
+    for old, new in zip(before, net.h_s.parameters(), strict=True):
+        assert torch.equal(new * unit, torch.round(new * unit))
+        assert (new - old).abs().max() <= 0.5 / unit
+
+
+def test_training_pass_gives_bits_and_an_image_for_both_priors():
+    x = torch.rand(3, 3, 32, 32)
+    level = torch.tensor([0, 1, 1])
+    for config in (
+        model.ModelConfig(N=8, M=4, levels=2),
+        model.ModelConfig(N=8, M=4, levels=2, hyper_N=4, hyper_M=2),
+    ):
+        net = model.build(config)
+        x_hat, bits = net(x, level)
+        assert x_hat.shape == x.shape and bits.shape == (3,) and (bits > 0).all()
+        bits.sum().backward()
+        assert net.g_a[0].weight.grad is not None
+
+
+def test_gaussian_likelihood_sums_to_one():
+    v = torch.arange(-60, 61, dtype=torch.float64)[:, None]
+    sigma = torch.tensor([[0.11, 0.7, 3.0, 9.0]], dtype=torch.float64)
+    total = model.gaussian_likelihood(v, sigma).sum(dim=0)
+    assert torch.allclose(total, torch.ones(4, dtype=torch.float64), atol=1e-6)
