@@ -249,8 +249,8 @@ def encode_symbols(w: weights_mod.Weights, symbols: Symbols, quality: int, coder
         return entropy.encode_symbols(symbols.y, layout)
     _, index = hyper_params(w, symbols.z, quality)
     if coder == "zstd":
-        values = entropy.hyper_values(symbols.z, layout.order, symbols.y, index)
-        return entropy.zstd_pack(entropy.value_bytes(values), layout.dictionary)
+        parts = entropy.hyper_layout(symbols.z, symbols.y, index, layout, w.scale_widths)
+        return entropy.zstd_pack(entropy.hyper_raw(*parts), layout.dictionary)
     z_groups = list(symbols.z.reshape(len(symbols.z), -1))
     y_flat, index = symbols.y.ravel(), index.ravel()
     used = np.unique(index)
@@ -272,13 +272,7 @@ def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> Symbo
     z_shape = hyper_shape(w, header.height, header.width)
     z_count, count = int(np.prod(z_shape)), int(np.prod(shape))
     if header.coder == "zstd":
-        values = entropy.decode_values(data, z_count + count, layout.dictionary)
-        z = np.empty(z_shape, dtype=np.int64)
-        z[layout.order] = values[:z_count].reshape(z_shape)
-        _, index = hyper_params(w, z, q)
-        y = np.empty(count, dtype=np.int64)
-        y[entropy.scale_order(index)] = values[z_count:]
-        return Symbols(y.reshape(shape), z)
+        return _decode_hyper_zstd(w, data, q, z_shape, shape)
     reader = entropy.RangeReader(data)
     z = np.stack(reader.read([z_count // z_shape[0]] * z_shape[0], tables)).reshape(z_shape)
     _, index = hyper_params(w, z, q)
@@ -288,6 +282,27 @@ def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> Symbo
     y = np.empty(count, dtype=np.int64)
     for t, group in zip(used, groups, strict=True):
         y[index == t] = group
+    return Symbols(y.reshape(shape), z)
+
+
+def _decode_hyper_zstd(
+    w: weights_mod.Weights, data: bytes, quality: int, z_shape: tuple, shape: tuple
+) -> Symbols:
+    layout = w.zstd_layouts[quality - 1]
+    z_count, count = int(np.prod(z_shape)), int(np.prod(shape))
+    # 1 byte of bits and 5 of escape at most per value, so expansion is bounded before it happens.
+    raw = entropy.zstd_unpack(data, 6 * (z_count + count) + 2, "latent payload", layout.dictionary)
+    z_widths = np.repeat(layout.widths[layout.order], z_count // z_shape[0])
+    z_values, offset = entropy.read_packed(raw, 0, z_widths)
+    z = np.empty(z_shape, dtype=np.int64)
+    z[layout.order] = z_values.reshape(z_shape)
+    _, index = hyper_params(w, z, quality)
+    order = entropy.scale_order(index)
+    y_values, offset = entropy.read_packed(raw, offset, w.scale_widths[index.ravel()[order]])
+    if offset != len(raw):
+        raise FormatError(f"latent payload has {len(raw) - offset} bytes past its values")
+    y = np.empty(count, dtype=np.int64)
+    y[order] = y_values
     return Symbols(y.reshape(shape), z)
 
 

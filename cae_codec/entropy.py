@@ -81,6 +81,7 @@ class ZstdLayout:
 
     order: np.ndarray  # (M,) channel permutation, cheapest channels first
     dictionary: bytes | None = None
+    widths: np.ndarray | None = None  # (M,) bits per value of each channel, for bit-packed layouts
 
 
 def symbol_bytes(symbols: np.ndarray, order: np.ndarray | None = None) -> bytes:
@@ -139,9 +140,78 @@ def scale_order(index: np.ndarray) -> np.ndarray:
     return np.argsort(index.ravel(), kind="stable")
 
 
-def hyper_values(z: np.ndarray, z_order: np.ndarray, y: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """A hyperprior latent in zstd order: z channel by channel (cheapest first), then y by scale."""
-    return np.concatenate([z[z_order].ravel(), y.ravel()[scale_order(index)]])
+# With a hyperprior, the zstd coder bit-packs: each value gets a width known to both sides (from its
+# z channel or its y scale table), so zstd's byte-wise Huffman coding sees several small values per
+# byte instead of one byte each. A value too large for its width escapes to a byte stream after the
+# bits.
+def width_for(bits_per_symbol: np.ndarray) -> np.ndarray:
+    """The packing width for tables of the given entropy: ceil(H - 1/2), from 1 to 8 bits."""
+    return np.clip(np.ceil(bits_per_symbol - 0.5), 1, 8).astype(np.int64)
+
+
+def packed_bytes(values: np.ndarray, widths: np.ndarray) -> bytes:
+    """Zigzag values in `widths` bits each (MSB first, zero-padded to a byte), then the escapes."""
+    if np.abs(values).max(initial=0) > MAX_SYMBOL:
+        raise ValueError("latent value out of range; the weights are unsuitable for this image")
+    u = _zigzag(values.astype(np.int64))
+    cap = (1 << widths) - 1
+    head = np.minimum(u, cap)
+    bits = np.unpackbits(head.astype(np.uint8)[:, None], axis=1)
+    kept = bits[np.arange(8)[None, :] >= 8 - widths[:, None]]
+    return np.packbits(kept).tobytes() + _head_tail(u[u >= cap] - cap[u >= cap])
+
+
+def read_packed(raw: bytes, offset: int, widths: np.ndarray) -> tuple[np.ndarray, int]:
+    """Inverse of `packed_bytes` from `raw[offset:]`: the values and the offset after them."""
+    total = int(widths.sum())
+    end = offset + -(-total // 8)
+    if end > len(raw):
+        raise FormatError("latent payload is shorter than its bit widths need")
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8, count=end - offset, offset=offset))[:total]
+    place = np.repeat(np.cumsum(widths) - 1, widths) - np.arange(total)  # bit's place within its value
+    starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
+    head = np.add.reduceat(bits.astype(np.int64) << place, starts) if total else np.zeros(0, np.int64)
+    cap = (1 << widths) - 1
+    escaped = np.flatnonzero(head == cap)
+    extra, end = _read_head_tail(raw, end, len(escaped))
+    head[escaped] += extra
+    if head.max(initial=0) > 2 * MAX_SYMBOL:
+        raise FormatError("latent payload holds a value out of range")
+    return _unzigzag(head), end
+
+
+def _head_tail(u: np.ndarray) -> bytes:
+    """Non-negative integers as one byte each (255 escapes) and a uint32 per escape."""
+    head = np.minimum(u, ESCAPE).astype(np.uint8)
+    return head.tobytes() + u[u >= ESCAPE].astype("<u4").tobytes()
+
+
+def _read_head_tail(raw: bytes, offset: int, count: int) -> tuple[np.ndarray, int]:
+    head = np.frombuffer(raw, dtype=np.uint8, count=min(count, max(0, len(raw) - offset)), offset=offset)
+    if len(head) < count:
+        raise FormatError("latent payload ends inside its escapes")
+    values = head.astype(np.int64)
+    long = np.flatnonzero(values == ESCAPE)
+    end = offset + count + 4 * len(long)
+    if end > len(raw):
+        raise FormatError("latent payload ends inside its escapes")
+    values[long] = np.frombuffer(raw, dtype="<u4", count=len(long), offset=offset + count)
+    return values, end
+
+
+def hyper_raw(z: tuple[np.ndarray, np.ndarray], y: tuple[np.ndarray, np.ndarray]) -> bytes:
+    """The bytes zstd codes for a hyperprior latent: z's (values, widths), then y's, each packed."""
+    return packed_bytes(*z) + packed_bytes(*y)
+
+
+def hyper_layout(
+    z: np.ndarray, y: np.ndarray, index: np.ndarray, layout: ZstdLayout, scale_widths: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(values, widths) of z in channel order and of y sorted by scale: what the zstd coder packs."""
+    per_channel = z[0].size
+    z_part = (z[layout.order].ravel(), np.repeat(layout.widths[layout.order], per_channel))
+    order = scale_order(index)
+    return z_part, (y.ravel()[order], scale_widths[index.ravel()[order]])
 
 
 # --- range: the learned per-channel tables of the weight bundle drive constriction's range coder ---

@@ -18,6 +18,7 @@ from .model import CAE, HyperCAE, ModelConfig, build
 
 # Lambdas of CompressAI's factorized-prior ladder: loss = lambda * 255^2 * MSE + bpp.
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+FRESH_LR_SCALE = 5  # parts that --init-from did not fill learn this much faster, to catch up
 DICTIONARY_ROWS = 3000  # training rows whose latents train each level's zstd dictionary
 VAL_BATCH = 4  # validation rows come from the start of data_batch_5 (training rows 40000..)
 
@@ -111,10 +112,11 @@ def evaluate(model: CAE | HyperCAE, images: np.ndarray, lambdas: tuple[float, ..
     return out
 
 
-def init_network(model: CAE | HyperCAE, path: Path) -> None:
+def init_network(model: CAE | HyperCAE, path: Path) -> set[str]:
     """Copy in the tensors of a checkpoint or weight bundle that fit `model`; the rest start fresh.
 
-    This lets a hyperprior model start from a factorized model's g_a, g_s and gains.
+    This lets a hyperprior model start from a factorized model's g_a, g_s and gains. Returns the
+    names of the parameters it filled.
     """
     saved = torch.load(path, map_location="cpu", weights_only=True)
     state = saved.get("model") or saved.get("state_dict")
@@ -125,6 +127,17 @@ def init_network(model: CAE | HyperCAE, path: Path) -> None:
     if not fitting:
         raise ValueError(f"nothing in {path} fits this network")
     model.load_state_dict(fitting, strict=False)
+    return set(fitting)
+
+
+def _param_groups(model: CAE | HyperCAE, filled: set[str]) -> list[dict]:
+    """Pretrained parameters at the base rate, fresh ones at FRESH_LR_SCALE times it."""
+    named = list(model.named_parameters())
+    groups = [
+        {"params": [p for n, p in named if n in filled], "scale": 1.0},
+        {"params": [p for n, p in named if n not in filled], "scale": float(FRESH_LR_SCALE)},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -174,7 +187,8 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
     hyper = {"hyper_N": cfg.hyper_N, "hyper_M": cfg.hyper_M} if cfg.hyper_N else {}
     config = ModelConfig(N=cfg.N, M=cfg.M, levels=len(cfg.lambdas), **hyper)
     model = build(config)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    filled = init_network(model, cfg.init_from) if cfg.init_from else {n for n, _ in model.named_parameters()}
+    opt = torch.optim.Adam(_param_groups(model, filled), lr=cfg.lr)
     lambdas = torch.tensor(cfg.lambdas)
     step = 0
     if cfg.checkpoint and cfg.checkpoint.exists():
@@ -184,13 +198,11 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
         step = state["step"]
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
-    elif cfg.init_from:
-        init_network(model, cfg.init_from)
     model.train()
     running = 0.0
     while step < cfg.steps:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = _lr_at(step, cfg) * group["scale"]
         batch = sample_batch(rng, pools, share, cfg.batch_size)
         flip = rng.random(cfg.batch_size) < 0.5
         batch[flip] = batch[flip, :, ::-1]

@@ -71,6 +71,7 @@ class Weights:
     # between neighbouring scales that pick a table for each symbol of y.
     scale_tables: entropy.RangeTables | None = None
     scale_bounds: np.ndarray | None = None
+    scale_widths: np.ndarray | None = None  # zstd packing width of a y value, per scale table
 
     @property
     def levels(self) -> int:
@@ -157,6 +158,7 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
     if len(tables) != model.config.levels:
         raise WeightsError(f"{path} has range tables for {len(tables)} levels, not {model.config.levels}")
     hyper = {}
+    widths = bundle.get("zstd_widths")
     if isinstance(model, HyperCAE):
         hyper = _hyper_parts(path, model, bundle)
     return Weights(
@@ -169,8 +171,12 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
         default_quality=bundle["default_quality"],
         range_tables=tables,
         zstd_layouts=tuple(
-            entropy.ZstdLayout(order.numpy().astype(np.int64), bytes(d.numpy().tobytes()) or None)
-            for order, d in zip(bundle["zstd_order"], bundle["zstd_dicts"], strict=True)
+            entropy.ZstdLayout(
+                order.numpy().astype(np.int64),
+                bytes(d.numpy().tobytes()) or None,
+                widths[q].numpy().astype(np.int64) if widths is not None else None,
+            )
+            for q, (order, d) in enumerate(zip(bundle["zstd_order"], bundle["zstd_dicts"], strict=True))
         ),
         **hyper,
     )
@@ -185,9 +191,15 @@ def _hyper_parts(path: Path, model: HyperCAE, bundle: dict) -> dict:
             raise WeightsError(f"{path} has an h_s that is not on its {unit:g}-step grid")
     (tables,) = _unpack_tables(bundle["scale_lo"], bundle["scale_freqs"], bundle["scale_len"])
     bounds = bundle["scale_bounds"].numpy().astype(np.float64)
+    widths = bundle["scale_widths"].numpy().astype(np.int64)
     if len(bounds) + 1 != len(tables.freqs) or not (np.diff(bounds) > 0).all():
         raise WeightsError(f"{path} has scale bounds that do not fit its {len(tables.freqs)} scale tables")
-    return {"scale_tables": tables, "scale_bounds": bounds}
+    z_widths = bundle["zstd_widths"]
+    if len(widths) != len(tables.freqs) or z_widths.shape != (model.config.levels, model.config.hyper_M):
+        raise WeightsError(f"{path} has zstd widths that do not fit its tables")
+    if not all(((v >= 1) & (v <= 8)).all() for v in (widths, z_widths.numpy())):
+        raise WeightsError(f"{path} has zstd widths outside 1..8 bits")
+    return {"scale_tables": tables, "scale_bounds": bounds, "scale_widths": widths}
 
 
 def _pack_tables(tables: list[entropy.RangeTables], prefix: str = "range") -> dict[str, torch.Tensor]:
@@ -224,14 +236,14 @@ def new_user_id() -> int:
 def _dictionaries(
     model: CAE | HyperCAE,
     offsets: torch.Tensor,
-    orders: list[np.ndarray],
+    layouts: list[entropy.ZstdLayout],
     images: np.ndarray,
-    bounds: np.ndarray | None,
+    scales: tuple | None,
 ) -> list[bytes]:
     """One zstd dictionary per level, trained on the zstd-ordered bytes of training images."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
     dicts = []
-    for q, order in enumerate(orders):
+    for q, layout in enumerate(layouts):
         samples = []
         for i in range(0, len(x), 256):
             level = torch.full((len(x[i : i + 256]),), q)
@@ -241,16 +253,25 @@ def _dictionaries(
                 mu, log_sigma = model.exact_hyper_synthesis(z)
                 y_sym = torch.round(y.double() - mu).long().numpy()
                 z_sym = (z.long() - offsets[q][None, :, None, None]).numpy()
-                index = entropy.scale_index(log_sigma.numpy(), bounds)
+                index = entropy.scale_index(log_sigma.numpy(), scales[1])
                 samples += [
-                    entropy.value_bytes(entropy.hyper_values(z_sym[j], order, y_sym[j], index[j]))
+                    entropy.hyper_raw(*entropy.hyper_layout(z_sym[j], y_sym[j], index[j], layout, scales[2]))
                     for j in range(len(y))
                 ]
             else:
                 symbols = (torch.round(y).long() - offsets[q][None, :, None, None]).numpy()
-                samples += [entropy.symbol_bytes(s, order) for s in symbols]
+                samples += [entropy.symbol_bytes(s, layout.order) for s in symbols]
         dicts.append(entropy.train_dictionary(samples))
     return dicts
+
+
+def _scales() -> tuple[entropy.RangeTables, np.ndarray, np.ndarray]:
+    """The Gaussian conditional's integer tables, the log-scale bounds between them, their widths."""
+    scales = scale_table()
+    tables = entropy.gaussian_tables(scales)
+    log_scales = np.log(scales)
+    bounds = (log_scales[1:] + log_scales[:-1]) / 2
+    return tables, bounds, entropy.width_for(entropy.table_entropy(tables))
 
 
 def export(
@@ -268,17 +289,6 @@ def export(
     them the bundle has none.
     """
     model = model.eval()
-    hyper = {}
-    bounds = None
-    if isinstance(model, HyperCAE):
-        model.round_hyper_synthesis()
-        scales = scale_table()
-        log_scales = np.log(scales)
-        bounds = (log_scales[1:] + log_scales[:-1]) / 2
-        hyper = {
-            **_pack_tables([entropy.gaussian_tables(scales)], "scale"),
-            "scale_bounds": torch.from_numpy(bounds),
-        }
     densities = model.z_densities if isinstance(model, HyperCAE) else model.densities
     offsets = torch.stack([d.medians().round() for d in densities]).long()
     half = entropy.RANGE_HALF_WIDTH
@@ -286,8 +296,22 @@ def export(
         entropy.quantize_pmf(d.pmf_grid(offsets[q], half).numpy(), half) for q, d in enumerate(densities)
     ]
     orders = [np.argsort(entropy.table_entropy(t), kind="stable") for t in tables]
+    layouts = [entropy.ZstdLayout(order) for order in orders]
+    hyper: dict[str, torch.Tensor] = {}
+    scales = None
+    if isinstance(model, HyperCAE):
+        model.round_hyper_synthesis()
+        scales = _scales()
+        z_widths = np.stack([entropy.width_for(entropy.table_entropy(t)) for t in tables])
+        layouts = [entropy.ZstdLayout(o, None, z) for o, z in zip(orders, z_widths, strict=True)]
+        hyper = {
+            **_pack_tables([scales[0]], "scale"),
+            "scale_bounds": torch.from_numpy(scales[1]),
+            "scale_widths": torch.from_numpy(scales[2]),
+            "zstd_widths": torch.from_numpy(z_widths),
+        }
     dicts = (
-        _dictionaries(model, offsets, orders, dictionary_images, bounds)
+        _dictionaries(model, offsets, layouts, dictionary_images, scales)
         if dictionary_images is not None
         else []
     )

@@ -146,9 +146,36 @@ def test_scale_index_picks_the_table_by_bounds():
     np.testing.assert_array_equal(got, [0, 1, 1, 2, 2, 3, 3])
 
 
-def test_hyper_values_put_z_first_and_y_by_scale():
+def test_hyper_layout_puts_z_first_and_y_by_scale():
     z = np.arange(8).reshape(2, 2, 2)
     y = np.array([[[10, 11], [12, 13]]])
     index = np.array([[[2, 0], [1, 0]]])
-    values = entropy.hyper_values(z, np.array([1, 0]), y, index)
-    np.testing.assert_array_equal(values, [4, 5, 6, 7, 0, 1, 2, 3, 11, 13, 12, 10])
+    layout = entropy.ZstdLayout(np.array([1, 0]), None, np.array([3, 5]))
+    (zv, zw), (yv, yw) = entropy.hyper_layout(z, y, index, layout, np.array([1, 2, 4]))
+    np.testing.assert_array_equal(zv, [4, 5, 6, 7, 0, 1, 2, 3])
+    np.testing.assert_array_equal(zw, [5, 5, 5, 5, 3, 3, 3, 3])
+    np.testing.assert_array_equal(yv, [11, 13, 12, 10])
+    np.testing.assert_array_equal(yw, [1, 1, 2, 4])
+
+
+def test_bit_packing_round_trips_with_escapes():
+    rng = np.random.default_rng(11)
+    widths = rng.integers(1, 9, 500)
+    values = rng.laplace(0, 3, 500).round().astype(np.int64)
+    values[[3, 77]] = [1 << 20, -(1 << 19)]
+    raw = entropy.packed_bytes(values, widths) + entropy.packed_bytes(values[:9], widths[:9])
+    back, offset = entropy.read_packed(raw, 0, widths)
+    np.testing.assert_array_equal(back, values)
+    again, end = entropy.read_packed(raw, offset, widths[:9])
+    np.testing.assert_array_equal(again, values[:9])
+    assert end == len(raw)
+    # Width-1 values take one bit: 16 zeros fit in 2 bytes.
+    assert entropy.packed_bytes(np.zeros(16, np.int64), np.ones(16, np.int64)) == b"\x00\x00"
+
+
+def test_bit_packing_refuses_short_or_damaged_data():
+    widths = np.full(20, 3)
+    raw = entropy.packed_bytes(np.arange(-10, 10), widths)
+    for cut in range(1, len(raw)):
+        with pytest.raises(FormatError):
+            entropy.read_packed(raw[:cut], 0, widths)

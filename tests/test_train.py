@@ -69,3 +69,30 @@ def test_fine_tuning_starts_from_a_checkpoint(tiny_cifar, tmp_path):
     train(archive, tuned, "--steps", "1", "--lr", "0", "--init-from", str(ckpt), "--first-rows", "5")
     state = weights.load(tuned).model.state_dict()
     assert all(torch.equal(state[k], base[k]) for k in ("g_a.0.weight", "g_s.4.weight"))  # lr 0: unchanged
+
+
+def test_hyperprior_starts_from_a_factorized_bundle(tiny_cifar, tmp_path):
+    import torch
+
+    archive, batches = tiny_cifar
+    base = tmp_path / "base.pt"
+    train(archive, base, "--steps", "1", "--lambdas", "0.01,0.05")
+    hyper = tmp_path / "hyper.pt"
+    extra = ["--hyper-channels", "6", "--hyper-latent-channels", "3", "--lambdas", "0.01,0.05"]
+    train(archive, hyper, "--steps", "2", "--lr", "0", "--init-from", str(base), *extra)
+    w, start = weights.load(hyper), weights.load(base).model.state_dict()
+    assert w.hyper and w.model.config.hyper_M == 3
+    state = w.model.state_dict()
+    assert all(torch.equal(state[k], start[k]) for k in ("g_a.0.weight", "log_gain"))
+    for coder in ("zstd", "range"):
+        data = cae_codec.compress(batches["test_batch"][1], weights=hyper, coder=coder)
+        assert cae_codec.decompress(data, weights=hyper).size == (32, 32)
+
+
+def test_batches_mix_exact_and_other_rows_by_share():
+    from cae_codec.train import sample_batch
+
+    rng = np.random.default_rng(0)
+    exact, other = np.zeros((5, 1, 1, 1)), np.ones((7, 1, 1, 1))
+    share = [1 - sample_batch(rng, (exact, other), s, 4000).mean() for s in (0.0, 0.3, 1.0)]
+    assert share[0] == 0 and abs(share[1] - 0.3) < 0.03 and share[2] == 1
