@@ -135,12 +135,20 @@ def test_compress_is_repeatable():
     assert cae_codec.compress(array) == cae_codec.compress(array)
 
 
-@pytest.mark.parametrize("name", ["rgb-q6", "rgba-q2"])
+GOLDEN = sorted(p.stem for p in DATA.glob("golden-id*.cae"))
+
+
+def test_every_shipped_bundle_has_golden_files():
+    assert {int(name.split("-")[1][2:]) for name in GOLDEN} == set(weights.REGISTRY)
+
+
+@pytest.mark.parametrize("name", GOLDEN)
 def test_files_from_shipped_weights_keep_decoding(name):
-    # Made by tests/make_golden.py with weights id 2. Float rounding on another CPU may move a
-    # latent value by one step, so pixels may differ slightly; mode, size and alpha may not.
-    data = (DATA / f"golden-{name}.cae").read_bytes()
-    expected = Image.open(DATA / f"golden-{name}.png")
+    # Made by tests/make_golden.py when each bundle shipped. Float rounding on another CPU may move
+    # the decoder's output slightly, so pixels may differ a little; mode, size and alpha may not.
+    data = (DATA / f"{name}.cae").read_bytes()
+    expected = Image.open(DATA / f"{name}.png")
+    assert cae_codec.read_header(data).weights_id == int(name.split("-")[1][2:])
     decoded = cae_codec.decompress(data)
     assert (decoded.mode, decoded.size) == (expected.mode, expected.size)
     diff = np.abs(np.asarray(decoded, dtype=int) - np.asarray(expected, dtype=int))

@@ -14,6 +14,7 @@ import numpy as np
 from conftest import sample_image
 
 import cae_codec
+from cae_codec import weights
 from cae_codec.container import reseal
 
 CASES = int(os.environ.get("CAE_FUZZ_CASES", "0"))
@@ -23,11 +24,15 @@ MEMORY_MB = 200
 
 
 def seeds() -> list[bytes]:
+    """Files of every shipped bundle (each id has its own payload layout), mode and coder."""
     files = []
-    for mode in ("L", "RGB", "RGBA"):
-        for coder in ("zstd", "range"):
-            for size in ((13, 9), (32, 32)):
-                files.append(cae_codec.compress(sample_image(*size, mode), quality=3, coder=coder))
+    for wid in sorted(weights.REGISTRY):
+        path = weights.resolve(weights_id=wid)
+        for mode in ("L", "RGB", "RGBA"):
+            for coder in ("zstd", "range"):
+                for size in ((13, 9), (32, 32)):
+                    image = sample_image(*size, mode)
+                    files.append(cae_codec.compress(image, quality=3, coder=coder, weights=path))
     return files
 
 
