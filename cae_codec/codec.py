@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -141,10 +141,18 @@ def _run_tiled(fn, x: torch.Tensor, out_channels: int, scale: float, tile: int, 
 
 @dataclass(frozen=True)
 class Symbols:
-    """One image's integers: y (M, h, w); with a hyperprior also z (Z, h/4, w/4), which comes first."""
+    """One image's integers: y (M, h, w); with a hyperprior also z (Z, h/4, w/4), which comes first.
+
+    `params` keeps what h_s derived from z (y's means and table indexes) so it runs once per image.
+    """
 
     y: np.ndarray
     z: np.ndarray | None = None
+    params: tuple[torch.Tensor, np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+
+def _params(w: weights_mod.Weights, symbols: Symbols, quality: int) -> tuple[torch.Tensor, np.ndarray]:
+    return symbols.params if symbols.params is not None else hyper_params(w, symbols.z, quality)
 
 
 @torch.inference_mode()
@@ -159,8 +167,8 @@ def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: i
         return Symbols((torch.round(y)[0].long() - offsets).numpy())
     z = _run_tiled(w.model.hyper_analysis, y, cfg.hyper_M, 1 / HYPER, tile // cfg.stride, HYPER_HALO)
     z_symbols = (torch.round(z)[0].long() - offsets).numpy()
-    mu, _ = hyper_params(w, z_symbols, quality)
-    return Symbols(torch.round(y[0].double() - mu).long().numpy(), z_symbols)
+    mu, index = hyper_params(w, z_symbols, quality)
+    return Symbols(torch.round(y[0].double() - mu).long().numpy(), z_symbols, (mu, index))
 
 
 def hyper_params(
@@ -187,7 +195,7 @@ def decode_latent(w: weights_mod.Weights, symbols: Symbols, quality: int, tile: 
     level = torch.tensor([quality - 1])
     cfg = w.model.config
     if w.hyper:
-        mu, _ = hyper_params(w, symbols.z, quality, tile)
+        mu, _ = _params(w, symbols, quality)
         y_hat = (torch.from_numpy(symbols.y) + mu)[None].float()
     else:
         y_hat = (torch.from_numpy(symbols.y) + w.offsets[quality - 1][:, None, None])[None].float()
@@ -247,7 +255,7 @@ def encode_symbols(w: weights_mod.Weights, symbols: Symbols, quality: int, coder
         if coder == "range":
             return entropy.range_encode(symbols.y, tables)
         return entropy.encode_symbols(symbols.y, layout)
-    _, index = hyper_params(w, symbols.z, quality)
+    _, index = _params(w, symbols, quality)
     if coder == "zstd":
         parts = entropy.hyper_layout(symbols.z, symbols.y, index, layout, w.scale_widths)
         return entropy.zstd_pack(entropy.hyper_raw(*parts), layout.dictionary)
@@ -275,14 +283,14 @@ def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> Symbo
         return _decode_hyper_zstd(w, data, q, z_shape, shape)
     reader = entropy.RangeReader(data)
     z = np.stack(reader.read([z_count // z_shape[0]] * z_shape[0], tables)).reshape(z_shape)
-    _, index = hyper_params(w, z, q)
-    index = index.ravel()
+    params = hyper_params(w, z, q)
+    index = params[1].ravel()
     used = np.unique(index)
     groups = reader.read([int((index == t).sum()) for t in used], w.scale_tables, used)
     y = np.empty(count, dtype=np.int64)
     for t, group in zip(used, groups, strict=True):
         y[index == t] = group
-    return Symbols(y.reshape(shape), z)
+    return Symbols(y.reshape(shape), z, params)
 
 
 def _decode_hyper_zstd(
@@ -296,14 +304,14 @@ def _decode_hyper_zstd(
     z_values, offset = entropy.read_packed(raw, 0, z_widths)
     z = np.empty(z_shape, dtype=np.int64)
     z[layout.order] = z_values.reshape(z_shape)
-    _, index = hyper_params(w, z, quality)
-    order = entropy.scale_order(index)
-    y_values, offset = entropy.read_packed(raw, offset, w.scale_widths[index.ravel()[order]])
+    params = hyper_params(w, z, quality)
+    order = entropy.scale_order(params[1])
+    y_values, offset = entropy.read_packed(raw, offset, w.scale_widths[params[1].ravel()[order]])
     if offset != len(raw):
         raise FormatError(f"latent payload has {len(raw) - offset} bytes past its values")
     y = np.empty(count, dtype=np.int64)
     y[order] = y_values
-    return Symbols(y.reshape(shape), z)
+    return Symbols(y.reshape(shape), z, params)
 
 
 def read_header(data: bytes) -> Header:
