@@ -46,10 +46,16 @@ REGISTRY: dict[int, Shipped] = {
             "cae-fp8-v2.pt",
             "2f65b13fbc1d4078f67d3d688acd9bd9903c3c36e40d1e4acf5a4997375cfe59",
         ),
+        Shipped(
+            3,
+            "cae-msh8-v3",
+            "cae-msh8-v3.pt",
+            "9382f9212efe521776e96c314f82c2cb21ae3cd3010f800003d94ca3a9287c77",
+        ),
     )
 }
 RETIRED_IDS = frozenset({1})
-DEFAULT_ID = 2
+DEFAULT_ID = 3
 
 
 @dataclass(frozen=True)
