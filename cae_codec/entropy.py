@@ -218,6 +218,10 @@ def hyper_layout(
 
 RANGE_PRECISION = 16  # each table's integer frequencies sum to 2**16
 RANGE_HALF_WIDTH = 256  # tables cover at most median +- this many steps; the rest is escaped
+# Tables always cover centre +- this many steps, even where the model gives them almost no mass:
+# on images unlike the training data such values do occur, and a 16-bit floor (16 bits at most)
+# costs far less than an escape (the escape symbol plus 21 bits).
+RANGE_MIN_HALF = 16
 ESCAPE_BITS = 21  # escaped values are coded uniformly as zigzag integers below 2**21
 _TRIM_LIMIT = 1 << 14  # streams up to this size are trimmed byte by byte (it matters for small images)
 
@@ -235,15 +239,16 @@ class RangeTables:
         ]
 
 
-def quantize_pmf(pmf: np.ndarray, half_width: int) -> RangeTables:
+def quantize_pmf(pmf: np.ndarray, half_width: int, min_half: int = RANGE_MIN_HALF) -> RangeTables:
     """Float tables (M, 2*half_width+1) over symbols -half_width.. to integer tables with an escape."""
     total = 1 << RANGE_PRECISION
     los, freqs = [], []
     for row in pmf.astype(np.float64):
-        # Drop tails whose mass would round to nothing; the escape slot carries them.
+        # Drop tails whose mass would round to nothing (the escape slot carries them), but never
+        # the centre +- min_half.
         cdf = np.cumsum(row)
-        first = int(np.searchsorted(cdf, 1 / total))
-        last = int(np.searchsorted(cdf, cdf[-1] - 1 / total))
+        first = min(int(np.searchsorted(cdf, 1 / total)), max(0, half_width - min_half))
+        last = max(int(np.searchsorted(cdf, cdf[-1] - 1 / total)), min(2 * half_width, half_width + min_half))
         kept = row[first : last + 1]
         escape = max(0.0, 1.0 - kept.sum())
         counts = np.maximum(1, np.floor(np.append(kept, escape) * total)).astype(np.int64)
@@ -353,7 +358,7 @@ def range_decode(data: bytes, tables: RangeTables, shape: tuple[int, ...]) -> np
 
 def gaussian_tables(scales: np.ndarray) -> RangeTables:
     """Integer tables of a zero-mean discretized Gaussian (convolved with U(-1/2, 1/2)) per scale."""
-    half = int(np.ceil(8 * scales.max()))
+    half = max(int(np.ceil(8 * scales.max())), RANGE_MIN_HALF)
     k = np.arange(-half, half + 1, dtype=np.float64)
     upper = [_ndtr((0.5 - np.abs(k)) / s) for s in scales]
     lower = [_ndtr((-0.5 - np.abs(k)) / s) for s in scales]

@@ -50,7 +50,7 @@ REGISTRY: dict[int, Shipped] = {
             3,
             "cae-msh8-v3",
             "cae-msh8-v3.pt",
-            "9382f9212efe521776e96c314f82c2cb21ae3cd3010f800003d94ca3a9287c77",
+            "d5d4cd7b44e357cd7ac7fc9840d15a67ecf96be8cedaff4f31af7af2630702e4",
         ),
     )
 }

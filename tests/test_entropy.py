@@ -137,7 +137,20 @@ def test_gaussian_tables_follow_their_scales():
     # A discretized Gaussian of scale 10 carries about log2(10 * sqrt(2 pi e)) = 5.37 bits.
     assert abs(bits[2] - 5.37) < 0.05
     widths = [len(f) for f in tables.freqs]
-    assert widths[0] < widths[1] < widths[2] < widths[3]
+    assert widths[0] == widths[1] == 2 * entropy.RANGE_MIN_HALF + 2  # the floor, plus the escape
+    assert widths[1] < widths[2] < widths[3]
+
+
+def test_unlikely_values_near_the_centre_cost_at_most_16_bits():
+    # A value the model thinks impossible must not escape (which costs the escape plus 21 bits).
+    tables = entropy.gaussian_tables(np.array([0.11]))
+    zeros = len(entropy.range_encode(np.zeros((1, 1, 4), np.int64), tables))
+    symbols = np.array([[[0, 5, -16, 0]]])
+    data = entropy.range_encode(symbols, tables)
+    assert len(data) - zeros <= 2 * 16 // 8 + 1
+    escaped = len(entropy.range_encode(np.array([[[0, 17, -17, 0]]]), tables))
+    assert escaped > len(data)  # outside the floor, +-17 escape and cost more
+    np.testing.assert_array_equal(entropy.range_decode(data, tables, symbols.shape), symbols)
 
 
 def test_scale_index_picks_the_table_by_bounds():
