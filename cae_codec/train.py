@@ -37,7 +37,7 @@ class TrainConfig:
     N: int = 128
     M: int = 64
     hyper_N: int = 0  # 0: factorized prior; else the hidden channels of the hyperprior's h_a and h_s
-    hyper_M: int = 48  # channels of the hyper-latent z (with hyper_N)
+    hyper_M: int = 32  # channels of the hyper-latent z (with hyper_N)
     checkpoint: Path | None = None
     log_csv: Path | None = None
     init_from: Path | None = None  # start from this checkpoint's or bundle's network (the parts that fit)
