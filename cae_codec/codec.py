@@ -185,8 +185,8 @@ def hyper_params(
         tile // cfg.stride // HYPER,
         HYPER_HALO // HYPER,
     )[0]
-    mu, log_sigma = params[: cfg.M], params[cfg.M :]
-    return mu, entropy.scale_index(log_sigma.numpy(), w.scale_bounds)
+    index = entropy.scale_index(params[cfg.M :].numpy(), w.scale_bounds)
+    return params[: cfg.M].clone(), index  # a copy, so the log-scales can be freed
 
 
 @torch.inference_mode()

@@ -167,10 +167,12 @@ def read_packed(raw: bytes, offset: int, widths: np.ndarray) -> tuple[np.ndarray
     end = offset + -(-total // 8)
     if end > len(raw):
         raise FormatError("latent payload is shorter than its bit widths need")
-    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8, count=end - offset, offset=offset))[:total]
-    place = np.repeat(np.cumsum(widths) - 1, widths) - np.arange(total)  # bit's place within its value
-    starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
-    head = np.add.reduceat(bits.astype(np.int64) << place, starts) if total else np.zeros(0, np.int64)
+    # Each value spans at most two bytes: read a 16-bit window at its bit offset and shift.
+    data = np.frombuffer(raw, dtype=np.uint8, count=end - offset, offset=offset).astype(np.int64)
+    data = np.append(data, 0)
+    start = np.cumsum(widths) - widths
+    window = (data[start >> 3] << 8) | data[(start >> 3) + 1]
+    head = (window >> (16 - (start & 7) - widths)) & ((1 << widths) - 1)
     cap = (1 << widths) - 1
     escaped = np.flatnonzero(head == cap)
     extra, end = _read_head_tail(raw, end, len(escaped))
