@@ -260,9 +260,8 @@ def encode_symbols(w: weights_mod.Weights, symbols: Symbols, quality: int, coder
         parts = entropy.hyper_layout(symbols.z, symbols.y, index, layout, w.scale_widths)
         return entropy.zstd_pack(entropy.hyper_raw(*parts), layout.dictionary)
     z_groups = list(symbols.z.reshape(len(symbols.z), -1))
-    y_flat, index = symbols.y.ravel(), index.ravel()
-    used = np.unique(index)
-    y_groups = [y_flat[index == t] for t in used]
+    used, counts = np.unique(index, return_counts=True)
+    y_groups = np.split(symbols.y.ravel()[entropy.scale_order(index)], np.cumsum(counts)[:-1])
     return entropy.range_encode_parts(
         [(z_groups, tables, range(len(z_groups))), (y_groups, w.scale_tables, used)]
     )
@@ -284,12 +283,9 @@ def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> Symbo
     reader = entropy.RangeReader(data)
     z = np.stack(reader.read([z_count // z_shape[0]] * z_shape[0], tables)).reshape(z_shape)
     params = hyper_params(w, z, q)
-    index = params[1].ravel()
-    used = np.unique(index)
-    groups = reader.read([int((index == t).sum()) for t in used], w.scale_tables, used)
+    used, counts = np.unique(params[1], return_counts=True)
     y = np.empty(count, dtype=np.int64)
-    for t, group in zip(used, groups, strict=True):
-        y[index == t] = group
+    y[entropy.scale_order(params[1])] = np.concatenate(reader.read(counts, w.scale_tables, used))
     return Symbols(y.reshape(shape), z, params)
 
 
