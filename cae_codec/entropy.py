@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import constriction
 import numpy as np
@@ -95,10 +96,7 @@ def value_bytes(flat: np.ndarray) -> bytes:
     flat = flat.astype(np.int64)
     if np.abs(flat).max(initial=0) > MAX_SYMBOL:
         raise ValueError("latent value out of range; the weights are unsuitable for this image")
-    zigzag = _zigzag(flat)
-    head = np.minimum(zigzag, ESCAPE).astype(np.uint8)
-    tail = zigzag[zigzag >= ESCAPE].astype("<u4")
-    return head.tobytes() + tail.tobytes()
+    return _head_tail(_zigzag(flat))
 
 
 def encode_symbols(symbols: np.ndarray, layout: ZstdLayout | None = None) -> bytes:
@@ -121,15 +119,9 @@ def decode_symbols(frame: bytes, shape: tuple[int, ...], layout: ZstdLayout | No
 def decode_values(frame: bytes, count: int, dictionary: bytes | None = None) -> np.ndarray:
     """A zstd frame of `value_bytes` back to exactly `count` integers."""
     raw = zstd_unpack(frame, count * 5, "latent payload", dictionary)
-    head = np.frombuffer(raw[:count], dtype=np.uint8).astype(np.int64)
-    if len(head) < count:
-        raise FormatError(f"latent payload holds {len(head)} values, expected {count}")
-    escapes = np.flatnonzero(head == ESCAPE)
-    tail = raw[count:]
-    if len(tail) != 4 * len(escapes):
-        raise FormatError(f"latent payload has {len(tail)} escape bytes, expected {4 * len(escapes)}")
-    zigzag = head
-    zigzag[escapes] = np.frombuffer(tail, dtype="<u4")
+    zigzag, end = _read_head_tail(raw, 0, count)
+    if end != len(raw):
+        raise FormatError(f"latent payload has {len(raw) - end} bytes past its values")
     if zigzag.max(initial=0) > 2 * MAX_SYMBOL:
         raise FormatError("latent payload holds a value out of range")
     return _unzigzag(zigzag)
@@ -235,7 +227,9 @@ class RangeTables:
     lo: np.ndarray  # (M,) int64
     freqs: tuple[np.ndarray, ...]  # M arrays of int64 frequencies, the last entry the escape
 
+    @cached_property
     def models(self) -> list:
+        """constriction's models, built once per table set (64 of them for a hyperprior's scales)."""
         return [
             constriction.stream.model.Categorical(f.astype(np.float64), perfect=False) for f in self.freqs
         ]
@@ -279,7 +273,7 @@ class RangeReader:
         """The next part: groups of `sizes[i]` integers coded with table `which[i]` (default i)."""
         which = range(len(sizes)) if which is None else which
         groups, escaped = [], []
-        models = tables.models()
+        models = tables.models
         try:
             for size, t in zip(sizes, which, strict=True):
                 index = self._decoder.decode(models[t], size).astype(np.int64) if size else np.zeros(0, int)
@@ -299,7 +293,7 @@ class RangeReader:
 
 
 def _encode_part(encoder, groups: Sequence[np.ndarray], tables: RangeTables, which: Sequence[int]) -> None:
-    models = tables.models()
+    models = tables.models
     escaped = []
     for group, t in zip(groups, which, strict=True):
         if not len(group):
