@@ -18,7 +18,15 @@ from . import train as train_mod
 from . import weights as weights_mod
 from .container import FormatError
 from .datasets import DATA_DIR_ENV, DataError
-from .files import OutputExistsError, plan_outputs, write_atomic
+from .files import (
+    COMPRESSED_SUFFIX,
+    DECODED_SUFFIX,
+    OutputExistsError,
+    check_free,
+    output_format,
+    plan_outputs,
+    write_atomic,
+)
 
 USER_ERRORS = (
     OSError,
@@ -39,12 +47,20 @@ MAX_PIXELS_OPTION = click.option(
     type=click.IntRange(1),
     help="Refuse images with more pixels than this.",
 )
-FORCE_OPTION = click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+FORCE_OPTION = click.option(
+    "-f",
+    "--force",
+    is_flag=True,
+    help="Replace an existing output: a file of cae-codec's own naming (x.cae, x.decoded.png) or the "
+    "file -o names. Inputs are never replaced.",
+)
 OUTPUT_OPTION = click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
-    help="Output file (one input) or folder (several inputs; created if missing).",
+    # A string, not a Path: a trailing slash says "folder" and Path would drop it.
+    type=click.Path(),
+    help="Output file (one input), or folder: one that exists or a name ending in / (created if its "
+    "parent exists).",
 )
 
 
@@ -55,17 +71,19 @@ def _describe(e: Exception) -> str:
 
 
 def _run_batch(
-    inputs: tuple[Path, ...], suffix: str, output: Path | None, work: Callable[[Path, Path], str]
+    inputs: tuple[Path, ...], suffix: str, output: str | None, work: Callable[[Path, Path, bool], str]
 ) -> None:
-    """Apply `work(source, target)` to each input; one failure does not stop the others."""
+    """Apply `work(source, target, named)` to each input; one failure does not stop the others."""
     try:
-        targets = plan_outputs(list(inputs), suffix, output)
+        plan = plan_outputs(list(inputs), suffix, output)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    if plan.folder is not None:
+        plan.folder.mkdir(exist_ok=True)
     failed = 0
-    for source, target in zip(inputs, targets, strict=True):
+    for source, target in zip(inputs, plan.targets, strict=True):
         try:
-            click.echo(work(source, target))
+            click.echo(work(source, target, plan.named))
         except (*USER_ERRORS, OutputExistsError) as e:
             failed += 1
             click.echo(f"cae-codec: {source}: {_describe(e)}", err=True)
@@ -82,7 +100,7 @@ def main() -> None:
 
     \b
       cae-codec compress photo.png          writes photo.cae
-      cae-codec decompress photo.cae        writes photo.png
+      cae-codec decompress photo.cae        writes photo.decoded.png (never photo.png)
       cae-codec info photo.cae              shows what a .cae file holds
     """
 
@@ -124,7 +142,7 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -
     except weights_mod.WeightsError as e:
         raise click.ClickException(str(e)) from None
 
-    def work(source: Path, target: Path) -> str:
+    def work(source: Path, target: Path, named: bool) -> str:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", codec.FrameWarning)
             image = codec.read_image(source, max_pixels)
@@ -133,7 +151,7 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -
         start = time.perf_counter()
         data = codec.compress(image, quality, weights=w.path, coder=coder, max_pixels=max_pixels)
         seconds = time.perf_counter() - start
-        write_atomic(target, data, source, force)
+        write_atomic(target, data, source, force, named)
         line = (
             f"{source} -> {target}: {len(data)} bytes, "
             f"{metrics.bpp(len(data), image.width, image.height):.3f} bpp, {seconds * 1000:.0f} ms"
@@ -144,7 +162,7 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -
             line += f", PSNR {metrics.psnr(rgb, decoded):.2f} dB"
         return line
 
-    _run_batch(inputs, ".cae", output, work)
+    _run_batch(inputs, COMPRESSED_SUFFIX, output, work)
 
 
 @main.command()
@@ -156,19 +174,32 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -
 def decompress(inputs, output, weights, force, max_pixels) -> None:
     """Decompress .cae files to PNG (or the format -o's suffix names).
 
-    The image comes back with its original width, height and mode (L, RGB or RGBA).
+    photo.cae becomes photo.decoded.png: a lossy decode never takes a name the original could have
+    had. The image comes back with its original width, height and mode (L, RGB or RGBA).
+
+    \b
+    -o suffixes: .png .tif .tiff .bmp .webp (lossless), .jpg .jpeg (compressed
+    again, quality 95, with a warning). Others are refused.
     """
 
-    def work(source: Path, target: Path) -> str:
+    def work(source: Path, target: Path, named: bool) -> str:
+        fmt = output_format(target)
+        check_free(target, source, force, named)
         start = time.perf_counter()
         image = codec.decompress(source.read_bytes(), weights=weights, max_pixels=max_pixels)
         seconds = time.perf_counter() - start
+        if image.mode == "RGBA" and not fmt.alpha:
+            raise ValueError(f"{target.suffix} cannot hold the alpha plane; use .png")
+        if fmt.lossy:
+            click.echo(
+                f"cae-codec: warning: {target}: {fmt.name} compresses the decode again, losing more", err=True
+            )
         buffer = io.BytesIO()
-        image.save(buffer, format=Image.registered_extensions().get(target.suffix.lower(), "PNG"))
-        write_atomic(target, buffer.getvalue(), source, force)
+        image.save(buffer, format=fmt.name, **fmt.options)
+        write_atomic(target, buffer.getvalue(), source, force, named)
         return f"{source} -> {target}: {image.width}x{image.height} {image.mode}, {seconds * 1000:.0f} ms"
 
-    _run_batch(inputs, ".png", output, work)
+    _run_batch(inputs, DECODED_SUFFIX, output, work)
 
 
 @main.command()

@@ -30,10 +30,9 @@ def test_compress_then_decompress_beside_input(runner, png):
     assert result.exit_code == 0, result.output
     cae = png.with_suffix(".cae")
     assert cae.exists() and "bpp" in result.output and "PSNR" in result.output
-    png.unlink()
     result = runner.invoke(main, ["decompress", str(cae)])
     assert result.exit_code == 0, result.output
-    with Image.open(png) as image:
+    with Image.open(png.with_name("img.decoded.png")) as image:
         assert image.size == (40, 30) and image.mode == "RGB"
 
 
@@ -48,12 +47,29 @@ def test_existing_output_is_never_replaced_without_force(runner, png):
     assert cae.read_bytes() != b"precious"
 
 
-def test_decompress_refuses_to_overwrite_png(runner, png):
-    runner.invoke(main, ["compress", str(png)])
+def test_the_original_survives_compress_decompress_and_force(runner, png):
+    """The sequence that once replaced a user's original with its lossy decode."""
     before = png.read_bytes()
-    result = runner.invoke(main, ["decompress", str(png.with_suffix(".cae"))])
-    assert result.exit_code != 0 and png.read_bytes() == before
-    assert runner.invoke(main, ["decompress", "-f", str(png.with_suffix(".cae"))]).exit_code == 0
+    cae = png.with_suffix(".cae")
+    assert runner.invoke(main, ["compress", str(png)]).exit_code == 0
+    for extra in ([], [], ["--force"], ["-f"]):
+        result = runner.invoke(main, ["decompress", str(cae), *extra])
+        assert png.read_bytes() == before, result.output
+    decoded = png.with_name("img.decoded.png")
+    assert decoded.exists() and decoded.read_bytes() != before
+    again = runner.invoke(main, ["decompress", str(cae)])
+    assert again.exit_code == 1 and "img.decoded.png exists" in again.stderr
+
+
+def test_a_named_existing_output_is_refused_without_advising_force(runner, png):
+    before = png.read_bytes()
+    runner.invoke(main, ["compress", str(png)])
+    result = runner.invoke(main, ["decompress", str(png.with_suffix(".cae")), "-o", str(png)])
+    assert result.exit_code == 1 and "--force" not in result.stderr and "left alone" in result.stderr
+    assert png.read_bytes() == before
+    # Naming the file and asking for --force is how a user replaces it on purpose.
+    result = runner.invoke(main, ["decompress", str(png.with_suffix(".cae")), "-o", str(png), "--force"])
+    assert result.exit_code == 0 and png.read_bytes() != before
 
 
 def test_output_option_file_and_folder(runner, png, tmp_path):
@@ -63,9 +79,46 @@ def test_output_option_file_and_folder(runner, png, tmp_path):
     other = tmp_path / "b.png"
     Image.fromarray(sample_image(8, 8, "L")).save(other)
     folder = tmp_path / "out"
-    result = runner.invoke(main, ["compress", str(png), str(other), "-o", str(folder)])
+    result = runner.invoke(main, ["compress", str(png), str(other), "-o", f"{folder}/"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in folder.iterdir()) == ["b.cae", "img.cae"]
+    # An existing folder is a folder even without the slash, also for one input.
+    result = runner.invoke(main, ["decompress", str(folder / "b.cae"), "-o", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert (folder / "b.decoded.png").exists()
+
+
+def test_one_input_with_a_trailing_slash_goes_into_that_folder(runner, png, tmp_path):
+    result = runner.invoke(main, ["compress", str(png), "-o", f"{tmp_path / 'new'}/"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "new" / "img.cae").is_file()
+
+
+def test_several_inputs_need_a_folder_and_missing_parents_are_errors(runner, png, tmp_path):
+    other = tmp_path / "b.png"
+    Image.fromarray(sample_image(8, 8, "RGB")).save(other)
+    result = runner.invoke(main, ["compress", str(png), str(other), "-o", str(tmp_path / "out.cae")])
+    assert result.exit_code == 2 and "need -o to name a folder" in result.stderr
+    assert not (tmp_path / "out.cae").exists()
+    for target in (tmp_path / "missing" / "dir" / "x.cae", f"{tmp_path / 'missing' / 'dir'}/"):
+        result = runner.invoke(main, ["compress", str(png), "-o", str(target)])
+        assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert not (tmp_path / "missing").exists()
+
+
+def test_decompress_output_formats(runner, png, tmp_path):
+    runner.invoke(main, ["compress", str(png)])
+    cae = str(png.with_suffix(".cae"))
+    assert runner.invoke(main, ["decompress", cae, "-o", str(tmp_path / "a.png")]).exit_code == 0
+    result = runner.invoke(main, ["decompress", cae, "-o", str(tmp_path / "a.webp")])
+    assert result.exit_code == 0 and "warning" not in result.stderr
+    png_pixels = np.asarray(Image.open(tmp_path / "a.png"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.webp")), png_pixels)  # lossless WebP
+    result = runner.invoke(main, ["decompress", cae, "-o", str(tmp_path / "a.jpg")])
+    assert result.exit_code == 0 and "warning" in result.stderr and "losing more" in result.stderr
+    result = runner.invoke(main, ["decompress", cae, "-o", str(tmp_path / "a.xyz")])
+    assert result.exit_code == 1 and "cannot tell an image format" in result.stderr
+    assert not (tmp_path / "a.xyz").exists()
 
 
 def test_two_inputs_with_one_output_name_are_an_error(runner, png, tmp_path):
@@ -84,7 +137,7 @@ def test_bad_inputs_fail_alone_with_one_line_each(runner, png, tmp_path):
     truncated = tmp_path / "cut.png"
     truncated.write_bytes(png.read_bytes()[:200])
     inputs = [png, tmp_path / "missing.png", tmp_path, text, empty, truncated]
-    result = runner.invoke(main, ["compress", *map(str, inputs), "-o", str(tmp_path / "out")])
+    result = runner.invoke(main, ["compress", *map(str, inputs), "-o", f"{tmp_path / 'out'}/"])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 6 and lines[-1] == "cae-codec: 5 of 6 files failed"
@@ -173,7 +226,7 @@ def test_cmyk_and_exif_rotated_jpegs(runner, tmp_path):
     assert result.exit_code == 0, result.output
     for name, size in (("cmyk", (20, 10)), ("rotated", (10, 20))):
         runner.invoke(main, ["decompress", str(tmp_path / f"{name}.cae")])
-        with Image.open(tmp_path / f"{name}.png") as image:
+        with Image.open(tmp_path / f"{name}.decoded.png") as image:
             assert image.mode == "RGB" and image.size == size
 
 

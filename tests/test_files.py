@@ -8,14 +8,23 @@ from cae_codec import files
 
 def test_plan_outputs_beside_named_and_in_folder(tmp_path):
     a, b = tmp_path / "a.png", tmp_path / "sub" / "b.jpg"
-    assert files.plan_outputs([a], ".cae", None) == [tmp_path / "a.cae"]
-    assert files.plan_outputs([a], ".cae", tmp_path / "x.bin") == [tmp_path / "x.bin"]
-    assert files.plan_outputs([a, b], ".cae", tmp_path / "out") == [
-        tmp_path / "out/a.cae",
-        tmp_path / "out/b.cae",
-    ]
+    assert files.plan_outputs([a], ".cae", None) == files.Plan([tmp_path / "a.cae"], named=False)
+    assert files.plan_outputs([a], ".cae", tmp_path / "x.bin") == files.Plan([tmp_path / "x.bin"], named=True)
+    plan = files.plan_outputs([a, b], ".cae", f"{tmp_path / 'out'}/")
+    assert plan.targets == [tmp_path / "out/a.cae", tmp_path / "out/b.cae"] and not plan.named
+    assert plan.folder == tmp_path / "out"
     with pytest.raises(ValueError, match="both write"):
         files.plan_outputs([a, tmp_path / "a.jpg"], ".cae", None)
+
+
+def test_a_decode_is_never_named_like_its_original(tmp_path):
+    for name in ("photo.png", "photo.cae", "photo", "photo.decoded.png"):
+        source = tmp_path / name
+        (target,) = files.plan_outputs([source], files.DECODED_SUFFIX, None).targets
+        assert target != source and target.name.endswith(".decoded.png")
+    assert files.plan_outputs([tmp_path / "photo.cae"], files.DECODED_SUFFIX, None).targets == [
+        tmp_path / "photo.decoded.png"
+    ]
 
 
 def test_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
