@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
-from . import codec, metrics
+from . import codec, metrics, published
 from . import weights as weights_mod
+from .codec import AUTO
 from .container import header_size, unpack
 
 
@@ -65,6 +66,19 @@ class Point:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+PUBLISHED = " (published)"  # suffix of the labels of curves we cite rather than measure
+
+
+def published_points() -> list[Point]:
+    """CompressAI's published Kodak curves (bpp and PSNR only; see published.SOURCE)."""
+    nan = math.nan
+    return [
+        Point(name + PUBLISHED, q, bpp, psnr, nan, nan, nan, nan, 24)
+        for name, (bpps, psnrs) in published.KODAK.items()
+        for q, (bpp, psnr) in enumerate(zip(bpps, psnrs, strict=True), start=1)
+    ]
 
 
 def available(name: str) -> bool:
@@ -148,36 +162,38 @@ def measure_classic(images: list[np.ndarray], name: str, qualities=None, tick=No
     return points
 
 
-CAE_CODERS = ("zstd", "range")
+CAE_CODERS = ("auto", *codec.CODERS)  # auto: the smaller of the two files, as compress picks by default
 
 
 def measure_cae(
-    images: list[np.ndarray], qualities=None, weights: str | None = None, tick=None, coders=CAE_CODERS
+    images: list[np.ndarray], qualities=None, weights: str | None = None, tick=None
 ) -> list[Point]:
-    """cae-codec at each coder and quality, with its entropy model's own rate estimate beside it."""
+    """cae-codec at each quality with each coder (and auto, the smaller file of the two), with the
+    entropy model's own rate estimate beside it. The network runs once per image and quality."""
     w = weights_mod.load(weights)
     levels = list(qualities or range(1, w.levels + 1))
-    return [_measure_cae_level(images, w, q, coder, tick) for coder in coders for q in levels]
-
-
-def _measure_cae_level(
-    images: list[np.ndarray], w: weights_mod.Weights, quality: int, coder: str, tick
-) -> Point:
-    tally = _Tally()
-    for image in images:
-        data, enc = _timed(codec.compress, image, quality, w.path, coder)
-        decoded, dec = _timed(codec.decompress, data, w.path)
-        _score(tally, image, np.asarray(decoded.convert("RGB")), len(data), enc, dec)
-        f = unpack(data)
-        bits = codec.latent_bits(w, codec.decode_symbols(w, f.color, f.header), quality) + 8 * header_size(
-            data
-        )
-        tally.add(entropy_bpp=bits / (image.shape[0] * image.shape[1]))
-        if tick:
-            tick()
-    point = _point("cae-codec", quality, tally, len(images), coder=coder)
-    point.entropy_bpp = tally.mean("entropy_bpp")
-    return point
+    points = {(c, q): None for c in CAE_CODERS for q in levels}  # the order of the output
+    for q in levels:
+        tallies = {c: _Tally() for c in CAE_CODERS}
+        for image in images:
+            files, enc = _timed(codec.compress_each, image, q, w.path)
+            decoded = {c: _timed(codec.decompress, files[c], w.path) for c in codec.CODERS}
+            chosen = min(codec.CODERS, key=lambda c: len(files[c]))  # what compress keeps by default
+            files[AUTO], decoded[AUTO] = files[chosen], decoded[chosen]
+            for c in CAE_CODERS:
+                pixels, dec = decoded[c]
+                _score(tallies[c], image, np.asarray(pixels.convert("RGB")), len(files[c]), enc, dec)
+            f = unpack(files["zstd"])
+            bits = codec.latent_bits(w, codec.decode_symbols(w, f.color, f.header), q)
+            bpp = (bits + 8 * header_size(files["zstd"])) / (image.shape[0] * image.shape[1])
+            for c in CAE_CODERS:
+                tallies[c].add(entropy_bpp=bpp)
+            if tick:
+                tick()
+        for c in CAE_CODERS:
+            points[c, q] = _point("cae-codec", q, tallies[c], len(images), coder=c)
+            points[c, q].entropy_bpp = tallies[c].mean("entropy_bpp")
+    return list(points.values())
 
 
 def _point(name: str, quality: int, tally: _Tally, count: int, coder: str | None = None) -> Point:
@@ -299,6 +315,8 @@ def plot_rd(points: list[Point], path: Path, title: str) -> bool:
     for name in dict.fromkeys(p.label for p in points):
         c = sorted(curve(points, name), key=lambda p: p.bpp)
         style = {"linewidth": 2.5} if name.startswith("cae-codec") else {"linewidth": 1.2, "alpha": 0.8}
+        if name.endswith(PUBLISHED):
+            style["linestyle"] = "--"
         ax.plot([p.bpp for p in c], [p.psnr for p in c], marker="o", markersize=3, label=name, **style)
     ours = [p.bpp for p in points if p.codec == "cae-codec"]
     if ours:  # keep cae-codec's range readable; far-off curves run off the right edge

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 import time
@@ -13,7 +14,7 @@ import click
 import numpy as np
 from PIL import Image
 
-from . import benchmark, codec, datasets, metrics
+from . import benchmark, codec, datasets, metrics, published
 from . import train as train_mod
 from . import weights as weights_mod
 from .container import FormatError
@@ -119,10 +120,11 @@ def main() -> None:
 @MAX_PIXELS_OPTION
 @click.option(
     "--coder",
-    type=click.Choice(["zstd", "range"]),
-    default="zstd",
+    type=click.Choice(codec.CODER_CHOICES),
+    default=codec.AUTO,
     show_default=True,
-    help="Entropy coder: zstd, or the learned range coder (about a quarter fewer bytes).",
+    help="Entropy coder: auto codes the latent with both and keeps the smaller file; zstd or range "
+    "(the learned range coder) force one. The picture is the same either way.",
 )
 @click.option("--psnr", is_flag=True, help="Also decode the result and print its PSNR against the input.")
 def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -> None:
@@ -234,6 +236,8 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
 def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list[np.ndarray]:
     if dataset == "cifar10":
         return list(datasets.load_cifar10("test", data_dir)[:limit])
+    if dataset == "kodak":
+        return datasets.load_folder(datasets.locate_kodak(data_dir), limit)
     return datasets.load_folder(dataset, limit)
 
 
@@ -243,7 +247,8 @@ def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list
     "--data-dir",
     type=click.Path(),
     envvar=DATA_DIR_ENV,
-    help=f"CIFAR-10 archive or folder (default: ${DATA_DIR_ENV}, else download to the cache).",
+    help=f"CIFAR-10 archive or folder (default: ${DATA_DIR_ENV}, else download to the cache); for "
+    "kodak, the folder holding kodim01.png .. kodim24.png (default: download to the cache).",
 )
 @click.option("--limit", type=click.IntRange(1), help="Use only the first N images.")
 @click.option("-q", "--quality", "qualities", help="cae-codec levels to measure, e.g. 1,3,5 (default: all).")
@@ -262,8 +267,9 @@ def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list
 def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     """Measure cae-codec against JPEG, WebP, AVIF and JPEG 2000.
 
-    DATASET is `cifar10` (its 10,000-row test batch, or the rows your copy has) or a folder of images
-    (write ./cifar10 for a folder of that name). bpp counts whole files; jpeg-payload counts JPEG's
+    DATASET is `cifar10` (its 10,000-row test batch, or the rows your copy has), `kodak` (the 24
+    Kodak photos, with CompressAI's published learned-codec curves drawn beside ours), or a folder
+    of images (write ./cifar10 for a folder of that name). bpp counts whole files; jpeg-payload counts JPEG's
     scan data alone. PSNR, MSE and SSIM are on 8-bit RGB; SSIM is the mean over R, G and B.
     """
     names = [n.strip() for n in codecs.split(",") if n.strip()]
@@ -285,9 +291,7 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     for skipped in [n for n in names if not benchmark.available(n)]:
         click.echo(f"note: {skipped} skipped: this Pillow cannot write it", err=True)
     names = [n for n in names if benchmark.available(n)]
-    total = len(images) * (
-        len(levels) * len(benchmark.CAE_CODERS) + sum(len(benchmark.CLASSICS[n].qualities) for n in names)
-    )
+    total = len(images) * (len(levels) + sum(len(benchmark.CLASSICS[n].qualities) for n in names))
     with click.progressbar(length=total, label="measuring", file=sys.stderr) as bar:
         try:
             points = benchmark.measure_cae(images, levels, str(w.path), tick=lambda: bar.update(1))
@@ -297,14 +301,27 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
             points += benchmark.measure_classic(images, name, tick=lambda: bar.update(1))
     out.mkdir(parents=True, exist_ok=True)
     benchmark.write_results(points, out)
-    click.echo(benchmark.summary(points))
+    if dataset == "kodak" and len(images) == 24:
+        shown = points + benchmark.published_points()
+        click.echo(f"published curves: {published.SOURCE}")
+    else:
+        shown = points
+    click.echo(benchmark.summary(shown))
     grid_quality = w.default_quality if w.default_quality in levels else levels[len(levels) // 2]
     benchmark.grid(images[:8], points, grid_quality, out / "grid.png", str(w.path))
-    if not benchmark.plot_rd(points, out / "rd.png", f"{dataset}, {len(images)} images"):
+    if not benchmark.plot_rd(shown, out / "rd.png", f"{dataset}, {len(images)} images"):
         click.echo("note: rd.png needs matplotlib: pip install 'cae-codec[plot]'", err=True)
     click.echo(
         f"wrote {out}/results.json, results.csv, grid.png" + (", rd.png" if (out / "rd.png").exists() else "")
     )
+
+
+TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(train_mod.TrainConfig)}
+
+
+def _train_option(*names: str, key: str, **kwargs):
+    """A train option whose default is TrainConfig's, so the two cannot drift apart."""
+    return click.option(*names, key, default=TRAIN_DEFAULTS[key], show_default=True, **kwargs)
 
 
 @main.command()
@@ -315,54 +332,65 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     help="Weight file to write when training ends.",
 )
 @click.option(
+    "--photos",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Train on random crops of the photos in this folder (searched recursively; every 48th "
+    "photo is held out for validation) instead of on CIFAR-10.",
+)
+@click.option(
     "--data-dir",
     type=click.Path(),
     envvar=DATA_DIR_ENV,
     help=f"CIFAR-10 archive or folder (default: ${DATA_DIR_ENV}, else download to the cache).",
 )
-@click.option("--steps", default=20000, show_default=True, help="Optimizer steps in all.")
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--lr", default=3e-4, show_default=True, help="Peak learning rate (cosine decay).")
-@click.option("--seed", default=0, show_default=True)
+@_train_option("--steps", key="steps", help="Optimizer steps in all.")
+@_train_option("--batch-size", key="batch_size")
+@_train_option("--crop", key="crop", help="With --photos: side of the training crops, a multiple of 64.")
+@_train_option("--lr", key="lr", help="Peak learning rate (cosine decay).")
+@_train_option("--seed", key="seed")
 @click.option(
     "--lambdas",
     default=",".join(map(str, train_mod.DEFAULT_LAMBDAS)),
     show_default=True,
     help="One lambda per quality level, low to high (loss = lambda*255^2*MSE + bpp).",
 )
-@click.option("--channels", "N", default=128, show_default=True, help="Hidden channels N.")
-@click.option("--latent-channels", "M", default=64, show_default=True, help="Latent channels M.")
-@click.option(
+@_train_option("--channels", key="N", help="Hidden channels N.")
+@_train_option("--latent-channels", key="M", help="Latent channels M.")
+@_train_option(
+    "--stride",
+    key="stride",
+    type=click.Choice(["4", "16"]),
+    callback=lambda ctx, param, value: int(value),
+    help="Total downsampling of g_a: 4 for tiny images, 16 for photos.",
+)
+@_train_option(
     "--hyper-channels",
-    "hyper_N",
-    default=0,
-    show_default=True,
+    key="hyper_N",
     help="Hidden channels of a mean-scale hyperprior; 0 trains a factorized prior.",
 )
-@click.option(
-    "--hyper-latent-channels",
-    "hyper_M",
-    default=48,
-    show_default=True,
-    help="Channels of the hyper-latent z.",
+@_train_option("--hyper-latent-channels", key="hyper_M", help="Channels of the hyper-latent z.")
+@_train_option(
+    "--val-rows", key="val_rows", help="CIFAR-10 training rows held out for validation (from data_batch_5)."
 )
-@click.option(
-    "--val-rows",
-    default=256,
-    show_default=True,
-    help="Training rows held out for validation (from data_batch_5).",
+@_train_option(
+    "--eval-every", key="eval_every", help="Steps between validation passes (each also checkpoints)."
 )
-@click.option("--eval-every", default=500, show_default=True, help="Steps between validation and checkpoint.")
 @click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Checkpoint to resume from and save to.",
 )
+@_train_option(
+    "--checkpoint-minutes",
+    key="checkpoint_minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Also checkpoint after this much wall time, so an interrupted run loses little.",
+)
 @click.option(
     "--init-from",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Start from a checkpoint's or weight file's network (the tensors that fit), with a fresh "
-    "optimizer and schedule.",
+    help="Start from a checkpoint's or weight file's network (the tensors that fit; g_s is matched "
+    "from the output end), with a fresh optimizer and schedule.",
 )
 @click.option(
     "--first-rows",
@@ -391,9 +419,9 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
 )
 @click.option("--id", "weights_id", type=int, hidden=True, help="Registry id (maintainers only).")
 def train(**options) -> None:
-    """Train a model on CIFAR-10's training batches and write a weight file.
+    """Train a model on CIFAR-10's training batches (or on photos) and write a weight file.
 
-    The test batch is never read. Resume an interrupted run by giving the same --checkpoint.
+    CIFAR-10's test batch is never read. Resume an interrupted run by giving the same --checkpoint.
     """
     try:
         options["lambdas"] = tuple(float(v) for v in options["lambdas"].split(","))

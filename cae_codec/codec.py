@@ -17,8 +17,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import entropy
 from . import weights as weights_mod
 from .container import CODERS, CaeFile, FormatError, Header, pack, unpack
-from .model import HYPER_STRIDE, SCALE_MAX, SCALE_MIN, gaussian_likelihood
+from .model import HYPER_STRIDE, SCALE_MAX, SCALE_MIN, TILING, gaussian_likelihood
 
+AUTO = "auto"  # not a coder: compress tries each coder and keeps the smaller file
+CODER_CHOICES = (AUTO, *CODERS)
 DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
 WeightsArg = str | os.PathLike | None
 
@@ -103,12 +105,7 @@ def to_pixels(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
     return x.to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-# Large images go through the network in tiles so memory stays bounded (about 200 MB at 512 px).
-# Each tile carries a halo wider than the network's receptive field (10 px for g_a, 3 latent px for
-# g_s) and a multiple of the stride, so the stitched result equals a whole-image pass up to float
-# rounding.
-TILE = 512  # pixels, a multiple of the stride
-HALO = 16  # pixels around an analysis tile; HALO // 2 latent px around a synthesis tile
+# Large images go through the network in tiles (model.TILING) so memory stays bounded.
 HYPER = HYPER_STRIDE  # z has 1/4 of y's side
 HYPER_HALO = 16  # latent px around an h_a tile (receptive field 15); 4 z px around an h_s tile
 
@@ -156,12 +153,13 @@ def _params(w: weights_mod.Weights, symbols: Symbols, quality: int) -> tuple[tor
 
 
 @torch.inference_mode()
-def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: int = TILE) -> Symbols:
+def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: int | None = None) -> Symbols:
     """Image tensor to integers: y centred on each channel's median, or with a hyperprior, z centred
     on its medians and y on the means that h_s predicts from z."""
     level = torch.tensor([quality - 1])
     cfg = w.model.config
-    y = _run_tiled(lambda part: w.model.analysis(part, level), x, cfg.M, 1 / cfg.stride, tile, HALO)
+    tile, halo, _ = _tiling(cfg.stride, tile)
+    y = _run_tiled(lambda part: w.model.analysis(part, level), x, cfg.M, 1 / cfg.stride, tile, halo)
     offsets = w.offsets[quality - 1][:, None, None]
     if not w.hyper:
         return Symbols((torch.round(y)[0].long() - offsets).numpy())
@@ -171,11 +169,17 @@ def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: i
     return Symbols(torch.round(y[0].double() - mu).long().numpy(), z_symbols, (mu, index))
 
 
+def _tiling(stride: int, tile: int | None) -> tuple[int, int, int]:
+    default, halo, latent_halo = TILING[stride]
+    return tile or default, halo, latent_halo
+
+
 def hyper_params(
-    w: weights_mod.Weights, z_symbols: np.ndarray, quality: int, tile: int = TILE
+    w: weights_mod.Weights, z_symbols: np.ndarray, quality: int, tile: int | None = None
 ) -> tuple[torch.Tensor, np.ndarray]:
     """From z's integers: y's means (float64, exact on every machine) and each symbol's table index."""
     cfg = w.model.config
+    tile, _, _ = _tiling(cfg.stride, tile)
     z_hat = torch.from_numpy(z_symbols + w.offsets[quality - 1].numpy()[:, None, None])[None].double()
     params = _run_tiled(
         lambda part: torch.cat(w.model.exact_hyper_synthesis(part), dim=1),
@@ -190,17 +194,20 @@ def hyper_params(
 
 
 @torch.inference_mode()
-def decode_latent(w: weights_mod.Weights, symbols: Symbols, quality: int, tile: int = TILE) -> torch.Tensor:
+def decode_latent(
+    w: weights_mod.Weights, symbols: Symbols, quality: int, tile: int | None = None
+) -> torch.Tensor:
     """Integers back to the decoder's output tensor."""
     level = torch.tensor([quality - 1])
     cfg = w.model.config
+    tile, _, latent_halo = _tiling(cfg.stride, tile)
     if w.hyper:
         mu, _ = _params(w, symbols, quality)
         y_hat = (torch.from_numpy(symbols.y) + mu)[None].float()
     else:
         y_hat = (torch.from_numpy(symbols.y) + w.offsets[quality - 1][:, None, None])[None].float()
     return _run_tiled(
-        lambda part: w.model.synthesis(part, level), y_hat, 3, cfg.stride, tile // cfg.stride, HALO // 2
+        lambda part: w.model.synthesis(part, level), y_hat, 3, cfg.stride, tile // cfg.stride, latent_halo
     )
 
 
@@ -230,22 +237,45 @@ def compress(
     image: Image.Image | np.ndarray,
     quality: int | None = None,
     weights: WeightsArg = None,
-    coder: str = "zstd",
+    coder: str = AUTO,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> bytes:
-    """Compress a PIL image or uint8 array (HxW, HxWx3, HxWx4) to .cae bytes."""
+    """Compress a PIL image or uint8 array (HxW, HxWx3, HxWx4) to .cae bytes.
+
+    coder "auto" codes the latent both ways and keeps the smaller file; the header says which.
+    """
+    if coder not in CODER_CHOICES:
+        raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
+    files = compress_each(image, quality, weights, CODERS if coder == AUTO else (coder,), max_pixels)
+    return min(files.values(), key=len)  # ties go to the first coder (zstd)
+
+
+def compress_each(
+    image: Image.Image | np.ndarray,
+    quality: int | None = None,
+    weights: WeightsArg = None,
+    coders: tuple[str, ...] = CODERS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> dict[str, bytes]:
+    """The .cae file that each coder makes of one image; the network runs once."""
     w = weights_mod.load(weights)
     quality = w.default_quality if quality is None else quality
     _check_quality(w, quality)
-    if coder not in CODERS:
-        raise ValueError(f"coder must be one of {', '.join(CODERS)}, not {coder!r}")
     rgb, alpha, mode = split_image(image)
     height, width = rgb.shape[:2]
     _check_pixels(width, height, max_pixels)
     symbols = encode_latent(w, to_tensor(rgb, w.model.config.pad_multiple), quality)
-    header = Header(mode, coder, quality, w.id, width, height)
     alpha_bytes = entropy.zstd_pack(alpha.tobytes()) if alpha is not None else None
-    return pack(CaeFile(header, encode_symbols(w, symbols, quality, coder), alpha_bytes))
+    return {
+        coder: pack(
+            CaeFile(
+                Header(mode, coder, quality, w.id, width, height),
+                encode_symbols(w, symbols, quality, coder),
+                alpha_bytes,
+            )
+        )
+        for coder in coders
+    }
 
 
 def encode_symbols(w: weights_mod.Weights, symbols: Symbols, quality: int, coder: str) -> bytes:

@@ -127,6 +127,40 @@ def _deconv(cin: int, cout: int, k: int, stride: int = 2) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
 
 
+STRIDES = (4, 16)  # supported total downsamplings of g_a
+# How the codec tiles large images for each stride: (tile side in px, halo around an analysis tile in
+# px, halo around a synthesis tile in latent px). Each halo exceeds its transform's receptive field
+# (g_a: 10 px at stride 4, 61 px at stride 16; g_s: 3 and 2 latent px) and is a multiple of the stride,
+# so tiles stitch to a whole-image pass up to float rounding. A photo model's larger tile keeps a
+# 768x512 photo in one piece.
+TILING = {4: (512, 16, 8), 16: (1024, 64, 4)}
+
+
+def _transforms(N: int, M: int, stride: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """g_a and g_s for a stride: the CIFAR models' 4 (two 5x5/2 stages and a 3x3 to the latent), or
+    the photo models' 16 (four 5x5/2 stages, as in Ballé et al. 2018). A stride-16 model's first two
+    g_a stages and last two g_s stages have a stride-4 model's shapes, so one can warm-start the other.
+    """
+    if stride == 4:
+        g_a = nn.Sequential(
+            _conv(3, N, 5, stride=2), GDN(N), _conv(N, N, 5, stride=2), GDN(N), _conv(N, M, 3)
+        )
+        g_s = nn.Sequential(
+            _conv(M, N, 3), GDN(N, inverse=True), _deconv(N, N, 5), GDN(N, inverse=True), _deconv(N, 3, 5)
+        )
+        return g_a, g_s
+    if stride != 16:
+        raise ValueError(f"stride must be one of {STRIDES}, not {stride}")
+    g_a = nn.Sequential(
+        _conv(3, N, 5, 2), GDN(N), _conv(N, N, 5, 2), GDN(N), _conv(N, N, 5, 2), GDN(N), _conv(N, M, 5, 2)
+    )
+    g_s = nn.Sequential(
+        _deconv(M, N, 5), GDN(N, inverse=True), _deconv(N, N, 5), GDN(N, inverse=True),
+        _deconv(N, N, 5), GDN(N, inverse=True), _deconv(N, 3, 5),
+    )  # fmt: skip
+    return g_a, g_s
+
+
 class _GainedAutoencoder(nn.Module):
     """g_a and g_s with one gain vector per quality level (Cui et al. 2021) on the latent."""
 
@@ -134,12 +168,7 @@ class _GainedAutoencoder(nn.Module):
         super().__init__()
         self.config = config
         N, M, L = config.N, config.M, config.levels
-        self.g_a = nn.Sequential(
-            _conv(3, N, 5, stride=2), GDN(N), _conv(N, N, 5, stride=2), GDN(N), _conv(N, M, 3)
-        )
-        self.g_s = nn.Sequential(
-            _conv(M, N, 3), GDN(N, inverse=True), _deconv(N, N, 5), GDN(N, inverse=True), _deconv(N, 3, 5)
-        )
+        self.g_a, self.g_s = _transforms(N, M, config.stride)
         # Log-gains start spread over a factor of 16 so the levels begin at distinct rates.
         start = torch.linspace(math.log(0.25), math.log(4.0), L)
         self.log_gain = nn.Parameter(start[:, None].repeat(1, M))

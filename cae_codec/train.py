@@ -1,4 +1,4 @@
-"""Training: rate-distortion optimisation of the CAE on CIFAR-10's training batches."""
+"""Training: rate-distortion optimisation of a model on CIFAR-10's training rows or on crops of photos."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import numpy as np
 import torch
 
 from . import weights as weights_mod
-from .datasets import load_cifar10
+from .datasets import VAL_CROP, PhotoCrops, load_cifar10
 from .model import CAE, HyperCAE, ModelConfig, build
 
 # Lambdas of CompressAI's factorized-prior ladder: loss = lambda * 255^2 * MSE + bpp.
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 FRESH_LR_SCALE = 5  # parts that --init-from did not fill learn this much faster, to catch up
 DICTIONARY_ROWS = 3000  # training rows whose latents train each level's zstd dictionary
+DICTIONARY_CROPS = 96  # or, for photos, training crops (VAL_CROP pixels a side)
 VAL_BATCH = 4  # validation rows come from the start of data_batch_5 (training rows 40000..)
 
 
@@ -38,6 +39,10 @@ class TrainConfig:
     M: int = 64
     hyper_N: int = 0  # 0: factorized prior; else the hidden channels of the hyperprior's h_a and h_s
     hyper_M: int = 32  # channels of the hyper-latent z (with hyper_N)
+    stride: int = 4  # total downsampling of g_a: 4 for the CIFAR models, 16 for photo models
+    photos: Path | None = None  # train on random crops of the photos in this folder, not on CIFAR-10
+    crop: int = 128  # side of the photo crops (a multiple of 64)
+    checkpoint_minutes: float = 5.0  # also checkpoint after this much wall time, so a kill loses little
     checkpoint: Path | None = None
     log_csv: Path | None = None
     init_from: Path | None = None  # start from this checkpoint's or bundle's network (the parts that fit)
@@ -80,6 +85,42 @@ def sample_batch(
     return np.where(from_first[:, None, None, None], rows[0], rows[1])
 
 
+class CifarRows:
+    """Training batches of CIFAR-10 rows (optionally mixing in only the exact first rows), with flips."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        all_rows = load_cifar10("train", cfg.data_dir)
+        self.rows, self.validation = split_rows(all_rows, cfg.val_rows, cfg.first_rows)
+        self.pools = (self.rows, split_rows(all_rows, cfg.val_rows)[0])
+        self.share = cfg.first_rows_share if cfg.first_rows is not None else 1.0
+
+    def batch(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        batch = sample_batch(rng, self.pools, self.share, size)
+        flip = rng.random(size) < 0.5
+        batch[flip] = batch[flip, :, ::-1]
+        return np.ascontiguousarray(batch)
+
+    def dictionary_images(self, seed: int) -> np.ndarray:
+        return self.rows[np.random.default_rng(seed).permutation(len(self.rows))[:DICTIONARY_ROWS]]
+
+
+class PhotoSource(PhotoCrops):
+    """Random crops of a photo folder (datasets.PhotoCrops) as a training source."""
+
+    def dictionary_images(self, seed: int) -> np.ndarray:
+        side = min(VAL_CROP, *(min(im.shape[:2]) for im in self.images))
+        return self.batch(np.random.default_rng(seed), DICTIONARY_CROPS, side - side % 64)
+
+
+def make_source(cfg: TrainConfig) -> CifarRows | PhotoSource:
+    """The training data a config names: a photo folder, else CIFAR-10's training batches."""
+    if cfg.photos is None:
+        return CifarRows(cfg)
+    if cfg.crop % 64:
+        raise ValueError(f"crop must be a multiple of 64, not {cfg.crop}")
+    return PhotoSource(cfg.photos, cfg.crop)
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (B,H,W,3) to float (B,3,H,W) in [0,1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
@@ -101,7 +142,8 @@ def evaluate(model: CAE | HyperCAE, images: np.ndarray, lambdas: tuple[float, ..
     out: dict[str, float] = {}
     for q in range(model.config.levels):
         level = torch.full((len(x),), q)
-        x_hat, bits = model(x, level, noise=False)
+        parts = [model(x[i : i + 16], level[i : i + 16], noise=False) for i in range(0, len(x), 16)]
+        x_hat, bits = (torch.cat(t) for t in zip(*parts, strict=True))
         x_hat = x_hat.clamp(0, 1).mul(255).round().div(255)
         mse = (x_hat - x).square().mean(dim=(1, 2, 3))
         bpp = (bits / (x.shape[2] * x.shape[3])).mean().item()
@@ -123,11 +165,34 @@ def init_network(model: CAE | HyperCAE, path: Path) -> set[str]:
     if state is None:
         raise ValueError(f"{path} holds neither a checkpoint nor a weight bundle")
     own = model.state_dict()
+    state = _align_synthesis(state, own)
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fitting:
         raise ValueError(f"nothing in {path} fits this network")
     model.load_state_dict(fitting, strict=False)
     return set(fitting)
+
+
+def _align_synthesis(state: dict, own: dict) -> dict:
+    """Renumber g_s's layers so that both networks' g_s line up at the output end.
+
+    A stride-16 g_s has two more stages than a stride-4 one; its last stages, nearest the pixels,
+    have the stride-4 model's shapes.
+    """
+
+    def depth(keys) -> int:
+        return 1 + max((int(k.split(".")[1]) for k in keys if k.startswith("g_s.")), default=-1)
+
+    shift = depth(own) - depth(state)
+    if shift == 0:
+        return state
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith("g_s."):
+            _, index, rest = key.split(".", 2)
+            key = f"g_s.{int(index) + shift}.{rest}"
+        renamed[key] = value
+    return renamed
 
 
 def _param_groups(model: CAE | HyperCAE, filled: set[str]) -> list[dict]:
@@ -152,7 +217,13 @@ def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator
         "step": step,
         "rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
-        "config": {"N": cfg.N, "M": cfg.M, "hyper_N": cfg.hyper_N, "lambdas": list(cfg.lambdas)},
+        "config": {
+            "N": cfg.N,
+            "M": cfg.M,
+            "hyper_N": cfg.hyper_N,
+            "stride": cfg.stride,
+            "lambdas": list(cfg.lambdas),
+        },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -180,12 +251,9 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
         raise ValueError(f"default quality {default_quality} is outside the {levels} levels")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    all_rows = load_cifar10("train", cfg.data_dir)
-    train_rows, val_rows = split_rows(all_rows, cfg.val_rows, cfg.first_rows)
-    pools = (train_rows, split_rows(all_rows, cfg.val_rows)[0])
-    share = cfg.first_rows_share if cfg.first_rows is not None else 1.0
+    source = make_source(cfg)
     hyper = {"hyper_N": cfg.hyper_N, "hyper_M": cfg.hyper_M} if cfg.hyper_N else {}
-    config = ModelConfig(N=cfg.N, M=cfg.M, levels=len(cfg.lambdas), **hyper)
+    config = ModelConfig(N=cfg.N, M=cfg.M, levels=len(cfg.lambdas), stride=cfg.stride, **hyper)
     model = build(config)
     filled = init_network(model, cfg.init_from) if cfg.init_from else {n for n, _ in model.named_parameters()}
     opt = torch.optim.Adam(_param_groups(model, filled), lr=cfg.lr)
@@ -200,14 +268,13 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
         torch.set_rng_state(state["torch_rng"])
     model.train()
     running = 0.0
+    saved_at = time.monotonic()
     while step < cfg.steps:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg) * group["scale"]
-        batch = sample_batch(rng, pools, share, cfg.batch_size)
-        flip = rng.random(cfg.batch_size) < 0.5
-        batch[flip] = batch[flip, :, ::-1]
+        batch = source.batch(rng, cfg.batch_size)
         level = torch.from_numpy(rng.integers(0, config.levels, cfg.batch_size))
-        loss, mse, bpp = rd_loss(model, to_tensor(np.ascontiguousarray(batch)), level, lambdas)
+        loss, mse, bpp = rd_loss(model, to_tensor(batch), level, lambdas)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -215,17 +282,17 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
         step += 1
         running = loss.item() if step == 1 else 0.98 * running + 0.02 * loss.item()
         metrics = None
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics = evaluate(model, val_rows, cfg.lambdas)
+        evaluate_now = step % cfg.eval_every == 0 or step == cfg.steps
+        if evaluate_now:
+            metrics = evaluate(model, source.validation, cfg.lambdas)
             _write_log(cfg.log_csv, step, "train", {"loss": running})
             _write_log(cfg.log_csv, step, "val", metrics)
-            if cfg.checkpoint:
-                _save_checkpoint(cfg.checkpoint, model, opt, step, rng, cfg)
+        if cfg.checkpoint and (evaluate_now or time.monotonic() - saved_at > 60 * cfg.checkpoint_minutes):
+            _save_checkpoint(cfg.checkpoint, model, opt, step, rng, cfg)
+            saved_at = time.monotonic()
         if on_progress:
             on_progress(Progress(step, cfg.steps, running, metrics))
     wid = cfg.weights_id if cfg.weights_id is not None else weights_mod.new_user_id()
     name = cfg.name or cfg.out.stem
-    dictionary_rows = train_rows[
-        np.random.default_rng(cfg.seed).permutation(len(train_rows))[:DICTIONARY_ROWS]
-    ]
-    return weights_mod.export(model, cfg.out, cfg.lambdas, wid, name, default_quality, dictionary_rows)
+    dictionary_images = source.dictionary_images(cfg.seed)
+    return weights_mod.export(model, cfg.out, cfg.lambdas, wid, name, default_quality, dictionary_images)

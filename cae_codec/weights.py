@@ -248,12 +248,13 @@ def _dictionaries(
 ) -> list[bytes]:
     """One zstd dictionary per level, trained on the zstd-ordered bytes of training images."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    chunk = max(1, (256 * 32 * 32) // (x.shape[2] * x.shape[3]))  # bounded memory for any image size
     dicts = []
     for q, layout in enumerate(layouts):
         samples = []
-        for i in range(0, len(x), 256):
-            level = torch.full((len(x[i : i + 256]),), q)
-            y = model.analysis(x[i : i + 256], level)
+        for i in range(0, len(x), chunk):
+            level = torch.full((len(x[i : i + chunk]),), q)
+            y = model.analysis(x[i : i + chunk], level)
             if isinstance(model, HyperCAE):
                 z = torch.round(model.hyper_analysis(y))
                 mu, log_sigma = model.exact_hyper_synthesis(z)
@@ -291,7 +292,7 @@ def export(
 ) -> str:
     """Write a bundle; returns the file's sha256 (what a registry entry records).
 
-    `dictionary_images` (training rows, uint8 Nx32x32x3) train the zstd dictionaries; without
+    `dictionary_images` (training images, uint8 NxHxWx3) train the zstd dictionaries; without
     them the bundle has none.
     """
     model = model.eval()

@@ -56,7 +56,11 @@ def test_bench_figures_agree_with_our_own_measurement(bench_run):
         r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "range" and r["quality"] == 6
     )
     assert ranged["psnr"] == cae["psnr"]  # same integers, other coder (its rate depends on the data)
-    files = [cae_codec.compress(image, quality=6) for image in images]
+    auto = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "auto" and r["quality"] == 6)
+    defaults = [cae_codec.compress(image, quality=6) for image in images]  # the default coder is auto
+    assert auto["bpp"] == pytest.approx(np.mean([8 * len(f) / 1024 for f in defaults]), abs=1e-9)
+    assert auto["bpp"] <= min(cae["bpp"], ranged["bpp"]) and auto["psnr"] == cae["psnr"]
+    files = [cae_codec.compress(image, quality=6, coder="zstd") for image in images]
     decoded = [np.asarray(cae_codec.decompress(f)) for f in files]
     assert cae["images"] == 3
     assert cae["bpp"] == pytest.approx(np.mean([8 * len(f) / 1024 for f in files]), abs=1e-9)

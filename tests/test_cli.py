@@ -161,7 +161,7 @@ def test_bad_cae_files_fail_cleanly(runner, png, damage):
 
 
 def test_info_and_weights_option(runner, png, tmp_path):
-    runner.invoke(main, ["compress", str(png), "-q", "2"])
+    runner.invoke(main, ["compress", str(png), "-q", "2", "--coder", "zstd"])
     result = runner.invoke(main, ["info", str(png.with_suffix(".cae"))])
     assert f"40x30 RGB, quality 2, coder zstd, weights id {weights.DEFAULT_ID}" in result.output
     result = runner.invoke(main, ["compress", str(png), "--weights", str(tmp_path / "none.pt"), "-f"])

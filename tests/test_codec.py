@@ -33,10 +33,24 @@ def test_pil_and_array_inputs_give_the_same_file():
 
 
 def test_header_records_weights_quality_and_coder():
-    data = cae_codec.compress(sample_image(32, 32, "RGB"), quality=3)
+    data = cae_codec.compress(sample_image(32, 32, "RGB"), quality=3, coder="range")
     header = cae_codec.read_header(data)
-    assert (header.weights_id, header.quality, header.coder) == (weights.DEFAULT_ID, 3, "zstd")
+    assert (header.weights_id, header.quality, header.coder) == (weights.DEFAULT_ID, 3, "range")
     assert (header.width, header.height, header.mode) == (32, 32, "RGB")
+
+
+@pytest.mark.parametrize("size", [(32, 32), (120, 80)])
+def test_auto_coder_keeps_the_smaller_file(size):
+    image = sample_image(*size, "RGB")
+    each = {c: cae_codec.compress(image, quality=4, coder=c) for c in ("zstd", "range")}
+    auto = cae_codec.compress(image, quality=4)  # auto is the default
+    smaller = min(each, key=lambda c: len(each[c]))
+    assert auto == each[smaller] and cae_codec.read_header(auto).coder == smaller
+    assert np.array_equal(
+        np.asarray(cae_codec.decompress(auto)), np.asarray(cae_codec.decompress(each["zstd"]))
+    )
+    with pytest.raises(ValueError, match="coder must be one of auto, zstd, range"):
+        cae_codec.compress(image, coder="huffman")
 
 
 def test_default_quality_is_the_bundles():
