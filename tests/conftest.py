@@ -77,3 +77,30 @@ def tiny_hyper(tmp_path_factory) -> Path:
     rows = np.random.default_rng(0).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
     weights.export(net, path, (0.01, 0.05), weights.FIRST_USER_ID + 7, "tiny-hyper", 2, rows)
     return path
+
+
+def write_photo_folder(folder: Path, count: int = 50, size: tuple[int, int] = (150, 100)) -> Path:
+    """A folder of small photo-like JPEGs in two subfolders; image i has a colour cast of its own."""
+    from PIL import Image
+
+    for i in range(count):
+        sub = folder / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        image = sample_image(*size, "RGB", seed=i)
+        Image.fromarray(image).save(sub / f"p{i:03d}.jpg", quality=95)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_photo(tmp_path_factory) -> Path:
+    """A small untrained stride-16 hyperprior bundle: the photo models' code path."""
+    import torch
+
+    from cae_codec import model, weights
+
+    torch.manual_seed(0)
+    net = model.build(model.ModelConfig(N=8, M=8, levels=2, stride=16, hyper_N=8, hyper_M=4))
+    path = tmp_path_factory.mktemp("weights") / "tiny-photo.pt"
+    images = np.stack([sample_image(128, 128, "RGB", seed=s) for s in range(4)])
+    weights.export(net, path, (0.01, 0.05), weights.FIRST_USER_ID + 8, "tiny-photo", 2, images)
+    return path
