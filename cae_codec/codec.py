@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,7 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import entropy
 from . import weights as weights_mod
 from .container import CODERS, CaeFile, FormatError, Header, pack, unpack
-from .model import HYPER_STRIDE, SCALE_MAX, SCALE_MIN, TILING, gaussian_likelihood
+from .latent_codecs import Symbols
+from .tiling import run_tiled, tiling
 
 AUTO = "auto"  # not a coder: compress tries each coder and keeps the smaller file
 CODER_CHOICES = (AUTO, *CODERS)
@@ -105,92 +105,14 @@ def to_pixels(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
     return x.to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-# Large images go through the network in tiles (model.TILING) so memory stays bounded.
-HYPER = HYPER_STRIDE  # z has 1/4 of y's side
-HYPER_HALO = 16  # latent px around an h_a tile (receptive field 15); 4 z px around an h_s tile
-
-
-def _tiles(height: int, width: int, tile: int, halo: int):
-    """(core, padded) boxes as (top, left, bottom, right) covering a height x width plane."""
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            core = (top, left, min(top + tile, height), min(left + tile, width))
-            padded = (
-                max(0, top - halo),
-                max(0, left - halo),
-                min(height, core[2] + halo),
-                min(width, core[3] + halo),
-            )
-            yield core, padded
-
-
-def _run_tiled(fn, x: torch.Tensor, out_channels: int, scale: float, tile: int, halo: int) -> torch.Tensor:
-    """Apply a convolutional `fn` that maps an HxW input to (H*scale)x(W*scale), tile by tile."""
-    h, w = x.shape[2:]
-    out = torch.empty(1, out_channels, int(h * scale), int(w * scale), dtype=x.dtype)
-    for core, padded in _tiles(h, w, tile, halo):
-        top, left, bottom, right = (int(v * scale) for v in core)
-        ptop, pleft = int(padded[0] * scale), int(padded[1] * scale)
-        y = fn(x[:, :, padded[0] : padded[2], padded[1] : padded[3]])
-        out[:, :, top:bottom, left:right] = y[:, :, top - ptop : bottom - ptop, left - pleft : right - pleft]
-    return out
-
-
-@dataclass(frozen=True)
-class Symbols:
-    """One image's integers: y (M, h, w); with a hyperprior also z (Z, h/4, w/4), which comes first.
-
-    `params` keeps what h_s derived from z (y's means and table indexes) so it runs once per image.
-    """
-
-    y: np.ndarray
-    z: np.ndarray | None = None
-    params: tuple[torch.Tensor, np.ndarray] | None = field(default=None, repr=False, compare=False)
-
-
-def _params(w: weights_mod.Weights, symbols: Symbols, quality: int) -> tuple[torch.Tensor, np.ndarray]:
-    return symbols.params if symbols.params is not None else hyper_params(w, symbols.z, quality)
-
-
 @torch.inference_mode()
 def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: int | None = None) -> Symbols:
-    """Image tensor to integers: y centred on each channel's median, or with a hyperprior, z centred
-    on its medians and y on the means that h_s predicts from z."""
+    """Image tensor to integers: g_a, tile by tile, then the latent codec of the model's prior."""
     level = torch.tensor([quality - 1])
     cfg = w.model.config
-    tile, halo, _ = _tiling(cfg.stride, tile)
-    y = _run_tiled(lambda part: w.model.analysis(part, level), x, cfg.M, 1 / cfg.stride, tile, halo)
-    offsets = w.offsets[quality - 1][:, None, None]
-    if not w.hyper:
-        return Symbols((torch.round(y)[0].long() - offsets).numpy())
-    z = _run_tiled(w.model.hyper_analysis, y, cfg.hyper_M, 1 / HYPER, tile // cfg.stride, HYPER_HALO)
-    z_symbols = (torch.round(z)[0].long() - offsets).numpy()
-    mu, index = hyper_params(w, z_symbols, quality)
-    return Symbols(torch.round(y[0].double() - mu).long().numpy(), z_symbols, (mu, index))
-
-
-def _tiling(stride: int, tile: int | None) -> tuple[int, int, int]:
-    default, halo, latent_halo = TILING[stride]
-    return tile or default, halo, latent_halo
-
-
-def hyper_params(
-    w: weights_mod.Weights, z_symbols: np.ndarray, quality: int, tile: int | None = None
-) -> tuple[torch.Tensor, np.ndarray]:
-    """From z's integers: y's means (float64, exact on every machine) and each symbol's table index."""
-    cfg = w.model.config
-    tile, _, _ = _tiling(cfg.stride, tile)
-    z_hat = torch.from_numpy(z_symbols + w.offsets[quality - 1].numpy()[:, None, None])[None].double()
-    params = _run_tiled(
-        lambda part: torch.cat(w.model.exact_hyper_synthesis(part), dim=1),
-        z_hat,
-        2 * cfg.M,
-        HYPER,
-        tile // cfg.stride // HYPER,
-        HYPER_HALO // HYPER,
-    )[0]
-    index = entropy.scale_index(params[cfg.M :].numpy(), w.scale_bounds)
-    return params[: cfg.M].clone(), index  # a copy, so the log-scales can be freed
+    tile, halo, _ = tiling(cfg.stride, tile)
+    y = run_tiled(lambda part: w.model.analysis(part, level), x, cfg.M, 1 / cfg.stride, tile, halo)
+    return w.latent.quantize(w, y, quality, tile)
 
 
 @torch.inference_mode()
@@ -200,13 +122,9 @@ def decode_latent(
     """Integers back to the decoder's output tensor."""
     level = torch.tensor([quality - 1])
     cfg = w.model.config
-    tile, _, latent_halo = _tiling(cfg.stride, tile)
-    if w.hyper:
-        mu, _ = _params(w, symbols, quality)
-        y_hat = (torch.from_numpy(symbols.y) + mu)[None].float()
-    else:
-        y_hat = (torch.from_numpy(symbols.y) + w.offsets[quality - 1][:, None, None])[None].float()
-    return _run_tiled(
+    tile, _, latent_halo = tiling(cfg.stride, tile)
+    y_hat = w.latent.dequantize(w, symbols, quality)
+    return run_tiled(
         lambda part: w.model.synthesis(part, level), y_hat, 3, cfg.stride, tile // cfg.stride, latent_halo
     )
 
@@ -216,11 +134,6 @@ def latent_shape(w: weights_mod.Weights, height: int, width: int) -> tuple[int, 
     cfg = w.model.config
     m = cfg.pad_multiple
     return (cfg.M, -(-height // m) * m // cfg.stride, -(-width // m) * m // cfg.stride)
-
-
-def hyper_shape(w: weights_mod.Weights, height: int, width: int) -> tuple[int, int, int]:
-    _, h, w_ = latent_shape(w, height, width)
-    return (w.model.config.hyper_M, h // HYPER, w_ // HYPER)
 
 
 def _check_quality(w: weights_mod.Weights, quality: int) -> None:
@@ -280,64 +193,13 @@ def compress_each(
 
 def encode_symbols(w: weights_mod.Weights, symbols: Symbols, quality: int, coder: str) -> bytes:
     """The latent's integers to the colour section, by the chosen entropy coder."""
-    tables, layout = w.range_tables[quality - 1], w.zstd_layouts[quality - 1]
-    if not w.hyper:
-        if coder == "range":
-            return entropy.range_encode(symbols.y, tables)
-        return entropy.encode_symbols(symbols.y, layout)
-    _, index = _params(w, symbols, quality)
-    if coder == "zstd":
-        parts = entropy.hyper_layout(symbols.z, symbols.y, index, layout, w.scale_widths)
-        return entropy.zstd_pack(entropy.hyper_raw(*parts), layout.dictionary)
-    z_groups = list(symbols.z.reshape(len(symbols.z), -1))
-    used, counts = np.unique(index, return_counts=True)
-    y_groups = np.split(symbols.y.ravel()[entropy.scale_order(index)], np.cumsum(counts)[:-1])
-    return entropy.range_encode_parts(
-        [(z_groups, tables, range(len(z_groups))), (y_groups, w.scale_tables, used)]
-    )
+    return w.latent.write(w, symbols, quality, coder)
 
 
 def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> Symbols:
     """The colour section back to the latent's integers."""
     shape = latent_shape(w, header.height, header.width)
-    q = header.quality
-    tables, layout = w.range_tables[q - 1], w.zstd_layouts[q - 1]
-    if not w.hyper:
-        if header.coder == "range":
-            return Symbols(entropy.range_decode(data, tables, shape))
-        return Symbols(entropy.decode_symbols(data, shape, layout))
-    z_shape = hyper_shape(w, header.height, header.width)
-    z_count, count = int(np.prod(z_shape)), int(np.prod(shape))
-    if header.coder == "zstd":
-        return _decode_hyper_zstd(w, data, q, z_shape, shape)
-    reader = entropy.RangeReader(data)
-    z = np.stack(reader.read([z_count // z_shape[0]] * z_shape[0], tables)).reshape(z_shape)
-    params = hyper_params(w, z, q)
-    used, counts = np.unique(params[1], return_counts=True)
-    y = np.empty(count, dtype=np.int64)
-    y[entropy.scale_order(params[1])] = np.concatenate(reader.read(counts, w.scale_tables, used))
-    return Symbols(y.reshape(shape), z, params)
-
-
-def _decode_hyper_zstd(
-    w: weights_mod.Weights, data: bytes, quality: int, z_shape: tuple, shape: tuple
-) -> Symbols:
-    layout = w.zstd_layouts[quality - 1]
-    z_count, count = int(np.prod(z_shape)), int(np.prod(shape))
-    # 1 byte of bits and 5 of escape at most per value, so expansion is bounded before it happens.
-    raw = entropy.zstd_unpack(data, 6 * (z_count + count) + 2, "latent payload", layout.dictionary)
-    z_widths = np.repeat(layout.widths[layout.order], z_count // z_shape[0])
-    z_values, offset = entropy.read_packed(raw, 0, z_widths)
-    z = np.empty(z_shape, dtype=np.int64)
-    z[layout.order] = z_values.reshape(z_shape)
-    params = hyper_params(w, z, quality)
-    order = entropy.scale_order(params[1])
-    y_values, offset = entropy.read_packed(raw, offset, w.scale_widths[params[1].ravel()[order]])
-    if offset != len(raw):
-        raise FormatError(f"latent payload has {len(raw) - offset} bytes past its values")
-    y = np.empty(count, dtype=np.int64)
-    y[order] = y_values
-    return Symbols(y.reshape(shape), z, params)
+    return w.latent.read(w, data, shape, header.quality, header.coder)
 
 
 def read_header(data: bytes) -> Header:
@@ -384,16 +246,6 @@ def _decode_alpha(section: bytes | None, h: Header) -> np.ndarray:
     return np.frombuffer(alpha, dtype=np.uint8).reshape(h.height, h.width)
 
 
-@torch.inference_mode()
 def latent_bits(w: weights_mod.Weights, symbols: Symbols, quality: int) -> float:
     """The model's own estimate of the bits needed for these symbols (its entropy model's -log2 p)."""
-    offsets = w.offsets[quality - 1][:, None, None]
-    if not w.hyper:
-        p = w.model.densities[quality - 1].likelihood((torch.from_numpy(symbols.y) + offsets)[None].float())
-        return float(-torch.log2(p).sum())
-    z_hat = (torch.from_numpy(symbols.z) + offsets)[None].float()
-    bits = -torch.log2(w.model.z_densities[quality - 1].likelihood(z_hat)).sum()
-    _, log_sigma = w.model.exact_hyper_synthesis(z_hat.double())
-    sigma = log_sigma.exp().clamp(SCALE_MIN, SCALE_MAX)
-    bits -= torch.log2(gaussian_likelihood(torch.from_numpy(symbols.y)[None].double(), sigma)).sum()
-    return float(bits)
+    return w.latent.bits(w, symbols, quality)

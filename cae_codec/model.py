@@ -27,8 +27,20 @@ class ModelConfig:
     hyper_N: int = 0  # hidden channels of h_a and h_s; 0 means no hyperprior (a factorized prior)
     hyper_M: int = 0  # channels of the hyper-latent z, at 1/4 of the latent's side
     fraction_bits: int = 10  # h_s weights and activations are multiples of 2**-fraction_bits
+    # The entropy model, naming a latent codec (latent_codecs.py); weights written before this field
+    # existed imply it from hyper_N.
+    prior: str = ""
 
-    def to_dict(self) -> dict[str, int]:
+    def __post_init__(self) -> None:
+        implied = "mean-scale" if self.hyper_N else "factorized"
+        if not self.prior:
+            object.__setattr__(self, "prior", implied)
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, not {self.prior!r}")
+        if self.prior != implied:
+            raise ValueError(f"a {self.prior} prior needs hyper_N {'> 0' if self.hyper_N == 0 else '= 0'}")
+
+    def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
 
     @property
@@ -37,6 +49,7 @@ class ModelConfig:
         return self.stride * (HYPER_STRIDE if self.hyper_N else 1)
 
 
+PRIORS = ("factorized", "mean-scale")
 HYPER_STRIDE = 4  # h_a halves the latent's side twice
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64  # the scale table of the Gaussian conditional
 _EXACT_LIMIT = float(1 << 15)  # |activation| bound that keeps every sum in h_s exact in float64
@@ -314,7 +327,7 @@ class HyperCAE(_GainedAutoencoder):
 
 def build(config: ModelConfig) -> CAE | HyperCAE:
     """The network a config describes."""
-    return HyperCAE(config) if config.hyper_N else CAE(config)
+    return {"factorized": CAE, "mean-scale": HyperCAE}[config.prior](config)
 
 
 def scale_table() -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from . import entropy
+from .latent_codecs import LATENT_CODECS, Factorized, MeanScaleHyperprior
 from .model import CAE, HyperCAE, ModelConfig, build, scale_table
 
 BUNDLE_FORMAT = "cae-codec-weights"
@@ -86,6 +87,11 @@ class Weights:
     @property
     def hyper(self) -> bool:
         return isinstance(self.model, HyperCAE)
+
+    @property
+    def latent(self) -> Factorized | MeanScaleHyperprior:
+        """The latent codec of this model's prior: integers, coders and bit estimates."""
+        return LATENT_CODECS[self.model.config.prior]
 
 
 def shipped_dir() -> Path:

@@ -7,7 +7,7 @@ from conftest import sample_image
 from PIL import Image
 
 import cae_codec
-from cae_codec import codec, metrics, weights
+from cae_codec import codec, latent_codecs, metrics, weights
 from cae_codec.container import unpack
 from cae_codec.datasets import load_cifar10
 
@@ -210,8 +210,8 @@ def test_tiled_network_passes_match_whole_image_passes(kind, tiny_hyper):
     if w.hyper:
         assert np.mean(whole.z != tiled.z) < 1e-3
         # h_s is exact, so its tiles must agree bit for bit.
-        mu_whole, index_whole = codec.hyper_params(w, whole.z, quality, tile=10**6)
-        mu_tiled, index_tiled = codec.hyper_params(w, whole.z, quality, tile=64)
+        mu_whole, index_whole = latent_codecs.hyper_params(w, whole.z, quality, tile=10**6)
+        mu_tiled, index_tiled = latent_codecs.hyper_params(w, whole.z, quality, tile=64)
         assert torch.equal(mu_whole, mu_tiled) and np.array_equal(index_whole, index_tiled)
     a = codec.to_pixels(codec.decode_latent(w, whole, quality, tile=10**6), 150, 203)
     b = codec.to_pixels(codec.decode_latent(w, whole, quality, tile=64), 150, 203)

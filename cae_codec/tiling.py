@@ -1,0 +1,52 @@
+"""Running convolutional transforms tile by tile, so large images need bounded memory.
+
+Each tile carries a halo wider than the transform's receptive field (model.TILING), so the stitched
+result equals a whole-image pass up to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+from .model import TILING
+
+
+def tiling(stride: int, tile: int | None = None) -> tuple[int, int, int]:
+    """(tile px, analysis halo px, synthesis halo latent px) for a model's stride; `tile` overrides."""
+    default, halo, latent_halo = TILING[stride]
+    return tile or default, halo, latent_halo
+
+
+def _tiles(height: int, width: int, tile: int, halo: int) -> Iterator[tuple[tuple, tuple]]:
+    """(core, padded) boxes as (top, left, bottom, right) covering a height x width plane."""
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            core = (top, left, min(top + tile, height), min(left + tile, width))
+            padded = (
+                max(0, top - halo),
+                max(0, left - halo),
+                min(height, core[2] + halo),
+                min(width, core[3] + halo),
+            )
+            yield core, padded
+
+
+def run_tiled(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    out_channels: int,
+    scale: float,
+    tile: int,
+    halo: int,
+) -> torch.Tensor:
+    """Apply a convolutional `fn` that maps an HxW input to (H*scale)x(W*scale), tile by tile."""
+    h, w = x.shape[2:]
+    out = torch.empty(1, out_channels, int(h * scale), int(w * scale), dtype=x.dtype)
+    for core, padded in _tiles(h, w, tile, halo):
+        top, left, bottom, right = (int(v * scale) for v in core)
+        ptop, pleft = int(padded[0] * scale), int(padded[1] * scale)
+        y = fn(x[:, :, padded[0] : padded[2], padded[1] : padded[3]])
+        out[:, :, top:bottom, left:right] = y[:, :, top - ptop : bottom - ptop, left - pleft : right - pleft]
+    return out
