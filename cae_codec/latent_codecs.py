@@ -15,7 +15,7 @@ import torch
 
 from . import entropy
 from .container import FormatError
-from .model import HYPER_STRIDE, SCALE_MAX, SCALE_MIN, gaussian_likelihood
+from .model import HYPER_STRIDE, SCALE_MAX, SCALE_MIN, gaussian_likelihood, scale_table
 from .tiling import run_tiled, tiling
 
 if TYPE_CHECKING:
@@ -47,10 +47,22 @@ class Factorized:
     def dequantize(self, w: Weights, symbols: Symbols, quality: int) -> torch.Tensor:
         return (torch.from_numpy(symbols.y) + _offsets(w, quality))[None].float()
 
+    def zstd_bytes(self, w: Weights, symbols: Symbols, quality: int) -> bytes:
+        """What the zstd coder compresses: a byte per value, channels cheapest first."""
+        return entropy.symbol_bytes(symbols.y, w.zstd_layouts[quality - 1].order)
+
     def write(self, w: Weights, symbols: Symbols, quality: int, coder: str) -> bytes:
         if coder == "range":
             return entropy.range_encode(symbols.y, w.range_tables[quality - 1])
-        return entropy.encode_symbols(symbols.y, w.zstd_layouts[quality - 1])
+        return entropy.zstd_pack(self.zstd_bytes(w, symbols, quality), w.zstd_layouts[quality - 1].dictionary)
+
+    def export_tables(self, model, tables: list[entropy.RangeTables]) -> tuple[dict, list[np.ndarray | None]]:
+        """Bundle entries of this prior beyond the per-channel tables, and each level's zstd widths."""
+        return {}, [None] * len(tables)
+
+    def load_tables(self, model, bundle: dict) -> dict:
+        """The Weights fields this prior adds, checked (raises ValueError on a bad bundle)."""
+        return {}
 
     def read(self, w: Weights, data: bytes, shape: tuple[int, int, int], quality: int, coder: str) -> Symbols:
         if coder == "range":
@@ -83,12 +95,18 @@ class MeanScaleHyperprior:
         mu, _ = _params(w, symbols, quality)
         return (torch.from_numpy(symbols.y) + mu)[None].float()
 
-    def write(self, w: Weights, symbols: Symbols, quality: int, coder: str) -> bytes:
+    def zstd_bytes(self, w: Weights, symbols: Symbols, quality: int) -> bytes:
+        """What the zstd coder compresses: z, then y sorted by scale, each bit-packed."""
         _, index = _params(w, symbols, quality)
-        layout = w.zstd_layouts[quality - 1]
+        parts = entropy.hyper_layout(symbols.z, symbols.y, index, w.zstd_layouts[quality - 1], w.scale_widths)
+        return entropy.hyper_raw(*parts)
+
+    def write(self, w: Weights, symbols: Symbols, quality: int, coder: str) -> bytes:
         if coder == "zstd":
-            parts = entropy.hyper_layout(symbols.z, symbols.y, index, layout, w.scale_widths)
-            return entropy.zstd_pack(entropy.hyper_raw(*parts), layout.dictionary)
+            return entropy.zstd_pack(
+                self.zstd_bytes(w, symbols, quality), w.zstd_layouts[quality - 1].dictionary
+            )
+        _, index = _params(w, symbols, quality)
         z_groups = list(symbols.z.reshape(len(symbols.z), -1))
         used, counts = np.unique(index, return_counts=True)
         y_groups = np.split(symbols.y.ravel()[entropy.scale_order(index)], np.cumsum(counts)[:-1])
@@ -128,6 +146,43 @@ class MeanScaleHyperprior:
         y[order] = y_values
         return Symbols(y.reshape(shape), z, params)
 
+    def export_tables(self, model, tables: list[entropy.RangeTables]) -> tuple[dict, list[np.ndarray | None]]:
+        """The Gaussian conditional's scale tables, bounds and widths, and z's zstd widths per level.
+
+        Rounds h_s onto its exact grid first: what is exported is what the codec will run.
+        """
+        model.round_hyper_synthesis()
+        scale_tables = entropy.gaussian_tables(scale_table())
+        log_scales = np.log(scale_table())
+        bounds = (log_scales[1:] + log_scales[:-1]) / 2
+        z_widths = np.stack([entropy.width_for(entropy.table_entropy(t)) for t in tables])
+        entries = {
+            **pack_tables([scale_tables], "scale"),
+            "scale_bounds": torch.from_numpy(bounds),
+            "scale_widths": torch.from_numpy(entropy.width_for(entropy.table_entropy(scale_tables))),
+            "zstd_widths": torch.from_numpy(z_widths),
+        }
+        return entries, list(z_widths)
+
+    def load_tables(self, model, bundle: dict) -> dict:
+        """Scale tables and bounds, after checking that h_s is on its exact grid."""
+        unit = 2.0**model.config.fraction_bits
+        for p in model.h_s.parameters():
+            scaled = p.double() * unit
+            if not torch.equal(scaled, scaled.round()) or p.abs().max() > 8:
+                raise ValueError(f"an h_s that is not on its {unit:g}-step grid")
+        (tables,) = unpack_tables(bundle["scale_lo"], bundle["scale_freqs"], bundle["scale_len"])
+        bounds = bundle["scale_bounds"].numpy().astype(np.float64)
+        widths = bundle["scale_widths"].numpy().astype(np.int64)
+        if len(bounds) + 1 != len(tables.freqs) or not (np.diff(bounds) > 0).all():
+            raise ValueError(f"scale bounds that do not fit its {len(tables.freqs)} scale tables")
+        z_widths = bundle["zstd_widths"]
+        if len(widths) != len(tables.freqs) or z_widths.shape != (model.config.levels, model.config.hyper_M):
+            raise ValueError("zstd widths that do not fit its tables")
+        if not all(((v >= 1) & (v <= 8)).all() for v in (widths, z_widths.numpy())):
+            raise ValueError("zstd widths outside 1..8 bits")
+        return {"scale_tables": tables, "scale_bounds": bounds, "scale_widths": widths}
+
     @torch.inference_mode()
     def bits(self, w: Weights, symbols: Symbols, quality: int) -> float:
         z_hat = (torch.from_numpy(symbols.z) + _offsets(w, quality))[None].float()
@@ -141,6 +196,32 @@ class MeanScaleHyperprior:
 LATENT_CODECS: dict[str, Factorized | MeanScaleHyperprior] = {
     codec.name: codec for codec in (Factorized(), MeanScaleHyperprior())
 }
+
+
+def pack_tables(tables: list[entropy.RangeTables], prefix: str = "range") -> dict[str, torch.Tensor]:
+    """Integer tables as three tensors: lows, zero-padded frequencies and table lengths."""
+    width = max(len(f) for t in tables for f in t.freqs)
+    freqs = torch.zeros(len(tables), len(tables[0].freqs), width, dtype=torch.int32)
+    lengths = torch.zeros(len(tables), len(tables[0].freqs), dtype=torch.int64)
+    for q, t in enumerate(tables):
+        for c, f in enumerate(t.freqs):
+            freqs[q, c, : len(f)] = torch.from_numpy(f.astype(np.int32))
+            lengths[q, c] = len(f)
+    lows = torch.stack([torch.from_numpy(t.lo) for t in tables])
+    return {f"{prefix}_lo": lows, f"{prefix}_freqs": freqs, f"{prefix}_len": lengths}
+
+
+def unpack_tables(
+    lows: torch.Tensor, freqs: torch.Tensor, lengths: torch.Tensor
+) -> tuple[entropy.RangeTables, ...]:
+    """The inverse of `pack_tables`."""
+    return tuple(
+        entropy.RangeTables(
+            lows[q].numpy().astype(np.int64),
+            tuple(freqs[q, c, : lengths[q, c]].numpy().astype(np.int64) for c in range(freqs.shape[1])),
+        )
+        for q in range(freqs.shape[0])
+    )
 
 
 def _offsets(w: Weights, quality: int) -> torch.Tensor:

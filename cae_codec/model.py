@@ -232,6 +232,11 @@ class CAE(_GainedAutoencoder):
         super().__init__(config)
         self.densities = nn.ModuleList(FactorizedDensity(config.M) for _ in range(config.levels))
 
+    @property
+    def factorized(self) -> nn.ModuleList:
+        """Per level, the factorized density of the tensor coded first (here y)."""
+        return self.densities
+
     def forward(self, x: Tensor, level: Tensor, noise: bool = True) -> tuple[Tensor, Tensor]:
         """x_hat and the bits of each image's latent. With noise (training), the rate sees noise and
         the decoder straight-through rounding (Minnen & Singh 2020); without, both see rounding."""
@@ -273,6 +278,11 @@ class HyperCAE(_GainedAutoencoder):
             _deconv(Z, Nh, 5), nn.ReLU(), _deconv(Nh, Nh, 5), nn.ReLU(), _conv(Nh, 2 * M, 3)
         )
         self.z_densities = nn.ModuleList(FactorizedDensity(Z) for _ in range(config.levels))
+
+    @property
+    def factorized(self) -> nn.ModuleList:
+        """Per level, the factorized density of the tensor coded first (here z)."""
+        return self.z_densities
 
     def hyper_analysis(self, y: Tensor) -> Tensor:
         return self.h_a(y)

@@ -14,6 +14,7 @@ import torch
 
 from . import weights as weights_mod
 from .datasets import VAL_CROP, PhotoCrops, load_cifar10
+from .export import export
 from .model import CAE, HyperCAE, ModelConfig, build
 
 # Lambdas of CompressAI's factorized-prior ladder: loss = lambda * 255^2 * MSE + bpp.
@@ -295,4 +296,4 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
     wid = cfg.weights_id if cfg.weights_id is not None else weights_mod.new_user_id()
     name = cfg.name or cfg.out.stem
     dictionary_images = source.dictionary_images(cfg.seed)
-    return weights_mod.export(model, cfg.out, cfg.lambdas, wid, name, default_quality, dictionary_images)
+    return export(model, cfg.out, cfg.lambdas, wid, name, default_quality, dictionary_images)

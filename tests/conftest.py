@@ -70,12 +70,13 @@ def tiny_hyper(tmp_path_factory) -> Path:
     import torch
 
     from cae_codec import model, weights
+    from cae_codec.export import export
 
     torch.manual_seed(0)
     net = model.build(model.ModelConfig(N=16, M=8, levels=2, hyper_N=8, hyper_M=4))
     path = tmp_path_factory.mktemp("weights") / "tiny-hyper.pt"
     rows = np.random.default_rng(0).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
-    weights.export(net, path, (0.01, 0.05), weights.FIRST_USER_ID + 7, "tiny-hyper", 2, rows)
+    export(net, path, (0.01, 0.05), weights.FIRST_USER_ID + 7, "tiny-hyper", 2, rows)
     return path
 
 
@@ -97,10 +98,11 @@ def tiny_photo(tmp_path_factory) -> Path:
     import torch
 
     from cae_codec import model, weights
+    from cae_codec.export import export
 
     torch.manual_seed(0)
     net = model.build(model.ModelConfig(N=8, M=8, levels=2, stride=16, hyper_N=8, hyper_M=4))
     path = tmp_path_factory.mktemp("weights") / "tiny-photo.pt"
     images = np.stack([sample_image(128, 128, "RGB", seed=s) for s in range(4)])
-    weights.export(net, path, (0.01, 0.05), weights.FIRST_USER_ID + 8, "tiny-photo", 2, images)
+    export(net, path, (0.01, 0.05), weights.FIRST_USER_ID + 8, "tiny-photo", 2, images)
     return path

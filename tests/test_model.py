@@ -104,3 +104,15 @@ def test_gaussian_likelihood_sums_to_one():
     sigma = torch.tensor([[0.11, 0.7, 3.0, 9.0]], dtype=torch.float64)
     total = model.gaussian_likelihood(v, sigma).sum(dim=0)
     assert torch.allclose(total, torch.ones(4, dtype=torch.float64), atol=1e-6)
+
+
+def test_config_names_its_prior_and_older_configs_imply_it():
+    from cae_codec.model import ModelConfig
+
+    assert ModelConfig(hyper_N=0).prior == "factorized"
+    assert ModelConfig(hyper_N=8, hyper_M=4).prior == "mean-scale"  # weights saved before the field
+    assert ModelConfig(hyper_N=8, hyper_M=4).to_dict()["prior"] == "mean-scale"
+    with pytest.raises(ValueError, match="needs hyper_N > 0"):
+        ModelConfig(prior="mean-scale")
+    with pytest.raises(ValueError, match="prior must be one of"):
+        ModelConfig(prior="checkerboard")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from cae_codec import weights
+from cae_codec.export import export
 from cae_codec.model import CAE, ModelConfig
 
 
@@ -19,7 +20,7 @@ def test_shipped_weights_match_registry():
 def user_weights(tmp_path):
     model = CAE(ModelConfig(N=8, M=4, levels=3))
     path = tmp_path / "mine.pt"
-    weights.export(model, path, (0.01, 0.02, 0.04), weights.new_user_id(), "mine", 2)
+    export(model, path, (0.01, 0.02, 0.04), weights.new_user_id(), "mine", 2)
     return path
 
 
@@ -81,7 +82,7 @@ def test_hyper_bundle_with_h_s_off_its_grid_is_refused(tiny_hyper, tmp_path):
     # The decoder's exact arithmetic needs h_s on its grid; re-hashing the tensors does not help.
     bundle = torch.load(tiny_hyper, weights_only=True)
     bundle["state_dict"]["h_s.0.weight"][0, 0, 0, 0] += 1e-4
-    bundle["tensor_sha256"] = weights._tensor_digest(bundle["state_dict"])
+    bundle["tensor_sha256"] = weights.tensor_digest(bundle["state_dict"])
     bad = tmp_path / "off-grid.pt"
     torch.save(bundle, bad)
     with pytest.raises(weights.WeightsError, match="grid"):
