@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from cae_codec import benchmark, weights
@@ -78,9 +76,7 @@ def run(name: str, images, title: str) -> str:
             points += benchmark.measure_classic(images, codec_name)
     w = weights.load()
     record = {
-        "data": title,
-        "weights": {"id": w.id, "name": w.name},
-        "machine": f"{platform.machine()}, torch {torch.__version__} on {torch.get_num_threads()} threads",
+        **benchmark.run_info(w, title),
         "seconds": round(time.time() - start),
         "points": [p.to_dict() for p in points],
     }

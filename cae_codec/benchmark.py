@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -292,10 +293,33 @@ def summary(points: list[Point]) -> str:
     return "\n".join(lines)
 
 
-def write_results(points: list[Point], out: Path) -> None:
-    """results.json (one object per point) and results.csv with the same columns."""
+def run_info(w: weights_mod.Weights, data: str) -> dict:
+    """What a results file records beside its points: data, weights, machine, versions, date."""
+    import platform
+
+    import PIL
+    import torch
+
+    from . import __version__
+
+    return {
+        "data": data,
+        "weights": {"id": w.id, "name": w.name},
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"on {torch.get_num_threads()} threads",
+        "versions": {
+            "cae-codec": __version__,
+            "pillow": PIL.__version__,
+            "python": platform.python_version(),
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def write_results(points: list[Point], out: Path, info: dict | None = None) -> None:
+    """results.json (the run's `info` and one object per point) and results.csv with the points."""
     rows = [p.to_dict() for p in points]
-    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "results.json").write_text(json.dumps({**(info or {}), "points": rows}, indent=1) + "\n")
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(Point)])
         writer.writeheader()

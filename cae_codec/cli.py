@@ -39,7 +39,9 @@ USER_ERRORS = (
 )
 
 WEIGHTS_OPTION = click.option(
-    "--weights", type=click.Path(dir_okay=False), help="Weight file to use instead of the shipped one."
+    "--weights",
+    type=click.Path(dir_okay=False),
+    help="Weight file, or the name of shipped weights (cae-codec info --weights lists them).",
 )
 MAX_PIXELS_OPTION = click.option(
     "--max-pixels",
@@ -87,7 +89,10 @@ def _run_batch(
             click.echo(work(source, target, plan.named))
         except (*USER_ERRORS, OutputExistsError) as e:
             failed += 1
-            click.echo(f"cae-codec: {source}: {_describe(e)}", err=True)
+            if isinstance(e, OSError) and e.filename and Path(e.filename) != source:
+                click.echo(f"cae-codec: {source}: cannot write {e.filename}: {_describe(e)}", err=True)
+            else:
+                click.echo(f"cae-codec: {source}: {_describe(e)}", err=True)
     if failed:
         if len(inputs) > 1:
             click.echo(f"cae-codec: {failed} of {len(inputs)} files failed", err=True)
@@ -205,9 +210,18 @@ def decompress(inputs, output, weights, force, max_pixels) -> None:
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-def info(inputs) -> None:
-    """Show the header of .cae files without decoding them."""
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--weights", "list_weights", is_flag=True, help="List the shipped weights instead.")
+def info(inputs, list_weights) -> None:
+    """Show the header of .cae files without decoding them, or list the shipped weights."""
+    if list_weights:
+        for entry in weights_mod.REGISTRY.values():
+            size = (weights_mod.shipped_dir() / entry.file).stat().st_size / 2**20
+            role = " (the default)" if entry.id == weights_mod.DEFAULT_ID else ""
+            click.echo(f"id {entry.id}  {entry.name}{role}  {entry.file}, {size:.1f} MiB")
+        return
+    if not inputs:
+        raise click.UsageError("give .cae files, or --weights to list the shipped weights")
     failed = False
     for source in inputs:
         try:
@@ -284,10 +298,14 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
         raise click.ClickException(f"{out} exists and is not empty; choose another --out")
     try:
         w = weights_mod.load(weights)
-        images = _bench_images(dataset, data_dir, limit)
+        levels = _int_list(qualities, "--quality") or list(range(1, w.levels + 1))
+        if bad := [q for q in levels if not 1 <= q <= w.levels]:
+            raise click.BadParameter(
+                f"{bad[0]} is not a level of {w.name} (1 to {w.levels})", param_hint="-q"
+            )
+        images = _bench_images(dataset, data_dir, limit)  # after every check: loading takes a while
     except USER_ERRORS as e:
         raise click.ClickException(_describe(e)) from None
-    levels = _int_list(qualities, "--quality") or list(range(1, w.levels + 1))
     for skipped in [n for n in names if not benchmark.available(n)]:
         click.echo(f"note: {skipped} skipped: this Pillow cannot write it", err=True)
     names = [n for n in names if benchmark.available(n)]
@@ -300,7 +318,7 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
         for name in names:
             points += benchmark.measure_classic(images, name, tick=lambda: bar.update(1))
     out.mkdir(parents=True, exist_ok=True)
-    benchmark.write_results(points, out)
+    benchmark.write_results(points, out, benchmark.run_info(w, f"{dataset}, {len(images)} images"))
     if dataset == "kodak" and len(images) == 24:
         shown = points + benchmark.published_points()
         click.echo(f"published curves: {published.SOURCE}")

@@ -5,8 +5,11 @@ image -> (rgb, alpha, mode) -> tensor -> latent -> integers -> bytes, and back.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -33,9 +36,9 @@ class FrameWarning(UserWarning):
     """An input had several frames or pages and only the first was kept."""
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open an image file fully, turned upright by its EXIF orientation; first frame only."""
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
+def read_image(path: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image file (a path or binary stream) fully, upright by its EXIF orientation; first frame."""
+    if isinstance(path, (str, os.PathLike)) and os.path.isfile(path) and os.path.getsize(path) == 0:
         raise ValueError("empty file")
     try:
         with warnings.catch_warnings():
@@ -47,7 +50,9 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                 image.load()
                 upright = ImageOps.exif_transpose(image)
     except Image.DecompressionBombError:
-        raise ValueError(f"image is over the limit of {max_pixels} pixels (see max_pixels)") from None
+        raise ValueError(
+            f"image is over the limit of {max_pixels} pixels (max_pixels, --max-pixels)"
+        ) from None
     except UnidentifiedImageError:
         raise ValueError("not an image file, or a format Pillow cannot read") from None
     except (OSError, SyntaxError) as e:
@@ -136,27 +141,63 @@ def latent_shape(w: weights_mod.Weights, height: int, width: int) -> tuple[int, 
     return (cfg.M, -(-height // m) * m // cfg.stride, -(-width // m) * m // cfg.stride)
 
 
-def _check_quality(w: weights_mod.Weights, quality: int) -> None:
+def _check_quality(w: weights_mod.Weights, quality: object) -> None:
+    expected = f"quality must be an integer from 1 to {w.levels}"
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
+        raise TypeError(f"{expected}, not {quality!r} ({type(quality).__name__})")
     if not 1 <= quality <= w.levels:
-        raise ValueError(f"quality must be an integer from 1 to {w.levels}, not {quality}")
+        raise ValueError(f"{expected}, not {quality}")
 
 
 def _check_pixels(width: int, height: int, max_pixels: int, error: type[ValueError] = ValueError) -> None:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)):
+        raise TypeError(f"max_pixels must be an integer, not {type(max_pixels).__name__}")
     if width * height > max_pixels:
-        raise error(f"{width}x{height} is over the limit of {max_pixels} pixels (see max_pixels)")
+        raise error(f"{width}x{height} is over the limit of {max_pixels} pixels (max_pixels, --max-pixels)")
+
+
+ImageArg = Image.Image | np.ndarray | str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
+
+
+def _as_image(image: ImageArg, max_pixels: int) -> Image.Image | np.ndarray:
+    """What compress accepts: a PIL image, a uint8 array, or an image file's path, bytes or stream."""
+    if isinstance(image, (Image.Image, np.ndarray)):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image, max_pixels)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return read_image(io.BytesIO(bytes(image)), max_pixels)
+    if hasattr(image, "read"):
+        return read_image(image, max_pixels)
+    raise TypeError(
+        "image must be a PIL image, a uint8 array, or an image file's path, bytes or open file, "
+        f"not {type(image).__name__}"
+    )
+
+
+def _as_bytes(data: bytes | bytearray | memoryview | str | os.PathLike | BinaryIO) -> bytes:
+    """What decompress accepts: .cae bytes, or a .cae file's path or open binary stream."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, (str, os.PathLike)):
+        return Path(data).read_bytes()
+    if hasattr(data, "read"):
+        chunk = data.read()
+        if not isinstance(chunk, bytes):
+            raise TypeError("decompress needs a stream opened in binary mode ('rb')")
+        return chunk
+    raise TypeError(f"data must be .cae bytes, a path or an open binary file, not {type(data).__name__}")
 
 
 def compress(
-    image: Image.Image | np.ndarray,
+    image: ImageArg,
     quality: int | None = None,
     weights: WeightsArg = None,
     coder: str = AUTO,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> bytes:
-    """Compress a PIL image or uint8 array (HxW, HxWx3, HxWx4) to .cae bytes.
-
-    coder "auto" codes the latent both ways and keeps the smaller file; the header says which.
-    """
+    """Compress an image to .cae bytes: a PIL image, a uint8 array (HxW, HxWx3, HxWx4), or an image
+    file's path, bytes or open stream. coder "auto" keeps the smaller file of the two coders."""
     if coder not in CODER_CHOICES:
         raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
     files = compress_each(image, quality, weights, CODERS if coder == AUTO else (coder,), max_pixels)
@@ -164,7 +205,7 @@ def compress(
 
 
 def compress_each(
-    image: Image.Image | np.ndarray,
+    image: ImageArg,
     quality: int | None = None,
     weights: WeightsArg = None,
     coders: tuple[str, ...] = CODERS,
@@ -174,7 +215,7 @@ def compress_each(
     w = weights_mod.load(weights)
     quality = w.default_quality if quality is None else quality
     _check_quality(w, quality)
-    rgb, alpha, mode = split_image(image)
+    rgb, alpha, mode = split_image(_as_image(image, max_pixels))
     height, width = rgb.shape[:2]
     _check_pixels(width, height, max_pixels)
     symbols = encode_latent(w, to_tensor(rgb, w.model.config.pad_multiple), quality)
@@ -202,9 +243,9 @@ def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> Symbo
     return w.latent.read(w, data, shape, header.quality, header.coder)
 
 
-def read_header(data: bytes) -> Header:
-    """The checked header of .cae bytes, without decoding the image."""
-    return unpack(data).header
+def read_header(data: bytes | bytearray | memoryview | str | os.PathLike | BinaryIO) -> Header:
+    """The checked header of .cae bytes (or a file's path or stream), without decoding the image."""
+    return unpack(_as_bytes(data)).header
 
 
 def _weights_for(header: Header, weights: WeightsArg) -> weights_mod.Weights:
@@ -218,9 +259,14 @@ def _weights_for(header: Header, weights: WeightsArg) -> weights_mod.Weights:
     return w
 
 
-def decompress(data: bytes, weights: WeightsArg = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode .cae bytes to a PIL image of the original size and mode (L, RGB or RGBA)."""
-    f = unpack(bytes(data))
+def decompress(
+    data: bytes | bytearray | memoryview | str | os.PathLike | BinaryIO,
+    weights: WeightsArg = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Decode .cae bytes (or a .cae file's path or open stream) to a PIL image of the original size
+    and mode (L, RGB or RGBA)."""
+    f = unpack(_as_bytes(data))
     h = f.header
     _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)

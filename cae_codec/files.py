@@ -110,7 +110,10 @@ def write_atomic(path: Path, data: bytes, source: Path, force: bool, named: bool
     so the refusal does not suggest --force.
     """
     check_free(path, source, force, named)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # name the output the user asked for, not our temporary file
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:

@@ -122,8 +122,17 @@ def not_installed(weights_id: int) -> str:
     )
 
 
+def by_name(name: str) -> Shipped | None:
+    """The registry entry with this name (for example "cae-msh8-v3"), if any."""
+    return next((entry for entry in REGISTRY.values() if entry.name == name), None)
+
+
 def resolve(weights: str | os.PathLike | None = None, weights_id: int | None = None) -> Path:
-    """The file for a user's choice: an explicit path, else the shipped file for `weights_id`."""
+    """The file for a user's choice: a path, a shipped name, else the shipped file for `weights_id`."""
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be a path or a shipped name, not {type(weights).__name__}")
+    if isinstance(weights, str) and not Path(weights).exists() and (entry := by_name(weights)):
+        return shipped_dir() / entry.file
     if weights is not None:
         return Path(weights)
     wid = DEFAULT_ID if weights_id is None else weights_id

@@ -27,7 +27,7 @@ def bench_run(tiny_cifar, tmp_path):
 def test_bench_writes_every_output(bench_run):
     out, _, result = bench_run
     assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "rd.png", "grid.png"}
-    rows = json.loads((out / "results.json").read_text())
+    rows = json.loads((out / "results.json").read_text())["points"]
     assert {r["codec"] for r in rows} == {"cae-codec", "jpeg", "jpeg-payload", "webp"}
     keys = {
         "codec",
@@ -50,7 +50,7 @@ def test_bench_writes_every_output(bench_run):
 
 def test_bench_figures_agree_with_our_own_measurement(bench_run):
     out, images, _ = bench_run
-    rows = json.loads((out / "results.json").read_text())
+    rows = json.loads((out / "results.json").read_text())["points"]
     cae = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "zstd" and r["quality"] == 6)
     ranged = next(
         r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "range" and r["quality"] == 6
@@ -102,7 +102,7 @@ def test_bench_on_a_folder(tmp_path):
         main, ["bench", str(folder), "-q", "3", "--codecs", "jpeg", "--out", str(tmp_path / "o")]
     )
     assert result.exit_code == 0, result.output
-    rows = json.loads((tmp_path / "o" / "results.json").read_text())
+    rows = json.loads((tmp_path / "o" / "results.json").read_text())["points"]
     assert {r["images"] for r in rows} == {2}
 
 

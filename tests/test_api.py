@@ -1,0 +1,128 @@
+"""The Python API and CLI behave as a new user expects: clear argument errors, paths and streams,
+shipped weights by name, an honest version."""
+
+import io
+import json
+import tempfile
+from importlib.metadata import version
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import sample_image
+from PIL import Image
+
+import cae_codec
+from cae_codec import weights
+from cae_codec.cli import main
+
+
+@pytest.fixture
+def image():
+    return sample_image(24, 16, "RGB")
+
+
+@pytest.mark.parametrize("quality", [6.0, "6", True, [6]])
+def test_quality_must_be_an_integer(image, quality):
+    with pytest.raises(TypeError, match="quality must be an integer from 1 to 8"):
+        cae_codec.compress(image, quality=quality)
+
+
+def test_quality_out_of_range_is_a_value_error(image):
+    with pytest.raises(ValueError, match="not 9"):
+        cae_codec.compress(image, quality=9)
+    assert cae_codec.read_header(cae_codec.compress(image, quality=np.int64(2))).quality == 2
+
+
+def test_compress_takes_a_path_bytes_or_stream(image, tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(image).save(path)
+    expected = cae_codec.compress(image, quality=3)
+    assert cae_codec.compress(str(path), quality=3) == expected
+    assert cae_codec.compress(path, quality=3) == expected
+    assert cae_codec.compress(path.read_bytes(), quality=3) == expected
+    with path.open("rb") as f:
+        assert cae_codec.compress(f, quality=3) == expected
+    with pytest.raises(TypeError, match="image must be a PIL image"):
+        cae_codec.compress(42)
+
+
+def test_decompress_takes_bytes_a_path_or_a_binary_stream(image, tmp_path):
+    data = cae_codec.compress(image, quality=3)
+    expected = np.asarray(cae_codec.decompress(data))
+    (tmp_path / "a.cae").write_bytes(data)
+    for given in (
+        bytearray(data),
+        memoryview(data),
+        io.BytesIO(data),
+        tmp_path / "a.cae",
+        str(tmp_path / "a.cae"),
+    ):
+        assert np.array_equal(np.asarray(cae_codec.decompress(given)), expected)
+    assert cae_codec.read_header(io.BytesIO(data)).width == 24
+    with pytest.raises(TypeError, match="binary mode"):
+        cae_codec.decompress(io.StringIO("text"))
+    with pytest.raises(TypeError, match="data must be .cae bytes"):
+        cae_codec.decompress(12345)
+
+
+def test_shipped_weights_by_name_and_listed(image, tmp_path):
+    data = cae_codec.compress(image, quality=2, weights="cae-fp8-v2")
+    assert cae_codec.read_header(data).weights_id == 2
+    result = CliRunner().invoke(main, ["info", "--weights"])
+    assert result.exit_code == 0
+    for entry in weights.REGISTRY.values():
+        assert entry.name in result.output and f"id {entry.id}" in result.output
+    assert "(the default)" in result.output
+    with pytest.raises(TypeError, match="weights must be a path or a shipped name"):
+        cae_codec.compress(image, weights=3)
+    png = tmp_path / "a.png"
+    Image.fromarray(image).save(png)
+    result = CliRunner().invoke(main, ["compress", str(png), "--weights", "cae-fp8-v2"])
+    assert result.exit_code == 0, result.output
+    assert cae_codec.read_header((tmp_path / "a.cae").read_bytes()).weights_id == 2
+
+
+def test_version_is_the_packages():
+    assert cae_codec.__version__ == version("cae-codec")
+    result = CliRunner().invoke(main, ["--version"])
+    assert cae_codec.__version__ in result.output
+
+
+def test_a_write_failure_names_the_output(image, tmp_path, monkeypatch):
+    png = tmp_path / "a.png"
+    Image.fromarray(image).save(png)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".a.cae.x.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    result = CliRunner().invoke(main, ["compress", str(png)])
+    assert result.exit_code == 1
+    assert f"cannot write {tmp_path / 'a.cae'}: permission denied" in result.stderr
+
+
+def test_bench_refuses_a_bad_level_before_loading_data(tmp_path):
+    result = CliRunner().invoke(
+        main, ["bench", str(tmp_path / "no-such-folder"), "-q", "9", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "9 is not a level" in result.output
+
+
+def test_pixel_limit_message_names_the_option(image):
+    with pytest.raises(ValueError, match="--max-pixels"):
+        cae_codec.compress(image, max_pixels=100)
+
+
+def test_bench_results_record_machine_versions_and_date(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(sample_image(32, 32, "RGB")).save(folder / "a.png")
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        main, ["bench", str(folder), "-q", "1", "--codecs", "jpeg", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "results.json").read_text())
+    assert record["versions"]["cae-codec"] == cae_codec.__version__ and "cores" in record["machine"]
+    assert record["date"][:2] == "20" and record["weights"]["id"] == weights.DEFAULT_ID
