@@ -118,7 +118,7 @@ def main() -> None:
     "-q",
     "--quality",
     type=int,
-    help="1 (fewest bits) to 8 (best pictures) with the shipped weights; default 6.",
+    help="1 (fewest bits) to 8 (best pictures) with the shipped weights; default: the weights' own (6 of 8).",
 )
 @WEIGHTS_OPTION
 @FORCE_OPTION
@@ -145,7 +145,8 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -
     frame is kept.
     """
     try:
-        w = weights_mod.load(weights)
+        if weights is not None:
+            weights_mod.load(weights)  # a bad --weights fails once, before any file is read
     except weights_mod.WeightsError as e:
         raise click.ClickException(str(e)) from None
 
@@ -156,7 +157,7 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -
         for warning in caught:
             click.echo(f"cae-codec: warning: {source}: {warning.message}", err=True)
         start = time.perf_counter()
-        data = codec.compress(image, quality, weights=w.path, coder=coder, max_pixels=max_pixels)
+        data = codec.compress(image, quality, weights=weights, coder=coder, max_pixels=max_pixels)
         seconds = time.perf_counter() - start
         write_atomic(target, data, source, force, named)
         line = (
@@ -165,7 +166,7 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -
         )
         if psnr:
             rgb, _, _ = codec.split_image(image)
-            decoded, _, _ = codec.split_image(codec.decompress(data, weights=w.path, max_pixels=max_pixels))
+            decoded, _, _ = codec.split_image(codec.decompress(data, weights=weights, max_pixels=max_pixels))
             line += f", PSNR {metrics.psnr(rgb, decoded):.2f} dB"
         return line
 
@@ -281,6 +282,9 @@ def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list
 def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     """Measure cae-codec against JPEG, WebP, AVIF and JPEG 2000.
 
+    Without --weights, cae-codec runs the shipped model that compress would choose for the first
+    image's size (the CIFAR model for tiny images, the photo model for photos).
+
     DATASET is `cifar10` (its 10,000-row test batch, or the rows your copy has), `kodak` (the 24
     Kodak photos, with CompressAI's published learned-codec curves drawn beside ours), or a folder
     of images (write ./cifar10 for a folder of that name). bpp counts whole files; jpeg-payload counts JPEG's
@@ -304,8 +308,11 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
                 f"{bad[0]} is not a level of {w.name} (1 to {w.levels})", param_hint="-q"
             )
         images = _bench_images(dataset, data_dir, limit)  # after every check: loading takes a while
+        if weights is None:  # the shipped model the codec would choose for this data's image size
+            w = weights_mod.load(weights_id=weights_mod.default_id(images[0].shape[1], images[0].shape[0]))
     except USER_ERRORS as e:
         raise click.ClickException(_describe(e)) from None
+    click.echo(f"cae-codec weights: {w.name} (id {w.id})", err=True)
     for skipped in [n for n in names if not benchmark.available(n)]:
         click.echo(f"note: {skipped} skipped: this Pillow cannot write it", err=True)
     names = [n for n in names if benchmark.available(n)]

@@ -211,13 +211,14 @@ def compress_each(
     coders: tuple[str, ...] = CODERS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict[str, bytes]:
-    """The .cae file that each coder makes of one image; the network runs once."""
-    w = weights_mod.load(weights)
-    quality = w.default_quality if quality is None else quality
-    _check_quality(w, quality)
+    """The .cae file that each coder makes of one image; the network runs once. Without `weights`,
+    the shipped model for the image's size (weights.default_id)."""
     rgb, alpha, mode = split_image(_as_image(image, max_pixels))
     height, width = rgb.shape[:2]
     _check_pixels(width, height, max_pixels)
+    w = weights_mod.load(weights, None if weights is not None else weights_mod.default_id(width, height))
+    quality = w.default_quality if quality is None else quality
+    _check_quality(w, quality)
     symbols = encode_latent(w, to_tensor(rgb, w.model.config.pad_multiple), quality)
     alpha_bytes = entropy.zstd_pack(alpha.tobytes()) if alpha is not None else None
     return {

@@ -57,7 +57,16 @@ REGISTRY: dict[int, Shipped] = {
     )
 }
 RETIRED_IDS = frozenset({1})
-DEFAULT_ID = 3
+DEFAULT_ID = 3  # the CIFAR-trained model: the default for small images, and for all before a photo model
+PHOTO_ID: int | None = None  # the photo model: the default for images of PHOTO_MIN_PIXELS or more
+PHOTO_MIN_PIXELS = 128 * 128  # the measured crossover (weights/README.md)
+
+
+def default_id(width: int, height: int) -> int:
+    """The shipped weights the codec uses for an image of this size when none are named."""
+    if PHOTO_ID is not None and width * height >= PHOTO_MIN_PIXELS:
+        return PHOTO_ID
+    return DEFAULT_ID
 
 
 @dataclass(frozen=True)

@@ -184,3 +184,20 @@ def test_published_curves_join_the_summary_and_bd_rates():
     ]
     text = benchmark.summary(ours + points)
     assert "cae-codec/auto vs bmshj2018-hyperprior (published): BD-rate +10.0 %" in text
+
+
+def test_the_codec_picks_the_photo_model_for_large_images(tiny_photo, monkeypatch):
+    digest = hashlib.sha256(tiny_photo.read_bytes()).hexdigest()
+    entry = weights.Shipped(weights.FIRST_USER_ID + 8, "tiny-photo", tiny_photo.name, digest)
+    monkeypatch.setattr(weights, "REGISTRY", {**weights.REGISTRY, entry.id: entry})
+    monkeypatch.setattr(weights, "PHOTO_ID", entry.id)
+    monkeypatch.setattr(weights, "PHOTO_MIN_PIXELS", 64 * 64)
+    shipped = weights.shipped_dir()
+    monkeypatch.setattr(weights, "shipped_dir", lambda: tiny_photo.parent)
+    (tiny_photo.parent / "cae-msh8-v3.pt").write_bytes((shipped / "cae-msh8-v3.pt").read_bytes())
+    large, small = sample_image(64, 64, "RGB"), sample_image(63, 64, "RGB")
+    assert cae_codec.read_header(cae_codec.compress(large)).weights_id == entry.id
+    assert cae_codec.read_header(cae_codec.compress(small)).weights_id == weights.DEFAULT_ID
+    pinned = cae_codec.compress(large, weights="cae-msh8-v3")  # naming weights still overrides
+    assert cae_codec.read_header(pinned).weights_id == weights.DEFAULT_ID
+    assert cae_codec.decompress(cae_codec.compress(large)).size == (64, 64)  # found by its id
