@@ -167,6 +167,8 @@ class MeanScaleHyperprior:
     def load_tables(self, model, bundle: dict) -> dict:
         """Scale tables and bounds, after checking that h_s is on its exact grid."""
         unit = 2.0**model.config.fraction_bits
+        if (fan_in := max_fan_in(model.h_s)) >= EXACT_FAN_IN:
+            raise ValueError(f"an h_s whose fan-in {fan_in} is too large to compute exactly")
         for p in model.h_s.parameters():
             scaled = p.double() * unit
             if not torch.equal(scaled, scaled.round()) or p.abs().max() > 8:
@@ -196,6 +198,21 @@ class MeanScaleHyperprior:
 LATENT_CODECS: dict[str, Factorized | MeanScaleHyperprior] = {
     codec.name: codec for codec in (Factorized(), MeanScaleHyperprior())
 }
+
+
+EXACT_FAN_IN = 1 << 15  # products summed per output of h_s, at most (docs/format.md)
+
+
+def max_fan_in(layers: torch.nn.Sequential) -> int:
+    """The most products any output of these (transposed) convolutions sums."""
+    most = 0
+    for layer in layers:
+        if isinstance(layer, torch.nn.ConvTranspose2d):
+            taps = [-(-k // s) for k, s in zip(layer.kernel_size, layer.stride, strict=True)]
+            most = max(most, layer.in_channels * taps[0] * taps[1])
+        elif isinstance(layer, torch.nn.Conv2d):
+            most = max(most, layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1])
+    return most
 
 
 def pack_tables(tables: list[entropy.RangeTables], prefix: str = "range") -> dict[str, torch.Tensor]:

@@ -116,3 +116,15 @@ def test_config_names_its_prior_and_older_configs_imply_it():
         ModelConfig(prior="mean-scale")
     with pytest.raises(ValueError, match="prior must be one of"):
         ModelConfig(prior="checkerboard")
+
+
+def test_h_s_fan_in_is_bounded_for_exactness():
+    from cae_codec import latent_codecs
+    from cae_codec.model import ModelConfig, build
+
+    shipped = build(ModelConfig(N=8, M=64, hyper_N=96, hyper_M=32))  # id 3's h_s
+    photo = build(ModelConfig(N=8, M=192, stride=16, hyper_N=128, hyper_M=96))
+    assert latent_codecs.max_fan_in(shipped.h_s) == 864 and latent_codecs.max_fan_in(photo.h_s) == 1152
+    wide = build(ModelConfig(N=8, M=8, hyper_N=4096, hyper_M=4))
+    with pytest.raises(ValueError, match="fan-in 36864"):
+        latent_codecs.MeanScaleHyperprior().load_tables(wide, {})
