@@ -152,13 +152,13 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -
 
     def work(source: Path, target: Path, named: bool) -> str:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", codec.FrameWarning)
+            warnings.simplefilter("always", codec.InputWarning)
             image = codec.read_image(source, max_pixels)
+            start = time.perf_counter()
+            data = codec.compress(image, quality, weights=weights, coder=coder, max_pixels=max_pixels)
+            seconds = time.perf_counter() - start
         for warning in caught:
             click.echo(f"cae-codec: warning: {source}: {warning.message}", err=True)
-        start = time.perf_counter()
-        data = codec.compress(image, quality, weights=weights, coder=coder, max_pixels=max_pixels)
-        seconds = time.perf_counter() - start
         write_atomic(target, data, source, force, named)
         line = (
             f"{source} -> {target}: {len(data)} bytes, "

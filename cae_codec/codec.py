@@ -32,8 +32,29 @@ CONVERSIONS = {"1": "L", "F": "L", "LA": "RGBA", "PA": "RGBA"}
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-class FrameWarning(UserWarning):
+class InputWarning(UserWarning):
+    """Something of the input that a .cae file does not keep."""
+
+
+class FrameWarning(InputWarning):
     """An input had several frames or pages and only the first was kept."""
+
+
+def _warn_about_losses(image: Image.Image) -> None:
+    """Say what the .cae file will not keep: a colour profile, and a 1-bit image's compactness."""
+    if image.info.get("icc_profile"):
+        warnings.warn(
+            "its ICC colour profile is not kept; colour-managed viewers may show colours slightly "
+            "differently (the pixels are coded as they are)",
+            InputWarning,
+            stacklevel=3,
+        )
+    if image.mode == "1":
+        warnings.warn(
+            "a 1-bit image is coded as 8-bit grayscale; a lossless 1-bit format is likely far smaller",
+            InputWarning,
+            stacklevel=3,
+        )
 
 
 def read_image(path: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -68,6 +89,7 @@ def split_image(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray
     """An image as (rgb uint8 HxWx3, alpha uint8 HxW or None, stored mode)."""
     if isinstance(image, np.ndarray):
         image = _array_to_image(image)
+    _warn_about_losses(image)
     if image.mode in SIXTEEN_BIT:
         # Pillow's convert("L") clips 16-bit values at 255; keep the high byte instead.
         image = Image.fromarray((np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8), "L")

@@ -126,3 +126,23 @@ def test_bench_results_record_machine_versions_and_date(tmp_path):
     record = json.loads((out / "results.json").read_text())
     assert record["versions"]["cae-codec"] == cae_codec.__version__ and "cores" in record["machine"]
     assert record["date"][:2] == "20" and record["weights"]["id"] == weights.DEFAULT_ID
+
+
+def test_icc_profiles_and_1_bit_images_are_warned_about(tmp_path):
+    from PIL import ImageCms
+
+    rgb = Image.fromarray(sample_image(20, 12, "RGB"))
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb.save(tmp_path / "icc.png", icc_profile=icc)
+    Image.fromarray(sample_image(20, 12, "L") > 128).save(tmp_path / "bits.png")
+    Image.fromarray(sample_image(20, 12, "RGB")).save(tmp_path / "plain.png")
+    result = CliRunner().invoke(
+        main, ["compress", *(str(tmp_path / f) for f in ("icc.png", "bits.png", "plain.png"))]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any("icc.png: its ICC colour profile is not kept" in line for line in lines)
+    assert any("bits.png: a 1-bit image is coded as 8-bit grayscale" in line for line in lines)
+    assert not any("plain.png" in line for line in lines) and len(lines) == 2
+    with pytest.warns(cae_codec.codec.InputWarning, match="ICC"):
+        cae_codec.compress(Image.open(tmp_path / "icc.png"))

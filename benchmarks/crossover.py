@@ -1,0 +1,50 @@
+"""Where the photo model starts to beat the CIFAR model: BD-rate of one against the other on centre
+crops of growing size from the held-out validation photos of photos-train (never Kodak).
+
+    python benchmarks/crossover.py --photo WEIGHTS [--small WEIGHTS] [--shared ../shared/data]
+
+Writes benchmarks/results/crossover.json; weights.PHOTO_MIN_PIXELS is set from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cae_codec import benchmark, weights
+from cae_codec.datasets import IMAGE_SUFFIXES, VAL_EVERY, _centre, _read_rgb
+
+RESULTS = Path(__file__).parent / "results"
+SIDES = (32, 48, 64, 96, 128, 192, 256)
+
+
+def validation_photos(shared: Path) -> list[np.ndarray]:
+    files = sorted(p for p in (shared / "photos-train").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return [_read_rgb(p) for p in files[::VAL_EVERY]]  # the split train.py holds out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photo", required=True, help="the photo model's weights (file or shipped name)")
+    parser.add_argument("--small", default=weights.REGISTRY[weights.DEFAULT_ID].name)
+    parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    args = parser.parse_args()
+    photos = validation_photos(Path(args.shared))
+    rows = []
+    for side in SIDES:
+        crops = [_centre(p, side) for p in photos]
+        small = benchmark.curve(benchmark.measure_cae(crops, weights=args.small), "cae-codec/auto")
+        photo = benchmark.curve(benchmark.measure_cae(crops, weights=args.photo), "cae-codec/auto")
+        rate = benchmark.bd_rate(small, photo)
+        rows.append({"side": side, "images": len(crops), "bd_rate_photo_vs_small": rate})
+        print(f"{side}x{side}: photo model vs {args.small}: BD-rate {rate:+.1f} %", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    record = {"photo": args.photo, "small": args.small, "rows": rows}
+    (RESULTS / "crossover.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
