@@ -40,9 +40,21 @@ class FrameWarning(InputWarning):
     """An input had several frames or pages and only the first was kept."""
 
 
+def _foreign_profile(icc: bytes | None) -> bool:
+    """An ICC profile other than sRGB (pixels without a profile are read as sRGB anyway)."""
+    if not icc:
+        return False
+    try:
+        from PIL import ImageCms
+
+        return "srgb" not in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))).lower()
+    except (ImportError, OSError, ImageCms.PyCMSError):
+        return True  # unreadable: say it is dropped
+
+
 def _warn_about_losses(image: Image.Image) -> None:
     """Say what the .cae file will not keep: a colour profile, and a 1-bit image's compactness."""
-    if image.info.get("icc_profile"):
+    if _foreign_profile(image.info.get("icc_profile")):
         warnings.warn(
             "its ICC colour profile is not kept; colour-managed viewers may show colours slightly "
             "differently (the pixels are coded as they are)",

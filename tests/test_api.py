@@ -132,8 +132,10 @@ def test_icc_profiles_and_1_bit_images_are_warned_about(tmp_path):
     from PIL import ImageCms
 
     rgb = Image.fromarray(sample_image(20, 12, "RGB"))
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("XYZ")).tobytes()
     rgb.save(tmp_path / "icc.png", icc_profile=icc)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb.save(tmp_path / "srgb.png", icc_profile=srgb)  # sRGB is what untagged pixels mean: no warning
     Image.fromarray(sample_image(20, 12, "L") > 128).save(tmp_path / "bits.png")
     Image.fromarray(sample_image(20, 12, "RGB")).save(tmp_path / "plain.png")
     result = CliRunner().invoke(
@@ -146,3 +148,17 @@ def test_icc_profiles_and_1_bit_images_are_warned_about(tmp_path):
     assert not any("plain.png" in line for line in lines) and len(lines) == 2
     with pytest.warns(cae_codec.codec.InputWarning, match="ICC"):
         cae_codec.compress(Image.open(tmp_path / "icc.png"))
+
+
+def test_threads_option_sets_torch_threads(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    png = tmp_path / "a.png"
+    Image.fromarray(sample_image(16, 16, "RGB")).save(png)
+    try:
+        result = CliRunner().invoke(main, ["--threads", "1", "compress", str(png)])
+        assert result.exit_code == 0 and torch.get_num_threads() == 1
+        assert CliRunner().invoke(main, ["--threads", "0", "compress", str(png)]).exit_code == 2
+    finally:
+        torch.set_num_threads(before)
