@@ -342,9 +342,18 @@ def plot_rd(points: list[Point], path: Path, title: str) -> bool:
         if name.endswith(PUBLISHED):
             style["linestyle"] = "--"
         ax.plot([p.bpp for p in c], [p.psnr for p in c], marker="o", markersize=3, label=name, **style)
-    ours = [p.bpp for p in points if p.codec == "cae-codec"]
-    if ours:  # keep cae-codec's range readable; far-off curves run off the right edge
-        ax.set_xlim(0, min(max(p.bpp for p in points), 2.5 * max(ours)) * 1.02)
+        if name == labels(points, ours=True)[0]:  # quality levels on the first cae-codec curve
+            for p in c:
+                ax.annotate(
+                    f"q{p.quality}",
+                    (p.bpp, p.psnr),
+                    textcoords="offset points",
+                    xytext=(-4, 6),
+                    fontsize=7,
+                    ha="right",
+                )
+    # Every curve whole: a log axis keeps both tiny and large rates readable.
+    ax.set_xscale("log")
     ax.set(xlabel="bits per pixel (whole file)", ylabel="PSNR (dB, RGB)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -390,8 +399,8 @@ def grid(
     crops = [_crop_box(im, crop) for im in images]
     tile_w = max(b[2] - b[0] for b in crops) * scale
     tile_h = max(b[3] - b[1] for b in crops) * scale
-    label_h, margin, left0 = 28, 6, 130
-    font = ImageFont.load_default()
+    label_h, margin, left0 = 34, 6, 170
+    font = ImageFont.load_default(size=13)
     sheet = Image.new(
         "RGB", (left0 + len(images) * (tile_w + margin), len(rows) * (tile_h + label_h + margin)), "white"
     )

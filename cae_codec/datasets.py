@@ -143,8 +143,17 @@ def load_cifar10(split: str = "train", data_dir: str | Path | None = None) -> np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 
 
+def _on_white(image: Image.Image) -> Image.Image:
+    """RGB as a viewer shows it: transparent parts over white, not the hidden colour beneath them."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def load_folder(folder: str | Path, limit: int | None = None) -> list[np.ndarray]:
-    """The images of a folder (sorted by name) as uint8 RGB arrays; other files are ignored."""
+    """The images of a folder (sorted by name) as uint8 RGB arrays, transparency over white; other
+    files are ignored."""
     path = Path(folder)
     if not path.is_dir():
         raise DataError(f"{folder} is not a folder of images (and not a known data set name)")
@@ -152,7 +161,7 @@ def load_folder(folder: str | Path, limit: int | None = None) -> list[np.ndarray
     for file in sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         try:
             with Image.open(file) as image:
-                images.append(np.asarray(image.convert("RGB")))
+                images.append(np.asarray(_on_white(image)))
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"cannot read {file}: {e}") from None
         if limit and len(images) >= limit:

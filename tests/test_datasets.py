@@ -73,3 +73,15 @@ def test_unpickler_refuses_code(tmp_path):
     (root / "test_batch").write_bytes(pickle.dumps({b"data": Evil()}))
     with pytest.raises(datasets.DataError, match="builtins.print"):
         datasets.load_cifar10("test", root)
+
+
+def test_folder_images_with_transparency_are_shown_over_white(tmp_path):
+    from PIL import Image
+
+    from cae_codec.datasets import load_folder
+
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)  # black, fully transparent
+    rgba[0, 0] = (10, 20, 30, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    (image,) = load_folder(tmp_path)
+    assert tuple(image[0, 0]) == (10, 20, 30) and tuple(image[3, 3]) == (255, 255, 255)
