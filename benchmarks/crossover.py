@@ -1,5 +1,7 @@
-"""Where the photo model starts to beat the CIFAR model: BD-rate of one against the other on centre
-crops of growing size from the held-out validation photos of photos-train (never Kodak).
+"""Where the photo model starts to beat the CIFAR model: BD-rate of one against the other on the
+held-out validation photos of photos-train (never Kodak), each cut to its centre square and shrunk
+to a growing side. A small image in the wild is a thumbnail (a whole scene, shrunk, like CIFAR-10),
+not a flat patch of a large photo.
 
     python benchmarks/crossover.py --photo WEIGHTS [--small WEIGHTS] [--shared ../shared/data]
 
@@ -13,12 +15,18 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cae_codec import benchmark, weights
 from cae_codec.datasets import IMAGE_SUFFIXES, VAL_EVERY, _centre, _read_rgb
 
 RESULTS = Path(__file__).parent / "results"
-SIDES = (32, 48, 64, 96, 128, 192, 256)
+SIDES = (32, 64, 96, 128, 192, 256, 320)
+
+
+def _shrunk(photo: np.ndarray, side: int) -> np.ndarray:
+    square = _centre(photo, min(photo.shape[:2]))
+    return np.asarray(Image.fromarray(square).resize((side, side), Image.Resampling.LANCZOS))
 
 
 def validation_photos(shared: Path) -> list[np.ndarray]:
@@ -35,7 +43,7 @@ def main() -> None:
     photos = validation_photos(Path(args.shared))
     rows = []
     for side in SIDES:
-        crops = [_centre(p, side) for p in photos]
+        crops = [_shrunk(p, side) for p in photos]
         small = benchmark.curve(benchmark.measure_cae(crops, weights=args.small), "cae-codec/auto")
         photo = benchmark.curve(benchmark.measure_cae(crops, weights=args.photo), "cae-codec/auto")
         rate = benchmark.bd_rate(small, photo)

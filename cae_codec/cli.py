@@ -472,6 +472,12 @@ def train(**options) -> None:
     with bar:
 
         def on_progress(p: train_mod.Progress) -> None:
+            if p.exporting:
+                click.echo(
+                    "\nexporting: range tables and zstd dictionaries for every level (a minute or more)",
+                    err=True,
+                )
+                return
             bar.update(p.step - bar.pos, p)
 
         try:

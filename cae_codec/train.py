@@ -60,6 +60,7 @@ class Progress:
     steps: int
     loss: float
     metrics: dict[str, float] | None = None  # set after a validation pass
+    exporting: bool = False  # set once, after the last step: the bundle is being written
 
 
 def split_rows(
@@ -293,6 +294,8 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
             saved_at = time.monotonic()
         if on_progress:
             on_progress(Progress(step, cfg.steps, running, metrics))
+    if on_progress:
+        on_progress(Progress(step, cfg.steps, running, exporting=True))
     wid = cfg.weights_id if cfg.weights_id is not None else weights_mod.new_user_id()
     name = cfg.name or cfg.out.stem
     dictionary_images = source.dictionary_images(cfg.seed)

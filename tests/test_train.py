@@ -21,7 +21,8 @@ def test_train_writes_usable_weights_and_resumes(tiny_cifar, tmp_path):
     archive, batches = tiny_cifar
     out, ckpt, log = tmp_path / "mine.pt", tmp_path / "run.ckpt", tmp_path / "log.csv"
     resumable = ["--lambdas", "0.01,0.05", "--eval-every", "2", "--checkpoint", str(ckpt), "--log", str(log)]
-    train(archive, out, *resumable, "--default-quality", "2", "--steps", "2")
+    result = train(archive, out, *resumable, "--default-quality", "2", "--steps", "2")
+    assert "exporting: range tables and zstd dictionaries" in result.stderr
     first = weights.load(out)
     assert first.levels == 2 and first.id >= weights.FIRST_USER_ID and first.default_quality == 2
     train(archive, out, *resumable, "--steps", "4")
