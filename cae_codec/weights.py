@@ -54,11 +54,17 @@ REGISTRY: dict[int, Shipped] = {
             "cae-msh8-v3.pt",
             "d5d4cd7b44e357cd7ac7fc9840d15a67ecf96be8cedaff4f31af7af2630702e4",
         ),
+        Shipped(
+            4,
+            "cae-msh8-photo-v4",
+            "cae-msh8-photo-v4.pt",
+            "e18e550cefb871a5bcd11f99af87d721f582f49cf0503c37d4a464f0cdeae535",
+        ),
     )
 }
 RETIRED_IDS = frozenset({1})
 DEFAULT_ID = 3  # the CIFAR-trained model: the default for small images, and for all before a photo model
-PHOTO_ID: int | None = None  # the photo model: the default for images of PHOTO_MIN_PIXELS or more
+PHOTO_ID: int | None = 4  # the photo model: the default for images of PHOTO_MIN_PIXELS or more
 PHOTO_MIN_PIXELS = 128 * 128  # the measured crossover (weights/README.md)
 
 
