@@ -1,4 +1,5 @@
-"""Measure how far 1 and 2 torch threads can disagree: latent integers and decoded pixels.
+"""Measure how far 1 and 2 torch threads can disagree: latent integers and decoded pixels, on the
+CIFAR-10 test rows (the small-image model) and five photos (the photo model).
 
     python benchmarks/determinism.py [--data-dir ../shared/data/cifar10]
 
@@ -34,17 +35,20 @@ def main() -> None:
     )
     args = parser.parse_args()
     images = list(load_cifar10("test", args.data_dir))
-    photo = Path(args.data_dir).parent / "photos" / "astronaut.png"
-    if photo.exists():
-        images.append(np.asarray(codec.read_image(photo).convert("RGB")))
-    w = weights.load()
+    shared = Path(args.data_dir).parent
+    photos = [shared / "photos" / "astronaut.png"] + [
+        shared / "kodak" / f"kodim0{i}.png" for i in (1, 2, 3, 4)
+    ]
+    images += [np.asarray(codec.read_image(p).convert("RGB")) for p in photos if p.exists()]
+    levels = weights.load().levels
     report = {"images": len(images), "torch": torch.__version__, "levels": {}}
-    for quality in (1, w.default_quality, w.levels):
+    for quality in (1, 6, levels):
         files = {t: encode_all(images, t, quality, "zstd") for t in (1, 2)}
         differing_files = sum(a != b for a, b in zip(files[1], files[2], strict=True))
         latent_diffs = pixel_diffs = max_pixel = 0
         for a, b in zip(files[1], files[2], strict=True):
             fa, fb = unpack(a), unpack(b)
+            w = weights.load(weights_id=fa.header.weights_id)  # each image's own model (by its size)
             sa, sb = (
                 codec.decode_symbols(w, fa.color, fa.header),
                 codec.decode_symbols(w, fb.color, fb.header),
