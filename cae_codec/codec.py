@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import entropy
+from . import packing
 from . import weights as weights_mod
 from .container import CODERS, CaeFile, FormatError, Header, pack, unpack
 from .latent_codecs import Symbols
@@ -254,7 +254,7 @@ def compress_each(
     quality = w.default_quality if quality is None else quality
     _check_quality(w, quality)
     symbols = encode_latent(w, to_tensor(rgb, w.model.config.pad_multiple), quality)
-    alpha_bytes = entropy.zstd_pack(alpha.tobytes()) if alpha is not None else None
+    alpha_bytes = packing.zstd_pack(alpha.tobytes()) if alpha is not None else None
     return {
         coder: pack(
             CaeFile(
@@ -321,7 +321,7 @@ def decompress(
 
 def _decode_alpha(section: bytes | None, h: Header) -> np.ndarray:
     pixels = h.width * h.height
-    alpha = entropy.zstd_unpack(section or b"", pixels, "alpha plane")
+    alpha = packing.zstd_unpack(section or b"", pixels, "alpha plane")
     if len(alpha) != pixels:
         raise FormatError(f"alpha plane holds {len(alpha)} values, expected {pixels}")
     return np.frombuffer(alpha, dtype=np.uint8).reshape(h.height, h.width)

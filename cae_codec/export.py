@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import entropy
+from . import integer_tables, packing
 from .latent_codecs import LATENT_CODECS, pack_tables
 from .model import CAE, HyperCAE
 from .weights import BUNDLE_FORMAT, BUNDLE_VERSION, Weights, sha256, tensor_digest
@@ -36,14 +36,14 @@ def export(
     model = model.eval()
     latent = LATENT_CODECS[model.config.prior]
     offsets = torch.stack([d.medians().round() for d in model.factorized]).long()
-    half = entropy.RANGE_HALF_WIDTH
+    half = integer_tables.RANGE_HALF_WIDTH
     tables = [
-        entropy.quantize_pmf(d.pmf_grid(offsets[q], half).numpy(), half)
+        integer_tables.quantize_pmf(d.pmf_grid(offsets[q], half).numpy(), half)
         for q, d in enumerate(model.factorized)
     ]
-    orders = [np.argsort(entropy.table_entropy(t), kind="stable") for t in tables]
+    orders = [np.argsort(integer_tables.table_entropy(t), kind="stable") for t in tables]
     entries, widths = latent.export_tables(model, tables)
-    layouts = tuple(entropy.ZstdLayout(o, None, wd) for o, wd in zip(orders, widths, strict=True))
+    layouts = tuple(packing.ZstdLayout(o, None, wd) for o, wd in zip(orders, widths, strict=True))
     provisional = Weights(
         weights_id, name, path, model, tuple(lambdas), offsets, default_quality, tuple(tables), layouts,
         **latent.load_tables(model, entries),
@@ -88,5 +88,5 @@ def _dictionaries(w: Weights, images: np.ndarray) -> list[bytes]:
             y = w.model.analysis(x[i : i + chunk], torch.full((len(x[i : i + chunk]),), q - 1))
             for j in range(len(y)):
                 samples.append(w.latent.zstd_bytes(w, w.latent.quantize(w, y[j : j + 1], q), q))
-        dicts.append(entropy.train_dictionary(samples))
+        dicts.append(packing.train_dictionary(samples))
     return dicts

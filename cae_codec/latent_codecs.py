@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from . import entropy
+from . import integer_tables, packing, range_coder
 from .container import FormatError
 from .model import HYPER_STRIDE, SCALE_MAX, SCALE_MIN, gaussian_likelihood, scale_table
 from .tiling import run_tiled, tiling
@@ -49,14 +49,16 @@ class Factorized:
 
     def zstd_bytes(self, w: Weights, symbols: Symbols, quality: int) -> bytes:
         """What the zstd coder compresses: a byte per value, channels cheapest first."""
-        return entropy.symbol_bytes(symbols.y, w.zstd_layouts[quality - 1].order)
+        return packing.symbol_bytes(symbols.y, w.zstd_layouts[quality - 1].order)
 
     def write(self, w: Weights, symbols: Symbols, quality: int, coder: str) -> bytes:
         if coder == "range":
-            return entropy.range_encode(symbols.y, w.range_tables[quality - 1])
-        return entropy.zstd_pack(self.zstd_bytes(w, symbols, quality), w.zstd_layouts[quality - 1].dictionary)
+            return range_coder.range_encode(symbols.y, w.range_tables[quality - 1])
+        return packing.zstd_pack(self.zstd_bytes(w, symbols, quality), w.zstd_layouts[quality - 1].dictionary)
 
-    def export_tables(self, model, tables: list[entropy.RangeTables]) -> tuple[dict, list[np.ndarray | None]]:
+    def export_tables(
+        self, model, tables: list[range_coder.RangeTables]
+    ) -> tuple[dict, list[np.ndarray | None]]:
         """Bundle entries of this prior beyond the per-channel tables, and each level's zstd widths."""
         return {}, [None] * len(tables)
 
@@ -66,8 +68,8 @@ class Factorized:
 
     def read(self, w: Weights, data: bytes, shape: tuple[int, int, int], quality: int, coder: str) -> Symbols:
         if coder == "range":
-            return Symbols(entropy.range_decode(data, w.range_tables[quality - 1], shape))
-        return Symbols(entropy.decode_symbols(data, shape, w.zstd_layouts[quality - 1]))
+            return Symbols(range_coder.range_decode(data, w.range_tables[quality - 1], shape))
+        return Symbols(packing.decode_symbols(data, shape, w.zstd_layouts[quality - 1]))
 
     @torch.inference_mode()
     def bits(self, w: Weights, symbols: Symbols, quality: int) -> float:
@@ -98,19 +100,19 @@ class MeanScaleHyperprior:
     def zstd_bytes(self, w: Weights, symbols: Symbols, quality: int) -> bytes:
         """What the zstd coder compresses: z, then y sorted by scale, each bit-packed."""
         _, index = _params(w, symbols, quality)
-        parts = entropy.hyper_layout(symbols.z, symbols.y, index, w.zstd_layouts[quality - 1], w.scale_widths)
-        return entropy.hyper_raw(*parts)
+        parts = packing.hyper_layout(symbols.z, symbols.y, index, w.zstd_layouts[quality - 1], w.scale_widths)
+        return packing.hyper_raw(*parts)
 
     def write(self, w: Weights, symbols: Symbols, quality: int, coder: str) -> bytes:
         if coder == "zstd":
-            return entropy.zstd_pack(
+            return packing.zstd_pack(
                 self.zstd_bytes(w, symbols, quality), w.zstd_layouts[quality - 1].dictionary
             )
         _, index = _params(w, symbols, quality)
         z_groups = list(symbols.z.reshape(len(symbols.z), -1))
         used, counts = np.unique(index, return_counts=True)
-        y_groups = np.split(symbols.y.ravel()[entropy.scale_order(index)], np.cumsum(counts)[:-1])
-        return entropy.range_encode_parts(
+        y_groups = np.split(symbols.y.ravel()[packing.scale_order(index)], np.cumsum(counts)[:-1])
+        return range_coder.range_encode_parts(
             [(z_groups, w.range_tables[quality - 1], range(len(z_groups))), (y_groups, w.scale_tables, used)]
         )
 
@@ -118,48 +120,50 @@ class MeanScaleHyperprior:
         z_shape = (w.model.config.hyper_M, shape[1] // HYPER_STRIDE, shape[2] // HYPER_STRIDE)
         if coder == "zstd":
             return self._read_zstd(w, data, quality, z_shape, shape)
-        reader = entropy.RangeReader(data)
+        reader = range_coder.RangeReader(data)
         z_count = int(np.prod(z_shape))
         z = np.stack(reader.read([z_count // z_shape[0]] * z_shape[0], w.range_tables[quality - 1]))
         z = z.reshape(z_shape)
         params = hyper_params(w, z, quality)
         used, counts = np.unique(params[1], return_counts=True)
         y = np.empty(int(np.prod(shape)), dtype=np.int64)
-        y[entropy.scale_order(params[1])] = np.concatenate(reader.read(counts, w.scale_tables, used))
+        y[packing.scale_order(params[1])] = np.concatenate(reader.read(counts, w.scale_tables, used))
         return Symbols(y.reshape(shape), z, params)
 
     def _read_zstd(self, w: Weights, data: bytes, quality: int, z_shape: tuple, shape: tuple) -> Symbols:
         layout = w.zstd_layouts[quality - 1]
         z_count, count = int(np.prod(z_shape)), int(np.prod(shape))
         # 1 byte of bits and 5 of escape at most per value, so expansion is bounded before it happens.
-        raw = entropy.zstd_unpack(data, 6 * (z_count + count) + 2, "latent payload", layout.dictionary)
+        raw = packing.zstd_unpack(data, 6 * (z_count + count) + 2, "latent payload", layout.dictionary)
         z_widths = np.repeat(layout.widths[layout.order], z_count // z_shape[0])
-        z_values, offset = entropy.read_packed(raw, 0, z_widths)
+        z_values, offset = packing.read_packed(raw, 0, z_widths)
         z = np.empty(z_shape, dtype=np.int64)
         z[layout.order] = z_values.reshape(z_shape)
         params = hyper_params(w, z, quality)
-        order = entropy.scale_order(params[1])
-        y_values, offset = entropy.read_packed(raw, offset, w.scale_widths[params[1].ravel()[order]])
+        order = packing.scale_order(params[1])
+        y_values, offset = packing.read_packed(raw, offset, w.scale_widths[params[1].ravel()[order]])
         if offset != len(raw):
             raise FormatError(f"latent payload has {len(raw) - offset} bytes past its values")
         y = np.empty(count, dtype=np.int64)
         y[order] = y_values
         return Symbols(y.reshape(shape), z, params)
 
-    def export_tables(self, model, tables: list[entropy.RangeTables]) -> tuple[dict, list[np.ndarray | None]]:
+    def export_tables(
+        self, model, tables: list[range_coder.RangeTables]
+    ) -> tuple[dict, list[np.ndarray | None]]:
         """The Gaussian conditional's scale tables, bounds and widths, and z's zstd widths per level.
 
         Rounds h_s onto its exact grid first: what is exported is what the codec will run.
         """
         model.round_hyper_synthesis()
-        scale_tables = entropy.gaussian_tables(scale_table())
+        scale_tables = integer_tables.gaussian_tables(scale_table())
         log_scales = np.log(scale_table())
         bounds = (log_scales[1:] + log_scales[:-1]) / 2
-        z_widths = np.stack([entropy.width_for(entropy.table_entropy(t)) for t in tables])
+        z_widths = np.stack([packing.width_for(integer_tables.table_entropy(t)) for t in tables])
         entries = {
             **pack_tables([scale_tables], "scale"),
             "scale_bounds": torch.from_numpy(bounds),
-            "scale_widths": torch.from_numpy(entropy.width_for(entropy.table_entropy(scale_tables))),
+            "scale_widths": torch.from_numpy(packing.width_for(integer_tables.table_entropy(scale_tables))),
             "zstd_widths": torch.from_numpy(z_widths),
         }
         return entries, list(z_widths)
@@ -215,7 +219,7 @@ def max_fan_in(layers: torch.nn.Sequential) -> int:
     return most
 
 
-def pack_tables(tables: list[entropy.RangeTables], prefix: str = "range") -> dict[str, torch.Tensor]:
+def pack_tables(tables: list[range_coder.RangeTables], prefix: str = "range") -> dict[str, torch.Tensor]:
     """Integer tables as three tensors: lows, zero-padded frequencies and table lengths."""
     width = max(len(f) for t in tables for f in t.freqs)
     freqs = torch.zeros(len(tables), len(tables[0].freqs), width, dtype=torch.int32)
@@ -230,10 +234,10 @@ def pack_tables(tables: list[entropy.RangeTables], prefix: str = "range") -> dic
 
 def unpack_tables(
     lows: torch.Tensor, freqs: torch.Tensor, lengths: torch.Tensor
-) -> tuple[entropy.RangeTables, ...]:
+) -> tuple[range_coder.RangeTables, ...]:
     """The inverse of `pack_tables`."""
     return tuple(
-        entropy.RangeTables(
+        range_coder.RangeTables(
             lows[q].numpy().astype(np.int64),
             tuple(freqs[q, c, : lengths[q, c]].numpy().astype(np.int64) for c in range(freqs.shape[1])),
         )
@@ -265,5 +269,5 @@ def hyper_params(
         tile // cfg.stride // HYPER_STRIDE,
         HYPER_HALO // HYPER_STRIDE,
     )[0]
-    index = entropy.scale_index(params[cfg.M :].numpy(), w.scale_bounds)
+    index = integer_tables.scale_index(params[cfg.M :].numpy(), w.scale_bounds)
     return params[: cfg.M].clone(), index  # a copy, so the log-scales can be freed

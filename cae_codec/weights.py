@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import entropy
+from . import packing, range_coder
 from .latent_codecs import LATENT_CODECS, Factorized, MeanScaleHyperprior, unpack_tables
 from .model import CAE, HyperCAE, ModelConfig, build
 
@@ -88,11 +88,11 @@ class Weights:
     # (levels, C) int64, subtracted before packing; its range tables; its zstd order and dictionary.
     offsets: torch.Tensor
     default_quality: int
-    range_tables: tuple[entropy.RangeTables, ...]
-    zstd_layouts: tuple[entropy.ZstdLayout, ...]
+    range_tables: tuple[range_coder.RangeTables, ...]
+    zstd_layouts: tuple[packing.ZstdLayout, ...]
     # With a hyperprior: one table per scale of the Gaussian conditional, and the log-scale bounds
     # between neighbouring scales that pick a table for each symbol of y.
-    scale_tables: entropy.RangeTables | None = None
+    scale_tables: range_coder.RangeTables | None = None
     scale_bounds: np.ndarray | None = None
     scale_widths: np.ndarray | None = None  # zstd packing width of a y value, per scale table
 
@@ -209,7 +209,7 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
         default_quality=bundle["default_quality"],
         range_tables=tables,
         zstd_layouts=tuple(
-            entropy.ZstdLayout(
+            packing.ZstdLayout(
                 order.numpy().astype(np.int64),
                 bytes(d.numpy().tobytes()) or None,
                 widths[q].numpy().astype(np.int64) if widths is not None else None,

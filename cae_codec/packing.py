@@ -1,0 +1,214 @@
+"""The zstd coder's layouts: integers as bytes or bit fields, in magicless zstd frames with a trained
+dictionary per quality level (docs/format.md, coder 0).
+
+Factorized bundles lay out one byte per value (zigzag, 255 escapes to a uint32), channel by channel
+in the bundle's order; hyperprior bundles bit-pack z, then y sorted by predicted scale, each value
+in a width both sides know.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+from .container import FormatError
+
+ZSTD_LEVEL = 19
+ZSTD_DICT_SIZE = 16384
+ESCAPE = 255
+MAX_SYMBOL = 1 << 20  # larger latent magnitudes never come out of a sane encoder
+_FEED = 64  # input bytes fed per step, so each step's output stays small (zstd blocks reach 128 KiB)
+
+
+def zigzag(values: np.ndarray) -> np.ndarray:
+    return np.where(values < 0, -2 * values - 1, 2 * values)
+
+
+def unzigzag(values: np.ndarray) -> np.ndarray:
+    return np.where(values & 1, -(values + 1) // 2, values // 2)
+
+
+def _compressor(size: int, dictionary: bytes | None = None) -> zstandard.ZstdCompressor:
+    params = zstandard.ZstdCompressionParameters.from_level(
+        ZSTD_LEVEL,
+        source_size=size,
+        format=zstandard.FORMAT_ZSTD1_MAGICLESS,
+        write_checksum=False,
+        write_content_size=False,
+        write_dict_id=False,
+    )
+    zdict = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
+    return zstandard.ZstdCompressor(compression_params=params, dict_data=zdict)
+
+
+def zstd_pack(raw: bytes, dictionary: bytes | None = None) -> bytes:
+    """Compress bytes into one magicless zstd frame, optionally with a trained dictionary."""
+    return _compressor(len(raw), dictionary).compress(raw)
+
+
+def zstd_unpack(frame: bytes, max_size: int, what: str, dictionary: bytes | None = None) -> bytes:
+    """Decompress exactly one frame that must fill `frame` and expand to at most `max_size` bytes."""
+    zdict = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
+    decompressor = zstandard.ZstdDecompressor(dict_data=zdict, format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+    obj = decompressor.decompressobj()
+    out = bytearray()
+    fed = 0
+    try:
+        while fed < len(frame) and not obj.eof:
+            out += obj.decompress(frame[fed : fed + _FEED])
+            fed += _FEED
+            if len(out) > max_size:
+                raise FormatError(f"{what} expands past the {max_size} bytes its header allows")
+    except zstandard.ZstdError as e:
+        raise FormatError(f"{what} is corrupt ({e})") from None
+    if not obj.eof:
+        raise FormatError(f"{what} is truncated")
+    if obj.unused_data or fed < len(frame):
+        raise FormatError(f"{what} is followed by trailing bytes")
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class ZstdLayout:
+    """How one quality level lays its integers out for zstd: channel order and trained dictionary."""
+
+    order: np.ndarray  # (M,) channel permutation, cheapest channels first
+    dictionary: bytes | None = None
+    widths: np.ndarray | None = None  # (M,) bits per value of each channel, for bit-packed layouts
+
+
+def symbol_bytes(symbols: np.ndarray, order: np.ndarray | None = None) -> bytes:
+    """The bytes zstd sees: one byte per zigzag integer (255 escapes to a uint32 tail), channel-major."""
+    ordered = symbols if order is None else symbols[order]
+    return value_bytes(ordered.ravel())
+
+
+def value_bytes(flat: np.ndarray) -> bytes:
+    """A 1-D run of integers as zigzag head bytes, then a little-endian uint32 for each escape."""
+    flat = flat.astype(np.int64)
+    if np.abs(flat).max(initial=0) > MAX_SYMBOL:
+        raise ValueError("latent value out of range; the weights are unsuitable for this image")
+    return _head_tail(zigzag(flat))
+
+
+def encode_symbols(symbols: np.ndarray, layout: ZstdLayout | None = None) -> bytes:
+    """Integers (M, H, W) to a zstd frame."""
+    if layout is None:
+        return zstd_pack(symbol_bytes(symbols))
+    return zstd_pack(symbol_bytes(symbols, layout.order), layout.dictionary)
+
+
+def decode_symbols(frame: bytes, shape: tuple[int, ...], layout: ZstdLayout | None = None) -> np.ndarray:
+    """A zstd frame back to exactly the integers of `shape` (M, H, W)."""
+    ordered = decode_values(frame, math.prod(shape), layout.dictionary if layout else None).reshape(shape)
+    if layout is None:
+        return ordered
+    symbols = np.empty_like(ordered)
+    symbols[layout.order] = ordered
+    return symbols
+
+
+def decode_values(frame: bytes, count: int, dictionary: bytes | None = None) -> np.ndarray:
+    """A zstd frame of `value_bytes` back to exactly `count` integers."""
+    raw = zstd_unpack(frame, count * 5, "latent payload", dictionary)
+    zigzag, end = _read_head_tail(raw, 0, count)
+    if end != len(raw):
+        raise FormatError(f"latent payload has {len(raw) - end} bytes past its values")
+    if zigzag.max(initial=0) > 2 * MAX_SYMBOL:
+        raise FormatError("latent payload holds a value out of range")
+    return unzigzag(zigzag)
+
+
+def scale_order(index: np.ndarray) -> np.ndarray:
+    """Positions of y sorted by predicted scale (stable), so alike symbols sit together for zstd."""
+    return np.argsort(index.ravel(), kind="stable")
+
+
+# With a hyperprior, the zstd coder bit-packs: each value gets a width known to both sides (from its
+# z channel or its y scale table), so zstd's byte-wise Huffman coding sees several small values per
+# byte instead of one byte each. A value too large for its width escapes to a byte stream after the
+# bits.
+def width_for(bits_per_symbol: np.ndarray) -> np.ndarray:
+    """The packing width for tables of the given entropy: ceil(H - 1/2), from 1 to 8 bits."""
+    return np.clip(np.ceil(bits_per_symbol - 0.5), 1, 8).astype(np.int64)
+
+
+def packed_bytes(values: np.ndarray, widths: np.ndarray) -> bytes:
+    """Zigzag values in `widths` bits each (MSB first, zero-padded to a byte), then the escapes."""
+    if np.abs(values).max(initial=0) > MAX_SYMBOL:
+        raise ValueError("latent value out of range; the weights are unsuitable for this image")
+    u = zigzag(values.astype(np.int64))
+    cap = (1 << widths) - 1
+    head = np.minimum(u, cap)
+    bits = np.unpackbits(head.astype(np.uint8)[:, None], axis=1)
+    kept = bits[np.arange(8)[None, :] >= 8 - widths[:, None]]
+    return np.packbits(kept).tobytes() + _head_tail(u[u >= cap] - cap[u >= cap])
+
+
+def read_packed(raw: bytes, offset: int, widths: np.ndarray) -> tuple[np.ndarray, int]:
+    """Inverse of `packed_bytes` from `raw[offset:]`: the values and the offset after them."""
+    total = int(widths.sum())
+    end = offset + -(-total // 8)
+    if end > len(raw):
+        raise FormatError("latent payload is shorter than its bit widths need")
+    # Each value spans at most two bytes: read a 16-bit window at its bit offset and shift.
+    data = np.frombuffer(raw, dtype=np.uint8, count=end - offset, offset=offset).astype(np.int64)
+    data = np.append(data, 0)
+    start = np.cumsum(widths) - widths
+    window = (data[start >> 3] << 8) | data[(start >> 3) + 1]
+    head = (window >> (16 - (start & 7) - widths)) & ((1 << widths) - 1)
+    cap = (1 << widths) - 1
+    escaped = np.flatnonzero(head == cap)
+    extra, end = _read_head_tail(raw, end, len(escaped))
+    head[escaped] += extra
+    if head.max(initial=0) > 2 * MAX_SYMBOL:
+        raise FormatError("latent payload holds a value out of range")
+    return unzigzag(head), end
+
+
+def _head_tail(u: np.ndarray) -> bytes:
+    """Non-negative integers as one byte each (255 escapes) and a uint32 per escape."""
+    head = np.minimum(u, ESCAPE).astype(np.uint8)
+    return head.tobytes() + u[u >= ESCAPE].astype("<u4").tobytes()
+
+
+def _read_head_tail(raw: bytes, offset: int, count: int) -> tuple[np.ndarray, int]:
+    head = np.frombuffer(raw, dtype=np.uint8, count=min(count, max(0, len(raw) - offset)), offset=offset)
+    if len(head) < count:
+        raise FormatError("latent payload ends inside its escapes")
+    values = head.astype(np.int64)
+    long = np.flatnonzero(values == ESCAPE)
+    end = offset + count + 4 * len(long)
+    if end > len(raw):
+        raise FormatError("latent payload ends inside its escapes")
+    values[long] = np.frombuffer(raw, dtype="<u4", count=len(long), offset=offset + count)
+    return values, end
+
+
+def hyper_raw(z: tuple[np.ndarray, np.ndarray], y: tuple[np.ndarray, np.ndarray]) -> bytes:
+    """The bytes zstd codes for a hyperprior latent: z's (values, widths), then y's, each packed."""
+    return packed_bytes(*z) + packed_bytes(*y)
+
+
+def hyper_layout(
+    z: np.ndarray, y: np.ndarray, index: np.ndarray, layout: ZstdLayout, scale_widths: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(values, widths) of z in channel order and of y sorted by scale: what the zstd coder packs."""
+    per_channel = z[0].size
+    z_part = (z[layout.order].ravel(), np.repeat(layout.widths[layout.order], per_channel))
+    order = scale_order(index)
+    return z_part, (y.ravel()[order], scale_widths[index.ravel()[order]])
+
+
+def train_dictionary(samples: list[bytes], size: int = ZSTD_DICT_SIZE) -> bytes:
+    """A zstd dictionary trained on `symbol_bytes` of training images (never test images).
+
+    Returns b"" (no dictionary) when zstd cannot train one, as with very few samples.
+    """
+    try:
+        return zstandard.train_dictionary(size, samples, level=ZSTD_LEVEL).as_bytes()
+    except zstandard.ZstdError:
+        return b""
