@@ -63,7 +63,7 @@ def main() -> None:
             )
     ax.set(xlabel="step", ylabel="validation loss (lambda*255^2*MSE + bpp)", yscale="log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
     fig.savefig(args.out)
 

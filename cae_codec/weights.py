@@ -58,7 +58,7 @@ REGISTRY: dict[int, Shipped] = {
             4,
             "cae-msh8-photo-v4",
             "cae-msh8-photo-v4.pt",
-            "e18e550cefb871a5bcd11f99af87d721f582f49cf0503c37d4a464f0cdeae535",
+            "eec8d0089c644d1b9b091039ad2048abd0992f91f9aa713d17df93540e2f2169",
         ),
     )
 }
