@@ -65,7 +65,7 @@ REGISTRY: dict[int, Shipped] = {
 RETIRED_IDS = frozenset({1})
 DEFAULT_ID = 3  # the CIFAR-trained model: the default for small images, and for all before a photo model
 PHOTO_ID: int | None = 4  # the photo model: the default for images of PHOTO_MIN_PIXELS or more
-PHOTO_MIN_PIXELS = 128 * 128  # the measured crossover (weights/README.md)
+PHOTO_MIN_PIXELS = 48 * 48  # the crossover measured by benchmarks/crossover.py (weights/README.md)
 
 
 def default_id(width: int, height: int) -> int:

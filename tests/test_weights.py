@@ -93,3 +93,16 @@ def test_hyper_bundle_loads_with_its_scale_tables(tiny_hyper):
     w = weights.load(tiny_hyper)
     assert w.hyper and len(w.scale_bounds) + 1 == len(w.scale_tables.freqs)
     assert w.offsets.shape == (2, w.model.config.hyper_M)
+
+
+def test_the_shipped_choice_by_size():
+    from conftest import sample_image
+
+    import cae_codec
+
+    assert weights.PHOTO_ID in weights.REGISTRY and weights.PHOTO_ID != weights.DEFAULT_ID
+    assert weights.default_id(32, 32) == weights.DEFAULT_ID  # CIFAR-sized thumbnails
+    assert weights.default_id(48, 48) == weights.PHOTO_ID
+    assert (
+        cae_codec.read_header(cae_codec.compress(sample_image(60, 50, "RGB"))).weights_id == weights.PHOTO_ID
+    )
