@@ -18,20 +18,19 @@ import numpy as np
 from PIL import Image
 
 from cae_codec import benchmark, weights
-from cae_codec.datasets import IMAGE_SUFFIXES, VAL_EVERY, _centre, _read_rgb
+from cae_codec.datasets import centre_crop, read_rgb, split_photos
 
 RESULTS = Path(__file__).parent / "results"
 SIDES = (32, 64, 96, 128, 192, 256, 320)
 
 
 def _shrunk(photo: np.ndarray, side: int) -> np.ndarray:
-    square = _centre(photo, min(photo.shape[:2]))
+    square = centre_crop(photo, min(photo.shape[:2]))
     return np.asarray(Image.fromarray(square).resize((side, side), Image.Resampling.LANCZOS))
 
 
 def validation_photos(shared: Path) -> list[np.ndarray]:
-    files = sorted(p for p in (shared / "photos-train").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    return [_read_rgb(p) for p in files[::VAL_EVERY]]  # the split train.py holds out
+    return [read_rgb(p) for p in split_photos(shared / "photos-train")[1]]  # the split train.py holds out
 
 
 def main() -> None:

@@ -252,7 +252,7 @@ VAL_EVERY = 48  # every 48th photo (in sorted path order) is held out for valida
 VAL_CROP = 256  # validation uses a centre crop of this side from each held-out photo
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
@@ -260,9 +260,19 @@ def _read_rgb(path: Path) -> np.ndarray:
         raise DataError(f"cannot read {path}: {e}") from None
 
 
-def _centre(image: np.ndarray, side: int) -> np.ndarray:
+def centre_crop(image: np.ndarray, side: int) -> np.ndarray:
     top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
     return image[top : top + side, left : left + side]
+
+
+def split_photos(folder: str | Path) -> tuple[list[Path], list[Path]]:
+    """A photo folder's images (searched recursively, path order) as (training, held out): every
+    VAL_EVERY-th photo is held out for validation."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images in {folder}")
+    held_out = files[::VAL_EVERY]
+    return [p for p in files if p not in set(held_out)], held_out
 
 
 class PhotoCrops:
@@ -274,18 +284,15 @@ class PhotoCrops:
     """
 
     def __init__(self, folder: str | Path, crop: int) -> None:
-        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"no images in {folder}")
+        training, held_out = split_photos(folder)
         self.crop = crop
-        held_out = set(files[::VAL_EVERY])
-        images = [_read_rgb(p) for p in files if p not in held_out]
+        images = [read_rgb(p) for p in training]
         self.images = [im for im in images if min(im.shape[:2]) >= crop]
         if not self.images:
             raise DataError(f"no training photos in {folder} are at least {crop} pixels on each side")
-        val = [_read_rgb(p) for p in sorted(held_out)]
+        val = [read_rgb(p) for p in held_out]
         side = min(VAL_CROP, *(min(im.shape[:2]) for im in val))
-        self.validation = np.stack([_centre(im, side - side % 64) for im in val])
+        self.validation = np.stack([centre_crop(im, side - side % 64) for im in val])
 
     def batch(self, rng: np.random.Generator, size: int, crop: int | None = None) -> np.ndarray:
         """`size` random crops, uint8 (size, crop, crop, 3); `crop` at most the smallest photo's side."""

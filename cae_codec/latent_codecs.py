@@ -156,8 +156,9 @@ class MeanScaleHyperprior:
         Rounds h_s onto its exact grid first: what is exported is what the codec will run.
         """
         model.round_hyper_synthesis()
-        scale_tables = integer_tables.gaussian_tables(scale_table())
-        log_scales = np.log(scale_table())
+        scales = scale_table()
+        scale_tables = integer_tables.gaussian_tables(scales)
+        log_scales = np.log(scales)
         bounds = (log_scales[1:] + log_scales[:-1]) / 2
         z_widths = np.stack([packing.width_for(integer_tables.table_entropy(t)) for t in tables])
         entries = {
