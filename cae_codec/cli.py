@@ -28,6 +28,7 @@ from .files import (
     plan_outputs,
     write_atomic,
 )
+from .model import PRIORS
 
 USER_ERRORS = (
     OSError,
@@ -401,9 +402,16 @@ def _train_option(*names: str, key: str, **kwargs):
 @_train_option(
     "--hyper-channels",
     key="hyper_N",
-    help="Hidden channels of a mean-scale hyperprior; 0 trains a factorized prior.",
+    help="Hidden channels of the hyperprior (mean-scale or checkerboard); 0 trains a factorized prior.",
 )
 @_train_option("--hyper-latent-channels", key="hyper_M", help="Channels of the hyper-latent z.")
+@_train_option(
+    "--prior",
+    key="prior",
+    type=click.Choice(["", *PRIORS]),
+    help="Entropy model of the latent; '' follows --hyper-channels (0: factorized, else mean-scale); "
+    "checkerboard adds a context model to the hyperprior.",
+)
 @_train_option(
     "--val-rows", key="val_rows", help="CIFAR-10 training rows held out for validation (from data_batch_5)."
 )

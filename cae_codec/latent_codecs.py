@@ -7,21 +7,24 @@ leaves everything between them to the latent codec of the model's prior.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 
 from . import integer_tables, packing, range_coder
 from .container import FormatError
-from .model import HYPER_STRIDE, SCALE_MAX, SCALE_MIN, gaussian_likelihood, scale_table
+from .integer_tables import scale_index
+from .model import HYPER_STRIDE, SCALE_MAX, SCALE_MIN, anchors, gaussian_likelihood, scale_table
 from .tiling import run_tiled, tiling
 
 if TYPE_CHECKING:
     from .weights import Weights
 
 HYPER_HALO = 16  # latent px around an h_a tile (receptive field 15); 4 z px around an h_s tile
+CONTEXT_HALO = 2  # latent px around a tile of the checkerboard's 5x5 context model
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,51 @@ class Factorized:
         return float(-torch.log2(w.model.densities[quality - 1].likelihood(y)).sum())
 
 
+class Part(NamedTuple):
+    """One coding pass over y: its flat positions and, for each, mu, log sigma and the table index."""
+
+    positions: np.ndarray
+    mu: torch.Tensor
+    log_sigma: torch.Tensor
+    index: np.ndarray
+
+
 class MeanScaleHyperprior:
     """z (factorized, per channel) first; y as round(y - mu), coded with the Gaussian table of its
     predicted scale. h_s runs in exact arithmetic, so both sides derive the same mu and tables."""
 
     name = "mean-scale"
+
+    def passes(self, shape: tuple[int, int, int]) -> list[np.ndarray]:
+        """Flat positions of y, pass by pass in coding order: here all of y in one pass."""
+        return [np.arange(int(np.prod(shape)))]
+
+    def pass_params(
+        self, w: Weights, hyper: torch.Tensor, y_hat: torch.Tensor, p: int, tile: int | None = None
+    ) -> torch.Tensor:
+        """(mu, log sigma) stacked, (2M, h, w) float64, for pass `p` given y_hat decoded so far."""
+        return hyper
+
+    def walk(
+        self, w: Weights, hyper: torch.Tensor, take: Callable[[Part], np.ndarray], tile: int | None = None
+    ) -> Symbols:
+        """Run the passes in coding order. `take` gives a pass's integers (the encoder rounds y, a decoder
+        reads them); returns y's integers with their (mu, table index)."""
+        M = w.model.config.M
+        shape = (M, *hyper.shape[1:])
+        count = int(np.prod(shape))
+        y, index = np.zeros(count, np.int64), np.zeros(count, np.int64)
+        mu, y_hat = torch.zeros(count, dtype=torch.float64), torch.zeros(count, dtype=torch.float64)
+        for p, positions in enumerate(self.passes(shape)):
+            params = self.pass_params(w, hyper, y_hat.view(shape), p, tile).reshape(2, -1)
+            log_sigma = params[1, positions]
+            part = Part(
+                positions, params[0, positions], log_sigma, scale_index(log_sigma.numpy(), w.scale_bounds)
+            )
+            values = take(part)
+            y[positions], mu[positions], index[positions] = values, part.mu, part.index
+            y_hat[positions] = torch.from_numpy(values).double() + part.mu
+        return Symbols(y.reshape(shape), None, (mu.view(shape), index.reshape(shape)))
 
     def quantize(self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None) -> Symbols:
         cfg = w.model.config
@@ -90,31 +133,46 @@ class MeanScaleHyperprior:
             w.model.hyper_analysis, y, cfg.hyper_M, 1 / HYPER_STRIDE, tile // cfg.stride, HYPER_HALO
         )
         z_symbols = (torch.round(z)[0].long() - _offsets(w, quality)).numpy()
-        mu, index = hyper_params(w, z_symbols, quality)
-        return Symbols(torch.round(y[0].double() - mu).long().numpy(), z_symbols, (mu, index))
+        flat = y[0].double().reshape(-1)
+        hyper = hyper_features(w, z_symbols, quality, tile)
+        walked = self.walk(
+            w, hyper, lambda part: torch.round(flat[part.positions] - part.mu).long().numpy(), tile
+        )
+        return Symbols(walked.y, z_symbols, walked.params)
 
     def dequantize(self, w: Weights, symbols: Symbols, quality: int) -> torch.Tensor:
-        mu, _ = _params(w, symbols, quality)
+        mu, _ = self._params(w, symbols, quality)
         return (torch.from_numpy(symbols.y) + mu)[None].float()
 
+    def _params(self, w: Weights, symbols: Symbols, quality: int) -> tuple[torch.Tensor, np.ndarray]:
+        if symbols.params is not None:
+            return symbols.params
+        flat = symbols.y.ravel()
+        return self.walk(w, hyper_features(w, symbols.z, quality), lambda part: flat[part.positions]).params
+
     def zstd_bytes(self, w: Weights, symbols: Symbols, quality: int) -> bytes:
-        """What the zstd coder compresses: z, then y sorted by scale, each bit-packed."""
-        _, index = _params(w, symbols, quality)
-        parts = packing.hyper_layout(symbols.z, symbols.y, index, w.zstd_layouts[quality - 1], w.scale_widths)
-        return packing.hyper_raw(*parts)
+        """What the zstd coder compresses: z, then each pass's y sorted by scale, each bit-packed."""
+        _, index = self._params(w, symbols, quality)
+        y, index = symbols.y.ravel(), index.ravel()
+        parts = [
+            packing.scale_part(y[pos], index[pos], w.scale_widths) for pos in self.passes(symbols.y.shape)
+        ]
+        return packing.hyper_raw(packing.channel_part(symbols.z, w.zstd_layouts[quality - 1]), *parts)
 
     def write(self, w: Weights, symbols: Symbols, quality: int, coder: str) -> bytes:
         if coder == "zstd":
             return packing.zstd_pack(
                 self.zstd_bytes(w, symbols, quality), w.zstd_layouts[quality - 1].dictionary
             )
-        _, index = _params(w, symbols, quality)
+        _, index = self._params(w, symbols, quality)
+        y, index = symbols.y.ravel(), index.ravel()
         z_groups = list(symbols.z.reshape(len(symbols.z), -1))
-        used, counts = np.unique(index, return_counts=True)
-        y_groups = np.split(symbols.y.ravel()[packing.scale_order(index)], np.cumsum(counts)[:-1])
-        return range_coder.range_encode_parts(
-            [(z_groups, w.range_tables[quality - 1], range(len(z_groups))), (y_groups, w.scale_tables, used)]
-        )
+        parts = [(z_groups, w.range_tables[quality - 1], range(len(z_groups)))]
+        for pos in self.passes(symbols.y.shape):
+            used, counts = np.unique(index[pos], return_counts=True)
+            groups = np.split(y[pos][packing.scale_order(index[pos])], np.cumsum(counts)[:-1])
+            parts.append((groups, w.scale_tables, used))
+        return range_coder.range_encode_parts(parts)
 
     def read(self, w: Weights, data: bytes, shape: tuple[int, int, int], quality: int, coder: str) -> Symbols:
         z_shape = (w.model.config.hyper_M, shape[1] // HYPER_STRIDE, shape[2] // HYPER_STRIDE)
@@ -124,11 +182,18 @@ class MeanScaleHyperprior:
         z_count = int(np.prod(z_shape))
         z = np.stack(reader.read([z_count // z_shape[0]] * z_shape[0], w.range_tables[quality - 1]))
         z = z.reshape(z_shape)
-        params = hyper_params(w, z, quality)
-        used, counts = np.unique(params[1], return_counts=True)
-        y = np.empty(int(np.prod(shape)), dtype=np.int64)
-        y[packing.scale_order(params[1])] = np.concatenate(reader.read(counts, w.scale_tables, used))
-        return Symbols(y.reshape(shape), z, params)
+
+        def take(part: Part) -> np.ndarray:
+            used, counts = np.unique(part.index, return_counts=True)
+            values = np.empty(len(part.index), dtype=np.int64)
+            if len(values):
+                values[packing.scale_order(part.index)] = np.concatenate(
+                    reader.read(counts, w.scale_tables, used)
+                )
+            return values
+
+        walked = self.walk(w, hyper_features(w, z, quality), take)
+        return Symbols(walked.y, z, walked.params)
 
     def _read_zstd(self, w: Weights, data: bytes, quality: int, z_shape: tuple, shape: tuple) -> Symbols:
         layout = w.zstd_layouts[quality - 1]
@@ -139,23 +204,27 @@ class MeanScaleHyperprior:
         z_values, offset = packing.read_packed(raw, 0, z_widths)
         z = np.empty(z_shape, dtype=np.int64)
         z[layout.order] = z_values.reshape(z_shape)
-        params = hyper_params(w, z, quality)
-        order = packing.scale_order(params[1])
-        y_values, offset = packing.read_packed(raw, offset, w.scale_widths[params[1].ravel()[order]])
+
+        def take(part: Part) -> np.ndarray:
+            nonlocal offset
+            order = packing.scale_order(part.index)
+            values = np.empty(len(part.index), dtype=np.int64)
+            values[order], offset = packing.read_packed(raw, offset, w.scale_widths[part.index[order]])
+            return values
+
+        walked = self.walk(w, hyper_features(w, z, quality), take)
         if offset != len(raw):
             raise FormatError(f"latent payload has {len(raw) - offset} bytes past its values")
-        y = np.empty(count, dtype=np.int64)
-        y[order] = y_values
-        return Symbols(y.reshape(shape), z, params)
+        return Symbols(walked.y, z, walked.params)
 
     def export_tables(
         self, model, tables: list[range_coder.RangeTables]
     ) -> tuple[dict, list[np.ndarray | None]]:
         """The Gaussian conditional's scale tables, bounds and widths, and z's zstd widths per level.
 
-        Rounds h_s onto its exact grid first: what is exported is what the codec will run.
+        Rounds h_s (and any context model) onto its exact grid first: what is exported is what runs.
         """
-        model.round_hyper_synthesis()
+        model.round_exact_parts()
         scales = scale_table()
         scale_tables = integer_tables.gaussian_tables(scales)
         log_scales = np.log(scales)
@@ -170,14 +239,15 @@ class MeanScaleHyperprior:
         return entries, list(z_widths)
 
     def load_tables(self, model, bundle: dict) -> dict:
-        """Scale tables and bounds, after checking that h_s is on its exact grid."""
+        """Scale tables and bounds, after checking that h_s (and any context model) is on its exact grid."""
         unit = 2.0**model.config.fraction_bits
-        if (fan_in := max_fan_in(model.h_s)) >= EXACT_FAN_IN:
-            raise ValueError(f"an h_s whose fan-in {fan_in} is too large to compute exactly")
-        for p in model.h_s.parameters():
-            scaled = p.double() * unit
-            if not torch.equal(scaled, scaled.round()) or p.abs().max() > 8:
-                raise ValueError(f"an h_s that is not on its {unit:g}-step grid")
+        for part in model.exact_parts:
+            if (fan_in := max_fan_in(part)) >= EXACT_FAN_IN:
+                raise ValueError(f"an exact layer whose fan-in {fan_in} is too large to compute exactly")
+            for p in part.parameters():
+                scaled = p.double() * unit
+                if not torch.equal(scaled, scaled.round()) or p.abs().max() > 8:
+                    raise ValueError(f"an h_s or context model not on its {unit:g}-step grid")
         (tables,) = unpack_tables(bundle["scale_lo"], bundle["scale_freqs"], bundle["scale_len"])
         bounds = bundle["scale_bounds"].numpy().astype(np.float64)
         widths = bundle["scale_widths"].numpy().astype(np.int64)
@@ -193,25 +263,57 @@ class MeanScaleHyperprior:
     @torch.inference_mode()
     def bits(self, w: Weights, symbols: Symbols, quality: int) -> float:
         z_hat = (torch.from_numpy(symbols.z) + _offsets(w, quality))[None].float()
-        bits = -torch.log2(w.model.z_densities[quality - 1].likelihood(z_hat)).sum()
-        _, log_sigma = w.model.exact_hyper_synthesis(z_hat.double())
-        sigma = log_sigma.exp().clamp(SCALE_MIN, SCALE_MAX)
-        bits -= torch.log2(gaussian_likelihood(torch.from_numpy(symbols.y)[None].double(), sigma)).sum()
-        return float(bits)
+        bits = [float(-torch.log2(w.model.z_densities[quality - 1].likelihood(z_hat)).sum())]
+        flat = symbols.y.ravel()
+
+        def take(part: Part) -> np.ndarray:
+            sigma = part.log_sigma.exp().clamp(SCALE_MIN, SCALE_MAX)
+            values = flat[part.positions]
+            bits.append(
+                float(-torch.log2(gaussian_likelihood(torch.from_numpy(values).double(), sigma)).sum())
+            )
+            return values
+
+        self.walk(w, hyper_features(w, symbols.z, quality), take)
+        return sum(bits)
+
+
+class Checkerboard(MeanScaleHyperprior):
+    """The mean-scale hyperprior's coding with two passes over y (He et al. 2021): the anchors (row +
+    column even) with parameters from z alone, then the others with the anchors' context too."""
+
+    name = "checkerboard"
+
+    def passes(self, shape: tuple[int, int, int]) -> list[np.ndarray]:
+        anchor = anchors(*shape[1:]).expand(shape).reshape(-1).numpy()
+        return [np.flatnonzero(anchor), np.flatnonzero(~anchor)]
+
+    def pass_params(
+        self, w: Weights, hyper: torch.Tensor, y_hat: torch.Tensor, p: int, tile: int | None = None
+    ) -> torch.Tensor:
+        cfg = w.model.config
+        M2 = 2 * cfg.M
+        if p == 0:
+            x, fn = hyper, lambda part: w.model.exact_entropy_parameters(part, None)
+        else:
+            x = torch.cat([hyper, y_hat])
+            fn = lambda part: w.model.exact_entropy_parameters(part[:, :M2], part[:, M2:])  # noqa: E731
+        latent_tile = tiling(cfg.stride, tile)[0] // cfg.stride
+        return run_tiled(fn, x[None], M2, 1, latent_tile, CONTEXT_HALO)[0]
 
 
 LATENT_CODECS: dict[str, Factorized | MeanScaleHyperprior] = {
-    codec.name: codec for codec in (Factorized(), MeanScaleHyperprior())
+    codec.name: codec for codec in (Factorized(), MeanScaleHyperprior(), Checkerboard())
 }
 
 
-EXACT_FAN_IN = 1 << 15  # products summed per output of h_s, at most (docs/format.md)
+EXACT_FAN_IN = 1 << 15  # products summed per output of an exact layer, at most (docs/format.md)
 
 
-def max_fan_in(layers: torch.nn.Sequential) -> int:
+def max_fan_in(layers: torch.nn.Module) -> int:
     """The most products any output of these (transposed) convolutions sums."""
     most = 0
-    for layer in layers:
+    for layer in layers.modules():
         if isinstance(layer, torch.nn.ConvTranspose2d):
             taps = [-(-k // s) for k, s in zip(layer.kernel_size, layer.stride, strict=True)]
             most = max(most, layer.in_channels * taps[0] * taps[1])
@@ -251,18 +353,12 @@ def _offsets(w: Weights, quality: int) -> torch.Tensor:
     return w.offsets[quality - 1][:, None, None]
 
 
-def _params(w: Weights, symbols: Symbols, quality: int) -> tuple[torch.Tensor, np.ndarray]:
-    return symbols.params if symbols.params is not None else hyper_params(w, symbols.z, quality)
-
-
-def hyper_params(
-    w: Weights, z_symbols: np.ndarray, quality: int, tile: int | None = None
-) -> tuple[torch.Tensor, np.ndarray]:
-    """From z's integers: y's means (float64, exact on every machine) and each symbol's table index."""
+def hyper_features(w: Weights, z_symbols: np.ndarray, quality: int, tile: int | None = None) -> torch.Tensor:
+    """From z's integers: h_s's output (2M, h, w), float64 and exact on every machine."""
     cfg = w.model.config
     tile, _, _ = tiling(cfg.stride, tile)
     z_hat = torch.from_numpy(z_symbols + w.offsets[quality - 1].numpy()[:, None, None])[None].double()
-    params = run_tiled(
+    return run_tiled(
         lambda part: torch.cat(w.model.exact_hyper_synthesis(part), dim=1),
         z_hat,
         2 * cfg.M,
@@ -270,5 +366,3 @@ def hyper_params(
         tile // cfg.stride // HYPER_STRIDE,
         HYPER_HALO // HYPER_STRIDE,
     )[0]
-    index = integer_tables.scale_index(params[cfg.M :].numpy(), w.scale_bounds)
-    return params[: cfg.M].clone(), index  # a copy, so the log-scales can be freed

@@ -2,7 +2,7 @@
 
 CAE has a factorized prior (Ballé et al. 2017); HyperCAE adds a mean-scale hyperprior (Minnen et
 al. 2018) whose synthesis runs in exact integer arithmetic, so encoder and decoder agree on every
-machine.
+machine; CheckerboardCAE adds a checkerboard context model (He et al. 2021), also exact.
 """
 
 from __future__ import annotations
@@ -32,12 +32,11 @@ class ModelConfig:
     prior: str = ""
 
     def __post_init__(self) -> None:
-        implied = "mean-scale" if self.hyper_N else "factorized"
         if not self.prior:
-            object.__setattr__(self, "prior", implied)
+            object.__setattr__(self, "prior", "mean-scale" if self.hyper_N else "factorized")
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {', '.join(PRIORS)}, not {self.prior!r}")
-        if self.prior != implied:
+        if (self.prior == "factorized") != (self.hyper_N == 0):
             raise ValueError(f"a {self.prior} prior needs hyper_N {'> 0' if self.hyper_N == 0 else '= 0'}")
 
     def to_dict(self) -> dict[str, int | str]:
@@ -49,7 +48,7 @@ class ModelConfig:
         return self.stride * (HYPER_STRIDE if self.hyper_N else 1)
 
 
-PRIORS = ("factorized", "mean-scale")
+PRIORS = ("factorized", "mean-scale", "checkerboard")
 HYPER_STRIDE = 4  # h_a halves the latent's side twice
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64  # the scale table of the Gaussian conditional
 _EXACT_LIMIT = float(1 << 15)  # |activation| bound that keeps every sum in h_s exact in float64
@@ -292,34 +291,31 @@ class HyperCAE(_GainedAutoencoder):
         mu, log_sigma = self.h_s(z_hat).chunk(2, dim=1)
         return mu, log_sigma
 
+    @property
+    def exact_parts(self) -> tuple[nn.Module, ...]:
+        """The layers that pick the entropy coder's tables, so must compute exactly (h_s)."""
+        return (self.h_s,)
+
     @torch.no_grad()
     def exact_hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
         """h_s in float64 on values that are all multiples of 2**-fraction_bits, so every product and
         sum is exact and the result does not depend on the machine, the library or the thread count.
 
-        Needs weights rounded by `round_hyper_synthesis`. Returns float64 (mu, log sigma).
+        Needs weights rounded by `round_exact_parts`. Returns float64 (mu, log sigma).
         """
-        unit = 2.0**self.config.fraction_bits
-        x = z_hat.double().clamp(-_EXACT_LIMIT, _EXACT_LIMIT)
-        for layer in self.h_s:
-            if isinstance(layer, nn.ReLU):
-                x = x.clamp(0, _EXACT_LIMIT)
-                continue
-            weight, bias = layer.weight.double(), layer.bias.double()
-            if isinstance(layer, nn.ConvTranspose2d):
-                x = F.conv_transpose2d(x, weight, bias, layer.stride, layer.padding, layer.output_padding)
-            else:
-                x = F.conv2d(x, weight, bias, layer.stride, layer.padding)
-            x = torch.floor(x * unit).div(unit).clamp(-_EXACT_LIMIT, _EXACT_LIMIT)
-        mu, log_sigma = x.chunk(2, dim=1)
+        mu, log_sigma = run_exact(self.h_s, z_hat, self.config.fraction_bits).chunk(2, dim=1)
         return mu, log_sigma
 
     @torch.no_grad()
-    def round_hyper_synthesis(self) -> None:
-        """Round h_s's weights and biases to multiples of 2**-fraction_bits (done once, at export)."""
+    def round_exact_parts(self) -> None:
+        """Round the exact layers' weights and biases to multiples of 2**-fraction_bits (at export)."""
         unit = 2.0**self.config.fraction_bits
-        for p in self.h_s.parameters():
-            p.copy_(torch.round(p.clamp(-_WEIGHT_LIMIT, _WEIGHT_LIMIT) * unit) / unit)
+        for part in self.exact_parts:
+            for p in part.parameters():
+                p.copy_(torch.round(p.clamp(-_WEIGHT_LIMIT, _WEIGHT_LIMIT) * unit) / unit)
+            for layer in part.modules():
+                if isinstance(layer, CheckerboardConv):
+                    layer.weight.mul_(layer.mask)
 
     def forward(self, x: Tensor, level: Tensor, noise: bool = True) -> tuple[Tensor, Tensor]:
         """x_hat and the bits of each image's y and z, as in CAE.forward."""
@@ -335,9 +331,106 @@ class HyperCAE(_GainedAutoencoder):
         return self.synthesis(y_hat, level), bits
 
 
+class CheckerboardConv(nn.Conv2d):
+    """A 5x5 convolution that sees only the neighbours of the other colour of a checkerboard."""
+
+    def __init__(self, cin: int, cout: int, k: int = 5) -> None:
+        super().__init__(cin, cout, k, padding=k // 2)
+        offsets = torch.arange(k)[:, None] + torch.arange(k)[None, :]
+        self.register_buffer(
+            "mask", (offsets % 2 == 1).float().expand(cout, cin, k, k).clone(), persistent=False
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+def anchors(height: int, width: int) -> Tensor:
+    """The checkerboard's anchor positions (coded first): where row + column is even. (1,1,h,w) bool."""
+    rows, cols = torch.arange(height)[:, None], torch.arange(width)[None, :]
+    return ((rows + cols) % 2 == 0)[None, None]
+
+
+class CheckerboardCAE(HyperCAE):
+    """The mean-scale hyperprior model with a checkerboard context model (He et al. 2021).
+
+    z_hat -> h_s -> hyper (B,2M,h,w)
+    anchors (row + column even):  (mu, log sigma) = hyper + g_ep([hyper, 0])
+    y_hat at anchors -> g_cm (5x5, sees anchors only) -> ctx (B,2M,h,w)
+    the others:                   (mu, log sigma) = hyper + g_ep([hyper, ctx])
+
+    Both halves of y decode in parallel, each in one pass. g_ep and g_cm run exactly like h_s. g_ep's
+    last layer starts at zero, so a new model begins as the hyperprior model it warm-starts from.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        M = config.M
+        self.g_cm = CheckerboardConv(M, 2 * M)
+        self.g_ep = nn.Sequential(
+            _conv(4 * M, 3 * M, 1), nn.ReLU(), _conv(3 * M, 3 * M, 1), nn.ReLU(), _conv(3 * M, 2 * M, 1)
+        )
+        nn.init.zeros_(self.g_ep[-1].weight)
+        nn.init.zeros_(self.g_ep[-1].bias)
+
+    @property
+    def exact_parts(self) -> tuple[nn.Module, ...]:
+        return (self.h_s, self.g_cm, self.g_ep)
+
+    def entropy_parameters(self, hyper: Tensor, ctx: Tensor) -> Tensor:
+        return hyper + self.g_ep(torch.cat([hyper, ctx], dim=1))
+
+    @torch.no_grad()
+    def exact_entropy_parameters(self, hyper: Tensor, y_hat: Tensor | None) -> Tensor:
+        """(mu, log sigma) stacked, float64 and exact: for the anchors with `y_hat` None, else for the
+        others from the anchors' y_hat (the other positions zero)."""
+        bits = self.config.fraction_bits
+        ctx = torch.zeros_like(hyper) if y_hat is None else run_exact([self.g_cm], y_hat, bits)
+        return hyper + run_exact(self.g_ep, torch.cat([hyper, ctx], dim=1), bits)
+
+    def forward(self, x: Tensor, level: Tensor, noise: bool = True) -> tuple[Tensor, Tensor]:
+        """x_hat and the bits of each image's y and z, as in CAE.forward."""
+        y = self.analysis(x, level)
+        z = self.hyper_analysis(y)
+        z_hat = _quantize(z, noise=False)
+        bits = _factorized_bits(self.z_densities, _quantize(z, noise) if noise else z_hat, level)
+        hyper = self.h_s(z_hat)
+        anchor = anchors(*y.shape[2:]).to(y.device)
+        first = self.entropy_parameters(hyper, torch.zeros_like(hyper))
+        mu, _ = first.chunk(2, dim=1)
+        y_anchor = (_quantize(y - mu, noise=False) + mu) * anchor
+        second = self.entropy_parameters(hyper, self.g_cm(y_anchor))
+        mu, log_sigma = torch.where(anchor, first, second).chunk(2, dim=1)
+        sigma = log_sigma.exp().clamp(SCALE_MIN, SCALE_MAX)
+        y_hat = _quantize(y - mu, noise=False) + mu
+        residual = _quantize(y - mu, noise) if noise else y_hat - mu
+        bits = bits - torch.log2(gaussian_likelihood(residual, sigma)).sum(dim=(1, 2, 3))
+        return self.synthesis(y_hat, level), bits
+
+
+def run_exact(layers, x: Tensor, fraction_bits: int) -> Tensor:
+    """(Transposed) convolutions and ReLUs in float64 on multiples of 2**-fraction_bits, flooring each
+    output back onto that grid: every product and sum is exact for bounded fan-in, so the result is the
+    same on every machine, library and thread count."""
+    unit = 2.0**fraction_bits
+    x = x.double().clamp(-_EXACT_LIMIT, _EXACT_LIMIT)
+    for layer in layers:
+        if isinstance(layer, nn.ReLU):
+            x = x.clamp(0, _EXACT_LIMIT)
+            continue
+        weight, bias = layer.weight.double(), layer.bias.double()
+        if isinstance(layer, nn.ConvTranspose2d):
+            x = F.conv_transpose2d(x, weight, bias, layer.stride, layer.padding, layer.output_padding)
+        else:
+            weight = weight * layer.mask if isinstance(layer, CheckerboardConv) else weight
+            x = F.conv2d(x, weight, bias, layer.stride, layer.padding)
+        x = torch.floor(x * unit).div(unit).clamp(-_EXACT_LIMIT, _EXACT_LIMIT)
+    return x
+
+
 def build(config: ModelConfig) -> CAE | HyperCAE:
     """The network a config describes."""
-    return {"factorized": CAE, "mean-scale": HyperCAE}[config.prior](config)
+    return {"factorized": CAE, "mean-scale": HyperCAE, "checkerboard": CheckerboardCAE}[config.prior](config)
 
 
 def scale_table() -> np.ndarray:

@@ -188,19 +188,23 @@ def _read_head_tail(raw: bytes, offset: int, count: int) -> tuple[np.ndarray, in
     return values, end
 
 
-def hyper_raw(z: tuple[np.ndarray, np.ndarray], y: tuple[np.ndarray, np.ndarray]) -> bytes:
-    """The bytes zstd codes for a hyperprior latent: z's (values, widths), then y's, each packed."""
-    return packed_bytes(*z) + packed_bytes(*y)
+def hyper_raw(*parts: tuple[np.ndarray, np.ndarray]) -> bytes:
+    """The bytes zstd codes for a hyperprior latent: each part's (values, widths) packed, in order."""
+    return b"".join(packed_bytes(*part) for part in parts)
 
 
-def hyper_layout(
-    z: np.ndarray, y: np.ndarray, index: np.ndarray, layout: ZstdLayout, scale_widths: np.ndarray
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(values, widths) of z in channel order and of y sorted by scale: what the zstd coder packs."""
+def channel_part(z: np.ndarray, layout: ZstdLayout) -> tuple[np.ndarray, np.ndarray]:
+    """(values, widths) of z in the layout's channel order."""
     per_channel = z[0].size
-    z_part = (z[layout.order].ravel(), np.repeat(layout.widths[layout.order], per_channel))
+    return z[layout.order].ravel(), np.repeat(layout.widths[layout.order], per_channel)
+
+
+def scale_part(
+    values: np.ndarray, index: np.ndarray, scale_widths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values, widths) of y values sorted by their scale table."""
     order = scale_order(index)
-    return z_part, (y.ravel()[order], scale_widths[index.ravel()[order]])
+    return values.ravel()[order], scale_widths[index.ravel()[order]]
 
 
 def train_dictionary(samples: list[bytes], size: int = ZSTD_DICT_SIZE) -> bytes:

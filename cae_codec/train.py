@@ -40,6 +40,7 @@ class TrainConfig:
     M: int = 64
     hyper_N: int = 0  # 0: factorized prior; else the hidden channels of the hyperprior's h_a and h_s
     hyper_M: int = 32  # channels of the hyper-latent z (with hyper_N)
+    prior: str = ""  # model.PRIORS; "" follows hyper_N (factorized, or mean-scale)
     stride: int = 4  # total downsampling of g_a: 4 for the CIFAR models, 16 for photo models
     photos: Path | None = None  # train on random crops of the photos in this folder, not on CIFAR-10
     crop: int = 128  # side of the photo crops (a multiple of 64)
@@ -223,6 +224,7 @@ def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator
             "N": cfg.N,
             "M": cfg.M,
             "hyper_N": cfg.hyper_N,
+            "prior": model.config.prior,
             "stride": cfg.stride,
             "lambdas": list(cfg.lambdas),
         },
@@ -255,7 +257,9 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
     rng = np.random.default_rng(cfg.seed)
     source = make_source(cfg)
     hyper = {"hyper_N": cfg.hyper_N, "hyper_M": cfg.hyper_M} if cfg.hyper_N else {}
-    config = ModelConfig(N=cfg.N, M=cfg.M, levels=len(cfg.lambdas), stride=cfg.stride, **hyper)
+    config = ModelConfig(
+        N=cfg.N, M=cfg.M, levels=len(cfg.lambdas), stride=cfg.stride, prior=cfg.prior, **hyper
+    )
     model = build(config)
     filled = init_network(model, cfg.init_from) if cfg.init_from else {n for n, _ in model.named_parameters()}
     opt = torch.optim.Adam(_param_groups(model, filled), lr=cfg.lr)

@@ -11,7 +11,7 @@ def _hyper(seed: int = 0) -> model.HyperCAE:
     net = model.build(model.ModelConfig(N=16, M=6, levels=2, hyper_N=5, hyper_M=3))
     for p in net.h_s.parameters():  # spread the weights so sums carry many significant bits
         p.data.uniform_(-1.5, 1.5)
-    net.round_hyper_synthesis()
+    net.round_exact_parts()
     return net
 
 
@@ -78,7 +78,7 @@ def test_rounded_h_s_sits_on_its_grid_and_stays_close():
     torch.manual_seed(0)
     net = model.build(model.ModelConfig(N=16, M=6, levels=2, hyper_N=5, hyper_M=3))
     before = [p.detach().clone() for p in net.h_s.parameters()]
-    net.round_hyper_synthesis()
+    net.round_exact_parts()
     unit = 2.0**net.config.fraction_bits
     for old, new in zip(before, net.h_s.parameters(), strict=True):
         assert torch.equal(new * unit, torch.round(new * unit))
@@ -114,8 +114,12 @@ def test_config_names_its_prior_and_older_configs_imply_it():
     assert ModelConfig(hyper_N=8, hyper_M=4).to_dict()["prior"] == "mean-scale"
     with pytest.raises(ValueError, match="needs hyper_N > 0"):
         ModelConfig(prior="mean-scale")
-    with pytest.raises(ValueError, match="prior must be one of"):
+    with pytest.raises(ValueError, match="needs hyper_N > 0"):
         ModelConfig(prior="checkerboard")
+    with pytest.raises(ValueError, match="needs hyper_N = 0"):
+        ModelConfig(prior="factorized", hyper_N=8)
+    with pytest.raises(ValueError, match="prior must be one of"):
+        ModelConfig(prior="autoregressive", hyper_N=8)
 
 
 def test_h_s_fan_in_is_bounded_for_exactness():
