@@ -285,7 +285,7 @@ class Checkerboard(MeanScaleHyperprior):
     name = "checkerboard"
 
     def passes(self, shape: tuple[int, int, int]) -> list[np.ndarray]:
-        anchor = anchors(*shape[1:]).expand(shape).reshape(-1).numpy()
+        anchor = anchors(*shape[1:])[0].expand(shape).reshape(-1).numpy()
         return [np.flatnonzero(anchor), np.flatnonzero(~anchor)]
 
     def pass_params(

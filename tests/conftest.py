@@ -106,3 +106,22 @@ def tiny_photo(tmp_path_factory) -> Path:
     images = np.stack([sample_image(128, 128, "RGB", seed=s) for s in range(4)])
     export(net, path, (0.01, 0.05), weights.FIRST_USER_ID + 8, "tiny-photo", 2, images)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkerboard(tmp_path_factory) -> Path:
+    """A small untrained checkerboard bundle whose context model is switched on (random g_ep output)."""
+    import torch
+
+    from cae_codec import model, weights
+    from cae_codec.export import export
+
+    torch.manual_seed(0)
+    config = model.ModelConfig(N=16, M=8, levels=2, hyper_N=8, hyper_M=4, prior="checkerboard")
+    net = model.build(config)
+    with torch.no_grad():
+        net.g_ep[-1].weight.normal_(0, 0.3)
+    path = tmp_path_factory.mktemp("weights") / "tiny-checkerboard.pt"
+    rows = np.random.default_rng(0).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+    export(net, path, (0.01, 0.05), weights.FIRST_USER_ID + 9, "tiny-checkerboard", 2, rows)
+    return path

@@ -128,10 +128,10 @@ def test_format_error_is_a_value_error():
 
 
 @pytest.mark.parametrize("coder", ["zstd", "range"])
-@pytest.mark.parametrize("kind", ["shipped", "hyper"])
+@pytest.mark.parametrize("kind", ["shipped", "hyper", "checkerboard"])
 @pytest.mark.parametrize("size", [(40, 36), (5, 3), (70, 33)])
-def test_integers_in_file_are_those_encoded(coder, kind, size, tiny_hyper):
-    path = tiny_hyper if kind == "hyper" else None
+def test_integers_in_file_are_those_encoded(coder, kind, size, tiny_hyper, tiny_checkerboard):
+    path = {"shipped": None, "hyper": tiny_hyper, "checkerboard": tiny_checkerboard}[kind]
     array = sample_image(*size, "RGB")
     # Without a path, the shipped model the codec picks for this size.
     w = weights.load(path) if path else weights.load(weights_id=weights.default_id(*size))
@@ -199,10 +199,10 @@ def test_unknown_coder_is_refused():
         cae_codec.compress(sample_image(8, 8, "RGB"), coder="huffman")
 
 
-@pytest.mark.parametrize("kind", ["shipped", "hyper"])
-def test_tiled_network_passes_match_whole_image_passes(kind, tiny_hyper):
+@pytest.mark.parametrize("kind", ["shipped", "hyper", "checkerboard"])
+def test_tiled_network_passes_match_whole_image_passes(kind, tiny_hyper, tiny_checkerboard):
     array = sample_image(203, 150, "RGB")
-    w = weights.load(tiny_hyper if kind == "hyper" else None)
+    w = weights.load({"shipped": None, "hyper": tiny_hyper, "checkerboard": tiny_checkerboard}[kind])
     quality = min(5, w.levels)
     x = codec.to_tensor(array, w.model.config.pad_multiple)
     whole = codec.encode_latent(w, x, quality, tile=10**6)
@@ -214,6 +214,10 @@ def test_tiled_network_passes_match_whole_image_passes(kind, tiny_hyper):
         features_whole = latent_codecs.hyper_features(w, whole.z, quality, tile=10**6)
         features_tiled = latent_codecs.hyper_features(w, whole.z, quality, tile=64)
         assert torch.equal(features_whole, features_tiled)
+        # So are the context model's passes: the same integers give the same means and tables.
+        same = w.latent.walk(w, features_whole, lambda part: whole.y.ravel()[part.positions], tile=64)
+        assert torch.equal(same.params[0], whole.params[0])
+        assert np.array_equal(same.params[1], whole.params[1])
     a = codec.to_pixels(codec.decode_latent(w, whole, quality, tile=10**6), 150, 203)
     b = codec.to_pixels(codec.decode_latent(w, whole, quality, tile=64), 150, 203)
     assert np.abs(a.astype(int) - b).max() <= 2
