@@ -382,11 +382,29 @@ class CheckerboardCAE(HyperCAE):
 
     @torch.no_grad()
     def exact_entropy_parameters(self, hyper: Tensor, y_hat: Tensor | None) -> Tensor:
-        """(mu, log sigma) stacked, float64 and exact: for the anchors with `y_hat` None, else for the
-        others from the anchors' y_hat (the other positions zero)."""
+        """(mu, log sigma) stacked, float64 and exact, where they are used: at the anchors for `y_hat`
+        None, else at the others from the anchors' y_hat. Zero elsewhere. `hyper` is (1,2M,h,w)."""
         bits = self.config.fraction_bits
-        ctx = torch.zeros_like(hyper) if y_hat is None else run_exact([self.g_cm], y_hat, bits)
-        return hyper + run_exact(self.g_ep, torch.cat([hyper, ctx], dim=1), bits)
+        anchor = anchors(*hyper.shape[2:])[0, 0]
+        where = anchor if y_hat is None else ~anchor
+        columns = hyper[0][:, where]
+        ctx = torch.zeros_like(columns) if y_hat is None else self._exact_context(y_hat, where)
+        # g_ep is pointwise, so it runs on the (4M, n) columns as on a 1-pixel-wide image.
+        params = run_exact(self.g_ep, torch.cat([columns, ctx])[None, :, :, None], bits)[0, :, :, 0]
+        out = torch.zeros_like(hyper[0])
+        out[:, where] = columns + params
+        return out[None]
+
+    def _exact_context(self, y_hat: Tensor, where: Tensor) -> Tensor:
+        """g_cm at the positions `where`, tap by tap: only its 12 unmasked taps, each an exact product."""
+        k = self.g_cm.kernel_size[0]
+        unit = 2.0**self.config.fraction_bits
+        padded = F.pad(y_hat[0].double().clamp(-_EXACT_LIMIT, _EXACT_LIMIT), (k // 2,) * 4)
+        h, w = y_hat.shape[2:]
+        ctx = self.g_cm.bias.double()[:, None].expand(-1, int(where.sum())).clone()
+        for dy, dx in zip(*torch.nonzero(self.g_cm.mask[0, 0], as_tuple=True), strict=True):
+            ctx += self.g_cm.weight[:, :, dy, dx].double() @ padded[:, dy : dy + h, dx : dx + w][:, where]
+        return torch.floor(ctx * unit).div(unit).clamp(-_EXACT_LIMIT, _EXACT_LIMIT)
 
     def forward(self, x: Tensor, level: Tensor, noise: bool = True) -> tuple[Tensor, Tensor]:
         """x_hat and the bits of each image's y and z, as in CAE.forward."""
