@@ -80,3 +80,17 @@ def test_a_context_model_off_its_grid_is_refused(tiny_checkerboard, tmp_path):
     torch.save(bundle, path)
     with pytest.raises(weights.WeightsError, match="not on its"):
         weights.load(path)
+
+
+def test_the_per_position_context_equals_the_whole_convolution(tiny_checkerboard):
+    net = weights.load(tiny_checkerboard).model
+    gen = torch.Generator().manual_seed(5)
+    hyper = torch.randint(-4000, 4000, (1, 16, 12, 10), generator=gen).double() / 1024
+    anchor = model.anchors(12, 10)
+    y_hat = torch.randint(-3000, 3000, (1, 8, 12, 10), generator=gen).double() / 256 * anchor
+    fast = net.exact_entropy_parameters(hyper, y_hat)
+    ctx = model.run_exact([net.g_cm], y_hat, net.config.fraction_bits)
+    slow = hyper + model.run_exact(net.g_ep, torch.cat([hyper, ctx], 1), net.config.fraction_bits)
+    others = ~anchor[0, 0]
+    assert torch.equal(fast[:, :, others], slow[:, :, others])
+    assert not fast[:, :, ~others].any()  # the anchors' come from the first pass
