@@ -229,7 +229,11 @@ def info(inputs, list_weights) -> None:
     if list_weights:
         for entry in weights_mod.REGISTRY.values():
             size = (weights_mod.shipped_dir() / entry.file).stat().st_size / 2**20
-            role = " (the default)" if entry.id == weights_mod.DEFAULT_ID else ""
+            limit = f"{weights_mod.PHOTO_MIN_PIXELS:,} pixels"
+            role = {
+                weights_mod.DEFAULT_ID: f" (default under {limit})",
+                weights_mod.PHOTO_ID: f" (default from {limit})",
+            }.get(entry.id, "")
             click.echo(f"id {entry.id}  {entry.name}{role}  {entry.file}, {size:.1f} MiB")
         return
     if not inputs:

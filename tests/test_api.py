@@ -73,7 +73,9 @@ def test_shipped_weights_by_name_and_listed(image, tmp_path):
     assert result.exit_code == 0
     for entry in weights.REGISTRY.values():
         assert entry.name in result.output and f"id {entry.id}" in result.output
-    assert "(the default)" in result.output
+    lines = {line.split("  ")[0]: line for line in result.output.splitlines()}
+    assert "(default under 2,304 pixels)" in lines[f"id {weights.DEFAULT_ID}"]
+    assert "(default from 2,304 pixels)" in lines[f"id {weights.PHOTO_ID}"]
     with pytest.raises(TypeError, match="weights must be a path or a shipped name"):
         cae_codec.compress(image, weights=3)
     png = tmp_path / "a.png"
