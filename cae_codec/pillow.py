@@ -1,0 +1,81 @@
+"""A Pillow plugin: after `import cae_codec.pillow`, Image.open reads .cae files and save writes them.
+
+im = Image.open("photo.cae")        # size and mode come from the header; nothing is decoded yet
+im.load()                           # decodes (with the shipped weights the file names)
+im.save("copy.cae", quality=4)      # also coder="zstd" | "range" | "auto", weights=...
+"""
+
+from __future__ import annotations
+
+import io
+from typing import IO
+
+from PIL import Image, ImageFile
+
+from .container import MAGIC, FormatError, unpack
+
+FORMAT = "CAE"
+EXTENSION = ".cae"
+MIME = "image/x-cae"
+
+
+def _accept(prefix: bytes) -> bool:
+    return len(prefix) >= 2 and prefix[0] == MAGIC >> 4 and prefix[1] >> 4 == MAGIC & 0xF
+
+
+class CaeImageFile(ImageFile.ImageFile):
+    """A .cae file: the header is read and checked on open, the image is decoded on load."""
+
+    format = FORMAT
+    format_description = "cae-codec learned image"
+
+    def _open(self) -> None:
+        data = self.fp.read()
+        try:
+            header = unpack(data).header
+        except FormatError as e:
+            raise SyntaxError(f"not a valid .cae file: {e}") from None
+        self._size = (header.width, header.height)
+        self._mode = header.mode
+        self.info["quality"] = header.quality
+        self.info["coder"] = header.coder
+        self.info["weights_id"] = header.weights_id
+        self._data: bytes | None = data
+        self.tile = []
+
+    def load(self):
+        if self._data is not None:
+            from .codec import decompress  # torch is imported only when a .cae image is decoded
+
+            try:
+                image = decompress(self._data)
+            except Exception as e:  # weights missing or damaged, a corrupt payload: Pillow's OSError
+                raise OSError(f"cannot decode .cae image: {e}") from None
+            self._data = None
+            if self._exclusive_fp:  # opened by name: the file is ours to close
+                self.fp.close()
+            self.fp = io.BytesIO(image.tobytes())
+            self.tile = [("raw", (0, 0, *self.size), 0, self.mode)]
+        return super().load()
+
+
+def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    from .codec import AUTO, compress
+
+    options = im.encoderinfo
+    try:
+        data = compress(
+            im,
+            quality=options.get("quality"),
+            weights=options.get("weights"),
+            coder=options.get("coder", AUTO),
+        )
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"cannot write .cae: {e}") from None
+    fp.write(data)
+
+
+Image.register_open(FORMAT, CaeImageFile, _accept)
+Image.register_save(FORMAT, _save)
+Image.register_extension(FORMAT, EXTENSION)
+Image.register_mime(FORMAT, MIME)

@@ -1,0 +1,54 @@
+"""The Pillow plugin, tested through Pillow's own API."""
+
+import io
+
+import numpy as np
+import pytest
+from conftest import sample_image
+from PIL import Image, UnidentifiedImageError
+
+import cae_codec
+import cae_codec.pillow  # noqa: F401  (registers the plugin)
+from cae_codec.container import CaeFile, Header, pack
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_save_and_open_round_trip_through_pillow(mode, tmp_path):
+    array = sample_image(37, 29, mode)
+    path = tmp_path / "a.cae"
+    Image.fromarray(array).save(path, quality=3, coder="range")
+    with Image.open(path) as im:
+        assert (im.format, im.size, im.mode) == ("CAE", (37, 29), mode)
+        assert im.info == {
+            "quality": 3,
+            "coder": "range",
+            "weights_id": cae_codec.read_header(path).weights_id,
+        }
+        assert im.get_format_mimetype() == "image/x-cae"
+        np.testing.assert_array_equal(np.asarray(im), np.asarray(cae_codec.decompress(path)))
+
+
+def test_open_reads_only_the_header(tmp_path):
+    """A file whose weights are not installed opens (size and mode known); only decoding fails."""
+    data = pack(CaeFile(Header("RGB", "zstd", 3, 999_999, 640, 480), b"\x00" * 8, None))
+    im = Image.open(io.BytesIO(data))
+    assert (im.size, im.mode) == ((640, 480), "RGB")
+    with pytest.raises(OSError, match="cannot decode .cae image: .*999999"):
+        im.load()
+
+
+def test_a_corrupt_or_foreign_file_is_pillows_usual_error(tmp_path):
+    data = cae_codec.compress(sample_image(20, 20, "RGB"))
+    for bad in (data[:-2], data[:3] + bytes([data[3] ^ 1]) + data[4:], b"GIF89a" + data):
+        with pytest.raises(UnidentifiedImageError):
+            Image.open(io.BytesIO(bad))
+
+
+def test_the_extension_picks_the_format_and_bad_options_are_refused(tmp_path):
+    image = Image.fromarray(sample_image(16, 16, "RGB"))
+    image.save(tmp_path / "b.cae")
+    assert cae_codec.read_header(tmp_path / "b.cae").coder in ("zstd", "range")
+    with pytest.raises(ValueError, match="cannot write .cae: quality"):
+        image.save(tmp_path / "c.cae", quality=99)
+    assert not (tmp_path / "c.cae").exists()  # Pillow removes what a failed save created
+    assert Image.registered_extensions()[".cae"] == "CAE"
