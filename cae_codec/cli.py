@@ -469,12 +469,20 @@ def train(**options) -> None:
     """Train a model on CIFAR-10's training batches (or on photos) and write a weight file.
 
     CIFAR-10's test batch is never read. Resume an interrupted run by giving the same --checkpoint.
+    Under torchrun (torchrun --nproc_per_node=N -m cae_codec.train ...), N processes share each
+    batch with DistributedDataParallel.
     """
     try:
         options["lambdas"] = tuple(float(v) for v in options["lambdas"].split(","))
     except ValueError:
         raise click.BadParameter("must be numbers separated by commas", param_hint="--lambdas") from None
     cfg = train_mod.TrainConfig(**options)
+    if train_mod.process_rank() != 0:  # under torchrun, rank 0 alone reports
+        try:
+            train_mod.train(cfg)
+        except USER_ERRORS as e:
+            raise click.ClickException(_describe(e)) from None
+        return
     bar = click.progressbar(
         length=cfg.steps,
         label="training",

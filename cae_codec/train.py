@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from . import weights as weights_mod
 from .datasets import VAL_CROP, PhotoCrops, load_cifar10
@@ -129,7 +132,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
 
 
-def rd_loss(model: CAE | HyperCAE, x: torch.Tensor, level: torch.Tensor, lambdas: torch.Tensor):
+def rd_loss(model: torch.nn.Module, x: torch.Tensor, level: torch.Tensor, lambdas: torch.Tensor):
     """Per-batch lambda * 255^2 * MSE + bpp, with each image weighted by its level's lambda."""
     x_hat, bits = model(x, level)
     mse = (x_hat - x).square().mean(dim=(1, 2, 3))
@@ -247,8 +250,36 @@ def _write_log(path: Path | None, step: int, split: str, metrics: dict[str, floa
             writer.writerow([step, split, key, f"{value:.6g}", f"{time.time():.0f}"])
 
 
+def process_rank() -> int:
+    """This process's rank under torchrun (its RANK variable), else 0."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def _start_processes() -> tuple[int, int]:
+    """(rank, world size): under torchrun, joins its process group (gloo on CPU, NCCL on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return process_rank(), world
+
+
 def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = None) -> str:
-    """Train (resuming from cfg.checkpoint if it exists) and export the bundle; returns its sha256."""
+    """Train (resuming from cfg.checkpoint if it exists) and export the bundle; returns its sha256.
+
+    Under torchrun, each of the N processes trains on its 1/N of every batch with
+    DistributedDataParallel; only rank 0 validates, checkpoints, logs and exports (others return "").
+    """
+    rank, world = _start_processes()
+    try:
+        return _train(cfg, rank, world, on_progress if rank == 0 else None)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progress], None] | None) -> str:
+    if cfg.batch_size % world:
+        raise ValueError(f"batch size {cfg.batch_size} does not split evenly over {world} processes")
     levels = len(cfg.lambdas)
     default_quality = cfg.default_quality or max(1, round(0.75 * levels))
     if not 1 <= default_quality <= levels:
@@ -273,6 +304,9 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
     model.train()
+    # Levels absent from a batch leave their densities unused, hence find_unused_parameters.
+    net = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    mine = slice(rank, None, world)  # every process draws the same batch and keeps its rows
     running = 0.0
     saved_at = time.monotonic()
     while step < cfg.steps:
@@ -280,7 +314,7 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
             group["lr"] = _lr_at(step, cfg) * group["scale"]
         batch = source.batch(rng, cfg.batch_size)
         level = torch.from_numpy(rng.integers(0, config.levels, cfg.batch_size))
-        loss, mse, bpp = rd_loss(model, to_tensor(batch), level, lambdas)
+        loss, mse, bpp = rd_loss(net, to_tensor(batch[mine]), level[mine], lambdas)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -288,19 +322,30 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
         step += 1
         running = loss.item() if step == 1 else 0.98 * running + 0.02 * loss.item()
         metrics = None
-        evaluate_now = step % cfg.eval_every == 0 or step == cfg.steps
+        evaluate_now = rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps)
         if evaluate_now:
             metrics = evaluate(model, source.validation, cfg.lambdas)
             _write_log(cfg.log_csv, step, "train", {"loss": running})
             _write_log(cfg.log_csv, step, "val", metrics)
-        if cfg.checkpoint and (evaluate_now or time.monotonic() - saved_at > 60 * cfg.checkpoint_minutes):
+        due = evaluate_now or time.monotonic() - saved_at > 60 * cfg.checkpoint_minutes
+        if cfg.checkpoint and rank == 0 and due:
             _save_checkpoint(cfg.checkpoint, model, opt, step, rng, cfg)
             saved_at = time.monotonic()
         if on_progress:
             on_progress(Progress(step, cfg.steps, running, metrics))
+    if rank != 0:
+        return ""
     if on_progress:
         on_progress(Progress(step, cfg.steps, running, exporting=True))
     wid = cfg.weights_id if cfg.weights_id is not None else weights_mod.new_user_id()
     name = cfg.name or cfg.out.stem
     dictionary_images = source.dictionary_images(cfg.seed)
     return export(model, cfg.out, cfg.lambdas, wid, name, default_quality, dictionary_images)
+
+
+if (
+    __name__ == "__main__"
+):  # torchrun --nproc_per_node=N -m cae_codec.train --out ... (cae-codec train's options)
+    from .cli import train as command
+
+    command()

@@ -97,3 +97,36 @@ def test_batches_mix_exact_and_other_rows_by_share():
     exact, other = np.zeros((5, 1, 1, 1)), np.ones((7, 1, 1, 1))
     share = [1 - sample_batch(rng, (exact, other), s, 4000).mean() for s in (0.0, 0.3, 1.0)]
     assert share[0] == 0 and abs(share[1] - 0.3) < 0.03 and share[2] == 1
+
+
+def test_torchrun_with_two_processes_matches_one_process(tiny_cifar, tmp_path):
+    """Each process trains on its half of the same global batch, and DDP averages the gradients, so
+    two processes land where one does with that batch (up to the rate's noise draws)."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    archive, batches = tiny_cifar
+    common = [*TINY, "--lambdas", "0.01,0.05", "--steps", "3", "--eval-every", "3"]
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    two = tmp_path / "two.pt"
+    args = ["-m", "cae_codec.train", "--data-dir", str(archive), "--out", str(two), *common, "--seed", "1"]
+    done = subprocess.run(
+        run + args, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("wrote ") == 1  # rank 0 alone exports and reports
+    train(archive, tmp_path / "one.pt", *common[len(TINY) :], "--seed", "1")
+    train(archive, tmp_path / "other.pt", *common[len(TINY) :], "--seed", "2")
+    states = [
+        torch.load(tmp_path / f"{n}.pt", weights_only=True)["state_dict"] for n in ("one", "two", "other")
+    ]
+
+    def distance(a, b) -> float:
+        return sum(float((a[k] - b[k]).abs().sum()) for k in a if k.startswith(("g_a", "g_s")))
+
+    assert distance(states[0], states[1]) < 0.01 * distance(states[0], states[2])
+    image = cae_codec.decompress(cae_codec.compress(batches["test_batch"][0], weights=two), weights=two)
+    assert image.size == (32, 32)
