@@ -9,46 +9,18 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, features
+from PIL import Image, ImageDraw, ImageFont
 
 from . import codec, metrics, published
 from . import weights as weights_mod
 from .codec import AUTO
 from .container import header_size, unpack
+from .peers import CLASSICS, Classic, available  # noqa: F401  (re-exported: the benchmark's API)
 
-
-@dataclass(frozen=True)
-class Classic:
-    """A Pillow codec: its format name, the qualities swept, and fixed save options."""
-
-    fmt: str
-    qualities: tuple[int, ...]
-    options: dict = field(default_factory=dict)
-    feature: str | None = None  # Pillow feature that must be present
-    quality_key: str = "quality"
-    color_options: dict = field(default_factory=dict)  # options for 3-channel images only
-
-
-CLASSICS = {
-    "jpeg": Classic("JPEG", tuple(range(5, 100, 5)), feature="jpg"),
-    "webp": Classic("WEBP", tuple(range(0, 100, 5)), {"method": 6}, feature="webp"),
-    "avif": Classic("AVIF", tuple(range(0, 100, 5)), feature="avif"),
-    # JPEG 2000's "quality" is the target PSNR of its single layer, in dB. Lossy JPEG 2000 uses the
-    # 9/7 wavelet (irreversible) and a colour transform (mct); Pillow's defaults, the lossless
-    # 5/3 wavelet on raw RGB, take about twice the bits.
-    "jpeg2000": Classic(
-        "JPEG2000",
-        tuple(range(20, 52, 2)),
-        {"quality_mode": "dB", "irreversible": True},
-        "jpg_2000",
-        "quality_layers",
-        {"mct": 1},
-    ),
-}
 JPEG_PAYLOAD = "jpeg-payload"
 
 
@@ -88,11 +60,6 @@ def published_points() -> list[Point]:
         for name, (bpps, psnrs) in published.KODAK.items()
         for q, (bpp, psnr) in enumerate(zip(bpps, psnrs, strict=True), start=1)
     ]
-
-
-def available(name: str) -> bool:
-    spec = CLASSICS[name]
-    return spec.feature is None or bool(features.check(spec.feature))
 
 
 def jpeg_payload_size(data: bytes) -> int:

@@ -1,4 +1,8 @@
-"""The command line: parses options, calls the library, reports results. No codec logic here."""
+"""The command line: parses options, calls the library, reports results. No codec logic here.
+
+Modules that load torch (codec, weights, benchmark, train) are imported inside the commands that
+need them, so `cae-codec --help` and usage errors come back fast.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
-import numpy as np
-from PIL import Image
 
-from . import benchmark, codec, datasets, metrics, published
-from . import train as train_mod
-from . import weights as weights_mod
+from . import config
+from .config import DATA_DIR_ENV, PRIORS
 from .container import FormatError
-from .datasets import DATA_DIR_ENV, DataError
 from .files import (
     COMPRESSED_SUFFIX,
     DECODED_SUFFIX,
@@ -28,16 +28,18 @@ from .files import (
     plan_outputs,
     write_atomic,
 )
-from .model import PRIORS
+from .peers import CLASSICS
 
-USER_ERRORS = (
-    OSError,
-    ValueError,
-    FormatError,
-    weights_mod.WeightsError,
-    DataError,
-    Image.DecompressionBombError,
-)
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions a user can cause: each ends in one line on stderr and a non-zero exit."""
+    from PIL import Image
+
+    from .datasets import DataError
+    from .weights import WeightsError
+
+    return (OSError, ValueError, FormatError, WeightsError, DataError, Image.DecompressionBombError)
+
 
 WEIGHTS_OPTION = click.option(
     "--weights",
@@ -46,7 +48,7 @@ WEIGHTS_OPTION = click.option(
 )
 MAX_PIXELS_OPTION = click.option(
     "--max-pixels",
-    default=codec.DEFAULT_MAX_PIXELS,
+    default=config.DEFAULT_MAX_PIXELS,
     show_default=True,
     type=click.IntRange(1),
     help="Refuse images with more pixels than this.",
@@ -88,7 +90,7 @@ def _run_batch(
     for source, target in zip(inputs, plan.targets, strict=True):
         try:
             click.echo(work(source, target, plan.named))
-        except (*USER_ERRORS, OutputExistsError) as e:
+        except (*_user_errors(), OutputExistsError) as e:
             failed += 1
             if isinstance(e, OSError) and e.filename and Path(e.filename) != source:
                 click.echo(f"cae-codec: {source}: cannot write {e.filename}: {_describe(e)}", err=True)
@@ -136,8 +138,8 @@ def main(threads: int | None) -> None:
 @MAX_PIXELS_OPTION
 @click.option(
     "--coder",
-    type=click.Choice(codec.CODER_CHOICES),
-    default=codec.AUTO,
+    type=click.Choice(config.CODER_CHOICES),
+    default=config.AUTO,
     show_default=True,
     help="Entropy coder: auto codes the latent with both and keeps the smaller file; zstd or range "
     "(the learned range coder) force one. The picture is the same either way.",
@@ -155,6 +157,9 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -
     their low 8 bits. EXIF orientation is applied; of an animation, only the first
     frame is kept.
     """
+    from . import codec, metrics
+    from . import weights as weights_mod
+
     try:
         if weights is not None:
             weights_mod.load(weights)  # a bad --weights fails once, before any file is read
@@ -200,6 +205,7 @@ def decompress(inputs, output, weights, force, max_pixels) -> None:
     -o suffixes: .png .tif .tiff .bmp .webp (lossless), .jpg .jpeg (compressed
     again, quality 95, with a warning). Others are refused.
     """
+    from . import codec
 
     def work(source: Path, target: Path, named: bool) -> str:
         fmt = output_format(target)
@@ -226,6 +232,9 @@ def decompress(inputs, output, weights, force, max_pixels) -> None:
 @click.option("--weights", "list_weights", is_flag=True, help="List the shipped weights instead.")
 def info(inputs, list_weights) -> None:
     """Show the header of .cae files without decoding them, or list the shipped weights."""
+    from . import codec, metrics
+    from . import weights as weights_mod
+
     if list_weights:
         for entry in weights_mod.REGISTRY.values():
             size = (weights_mod.shipped_dir() / entry.file).stat().st_size / 2**20
@@ -263,7 +272,10 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
         raise click.BadParameter("must be integers separated by commas", param_hint=option) from None
 
 
-def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list[np.ndarray]:
+def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list:
+    """The images a bench data set names, uint8 HxWx3 arrays."""
+    from . import datasets
+
     if dataset == "cifar10":
         return list(datasets.load_cifar10("test", data_dir)[:limit])
     if dataset == "kodak":
@@ -284,7 +296,7 @@ def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list
 @click.option("-q", "--quality", "qualities", help="cae-codec levels to measure, e.g. 1,3,5 (default: all).")
 @click.option(
     "--codecs",
-    default=",".join(benchmark.CLASSICS),
+    default=",".join(CLASSICS),
     show_default=True,
     help="Classical codecs to compare with (those Pillow lacks are skipped).",
 )
@@ -305,11 +317,14 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     of images (write ./cifar10 for a folder of that name). bpp counts whole files; jpeg-payload counts JPEG's
     scan data alone. PSNR, MSE and SSIM are on 8-bit RGB; SSIM is the mean over R, G and B.
     """
+    from . import benchmark, published
+    from . import weights as weights_mod
+
     names = [n.strip() for n in codecs.split(",") if n.strip()]
-    unknown = [n for n in names if n not in benchmark.CLASSICS]
+    unknown = [n for n in names if n not in CLASSICS]
     if unknown:
         raise click.BadParameter(
-            f"unknown {', '.join(unknown)}; choose from {', '.join(benchmark.CLASSICS)}",
+            f"unknown {', '.join(unknown)}; choose from {', '.join(CLASSICS)}",
             param_hint="--codecs",
         )
     out = out or Path(f"bench-{Path(dataset).name or 'images'}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -325,13 +340,13 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
         images = _bench_images(dataset, data_dir, limit)  # after every check: loading takes a while
         if weights is None:  # the shipped model the codec would choose for this data's image size
             w = weights_mod.load(weights_id=weights_mod.default_id(images[0].shape[1], images[0].shape[0]))
-    except USER_ERRORS as e:
+    except _user_errors() as e:
         raise click.ClickException(_describe(e)) from None
     click.echo(f"cae-codec weights: {w.name} (id {w.id})", err=True)
     for skipped in [n for n in names if not benchmark.available(n)]:
         click.echo(f"note: {skipped} skipped: this Pillow cannot write it", err=True)
     names = [n for n in names if benchmark.available(n)]
-    total = len(images) * (len(levels) + sum(len(benchmark.CLASSICS[n].qualities) for n in names))
+    total = len(images) * (len(levels) + sum(len(CLASSICS[n].qualities) for n in names))
     with click.progressbar(length=total, label="measuring", file=sys.stderr) as bar:
         try:
             points = benchmark.measure_cae(images, levels, str(w.path), tick=lambda: bar.update(1))
@@ -356,7 +371,7 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     )
 
 
-TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(train_mod.TrainConfig)}
+TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(config.TrainConfig)}
 
 
 def _train_option(*names: str, key: str, **kwargs):
@@ -390,7 +405,7 @@ def _train_option(*names: str, key: str, **kwargs):
 @_train_option("--seed", key="seed")
 @click.option(
     "--lambdas",
-    default=",".join(map(str, train_mod.DEFAULT_LAMBDAS)),
+    default=",".join(map(str, config.DEFAULT_LAMBDAS)),
     show_default=True,
     help="One lambda per quality level, low to high (loss = lambda*255^2*MSE + bpp).",
 )
@@ -472,15 +487,17 @@ def train(**options) -> None:
     Under torchrun (torchrun --nproc_per_node=N -m cae_codec.train ...), N processes share each
     batch with DistributedDataParallel.
     """
+    from . import train as train_mod
+
     try:
         options["lambdas"] = tuple(float(v) for v in options["lambdas"].split(","))
     except ValueError:
         raise click.BadParameter("must be numbers separated by commas", param_hint="--lambdas") from None
-    cfg = train_mod.TrainConfig(**options)
+    cfg = config.TrainConfig(**options)
     if train_mod.process_rank() != 0:  # under torchrun, rank 0 alone reports
         try:
             train_mod.train(cfg)
-        except USER_ERRORS as e:
+        except _user_errors() as e:
             raise click.ClickException(_describe(e)) from None
         return
     bar = click.progressbar(
@@ -502,6 +519,6 @@ def train(**options) -> None:
 
         try:
             sha = train_mod.train(cfg, on_progress)
-        except USER_ERRORS as e:
+        except _user_errors() as e:
             raise click.ClickException(_describe(e)) from None
     click.echo(f"wrote {cfg.out} (sha256 {sha})")

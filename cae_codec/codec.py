@@ -18,13 +18,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import packing
 from . import weights as weights_mod
+from .config import AUTO, CODER_CHOICES, DEFAULT_MAX_PIXELS
 from .container import CODERS, CaeFile, FormatError, Header, pack, unpack
 from .latent_codecs import Symbols
 from .tiling import run_tiled, tiling
 
-AUTO = "auto"  # not a coder: compress tries each coder and keeps the smaller file
-CODER_CHOICES = (AUTO, *CODERS)
-DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
 WeightsArg = str | os.PathLike | None
 
 # How Pillow modes reach the network: everything becomes L, RGB or RGBA first.

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import PRIORS, STRIDES
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -48,7 +50,6 @@ class ModelConfig:
         return self.stride * (HYPER_STRIDE if self.hyper_N else 1)
 
 
-PRIORS = ("factorized", "mean-scale", "checkerboard")
 HYPER_STRIDE = 4  # h_a halves the latent's side twice
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64  # the scale table of the Gaussian conditional
 _EXACT_LIMIT = float(1 << 15)  # |activation| bound that keeps every sum in h_s exact in float64
@@ -139,7 +140,6 @@ def _deconv(cin: int, cout: int, k: int, stride: int = 2) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
 
 
-STRIDES = (4, 16)  # supported total downsamplings of g_a
 # How the codec tiles large images for each stride: (tile side in px, halo around an analysis tile in
 # px, halo around a synthesis tile in latent px). Each halo exceeds its transform's receptive field
 # (g_a: 10 px at stride 4, 61 px at stride 16; g_s: 3 and 2 latent px) and is a multiple of the stride,

@@ -16,46 +16,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from . import weights as weights_mod
+from .config import DEFAULT_LAMBDAS, TrainConfig  # noqa: F401  (DEFAULT_LAMBDAS: part of train's API)
 from .datasets import VAL_CROP, PhotoCrops, load_cifar10
 from .export import export
 from .model import CAE, HyperCAE, ModelConfig, build
 
-# Lambdas of CompressAI's factorized-prior ladder: loss = lambda * 255^2 * MSE + bpp.
-DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 FRESH_LR_SCALE = 5  # parts that --init-from did not fill learn this much faster, to catch up
 DICTIONARY_ROWS = 3000  # training rows whose latents train each level's zstd dictionary
 DICTIONARY_CROPS = 96  # or, for photos, training crops (VAL_CROP pixels a side)
 VAL_BATCH = 4  # validation rows come from the start of data_batch_5 (training rows 40000..)
-
-
-@dataclass
-class TrainConfig:
-    out: Path
-    data_dir: str | None = None
-    steps: int = 20000
-    batch_size: int = 64
-    lr: float = 3e-4
-    seed: int = 0
-    val_rows: int = 256
-    eval_every: int = 500
-    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
-    N: int = 128
-    M: int = 64
-    hyper_N: int = 0  # 0: factorized prior; else the hidden channels of the hyperprior's h_a and h_s
-    hyper_M: int = 32  # channels of the hyper-latent z (with hyper_N)
-    prior: str = ""  # model.PRIORS; "" follows hyper_N (factorized, or mean-scale)
-    stride: int = 4  # total downsampling of g_a: 4 for the CIFAR models, 16 for photo models
-    photos: Path | None = None  # train on random crops of the photos in this folder, not on CIFAR-10
-    crop: int = 128  # side of the photo crops (a multiple of 64)
-    checkpoint_minutes: float = 5.0  # also checkpoint after this much wall time, so a kill loses little
-    checkpoint: Path | None = None
-    log_csv: Path | None = None
-    init_from: Path | None = None  # start from this checkpoint's or bundle's network (the parts that fit)
-    first_rows: int | None = None  # the first N rows of each 10,000-row training batch (the exact ones)
-    first_rows_share: float = 1.0  # fraction of each batch drawn from those rows; the rest from all rows
-    weights_id: int | None = None
-    name: str | None = None
-    default_quality: int | None = None  # default: three quarters of the way up the levels
 
 
 @dataclass

@@ -259,3 +259,18 @@ def test_pillow_bomb_warning_is_replaced_by_our_own_limit(runner, tmp_path, monk
     assert result.exit_code == 0, result.output
     result = runner.invoke(main, ["compress", str(path), "-f", "--max-pixels", "4000"])
     assert result.exit_code == 1 and "over the limit of 4000 pixels" in result.stderr
+
+
+def test_help_and_usage_errors_do_not_load_torch():
+    """Only commands that run the network import torch, so --help comes back in a fraction of a second."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from click.testing import CliRunner; from cae_codec.cli import main; "
+        "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output; "
+        "r = CliRunner().invoke(main, ['compress']); assert r.exit_code == 2, r.output; "
+        "print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,51 @@
+"""The settings a user chooses, importable without torch so the command line starts fast: the
+training configuration, the kinds of network, the coders and the codec's limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .container import CODERS
+
+DATA_DIR_ENV = "CAE_CODEC_DATA_DIR"  # where CIFAR-10 is found when --data-dir is not given
+
+PRIORS = ("factorized", "mean-scale", "checkerboard")  # entropy models (ModelConfig.prior)
+STRIDES = (4, 16)  # supported total downsamplings of g_a
+
+AUTO = "auto"  # not a coder: compress tries each coder and keeps the smaller file
+CODER_CHOICES = (AUTO, *CODERS)
+DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
+
+# Lambdas of CompressAI's factorized-prior ladder: loss = lambda * 255^2 * MSE + bpp.
+DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+
+
+@dataclass
+class TrainConfig:
+    out: Path
+    data_dir: str | None = None
+    steps: int = 20000
+    batch_size: int = 64
+    lr: float = 3e-4
+    seed: int = 0
+    val_rows: int = 256
+    eval_every: int = 500
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    N: int = 128
+    M: int = 64
+    hyper_N: int = 0  # 0: factorized prior; else the hidden channels of the hyperprior's h_a and h_s
+    hyper_M: int = 32  # channels of the hyper-latent z (with hyper_N)
+    prior: str = ""  # model.PRIORS; "" follows hyper_N (factorized, or mean-scale)
+    stride: int = 4  # total downsampling of g_a: 4 for the CIFAR models, 16 for photo models
+    photos: Path | None = None  # train on random crops of the photos in this folder, not on CIFAR-10
+    crop: int = 128  # side of the photo crops (a multiple of 64)
+    checkpoint_minutes: float = 5.0  # also checkpoint after this much wall time, so a kill loses little
+    checkpoint: Path | None = None
+    log_csv: Path | None = None
+    init_from: Path | None = None  # start from this checkpoint's or bundle's network (the parts that fit)
+    first_rows: int | None = None  # the first N rows of each 10,000-row training batch (the exact ones)
+    first_rows_share: float = 1.0  # fraction of each batch drawn from those rows; the rest from all rows
+    weights_id: int | None = None
+    name: str | None = None
+    default_quality: int | None = None  # default: three quarters of the way up the levels
