@@ -230,11 +230,23 @@ def decompress(inputs, output, weights, force, max_pixels) -> None:
 @main.command()
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--weights", "list_weights", is_flag=True, help="List the shipped weights instead.")
-def info(inputs, list_weights) -> None:
-    """Show the header of .cae files without decoding them, or list the shipped weights."""
+@click.option(
+    "--model",
+    is_flag=False,
+    flag_value="shipped",
+    help="Print the network layer by layer (output shape, parameters): of every shipped model, or "
+    "of the weight file or shipped name given.",
+)
+@click.option("--size", default="32x32", show_default=True, help="With --model: the input, HxW.")
+def info(inputs, list_weights, model, size) -> None:
+    """Show the header of .cae files without decoding them, list the shipped weights, or print a
+    model's layers."""
     from . import codec, metrics
     from . import weights as weights_mod
 
+    if model is not None:
+        _print_models(model, size)
+        return
     if list_weights:
         for entry in weights_mod.REGISTRY.values():
             size = (weights_mod.shipped_dir() / entry.file).stat().st_size / 2**20
@@ -263,6 +275,47 @@ def info(inputs, list_weights) -> None:
         )
     if failed:
         raise SystemExit(1)
+
+
+def _print_models(choice: str, size: str) -> None:
+    """The layers of the shipped models (choice "shipped") or of one weight file or shipped name."""
+    from . import model as model_mod
+    from . import weights as weights_mod
+
+    try:
+        height, width = (int(v) for v in size.lower().split("x"))
+        if height < 1 or width < 1:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter("must be HEIGHTxWIDTH, e.g. 32x32", param_hint="--size") from None
+    try:
+        chosen = (
+            [weights_mod.load(weights_id=i) for i in weights_mod.REGISTRY]
+            if choice == "shipped"
+            else [weights_mod.load(choice)]
+        )
+    except weights_mod.WeightsError as e:
+        raise click.ClickException(str(e)) from None
+    for w in chosen:
+        cfg = w.model.config
+        m = cfg.pad_multiple
+        h, wd = -(-height // m) * m, -(-width // m) * m
+        padded = f" ({height}x{width} padded to a multiple of {m})" if (h, wd) != (height, width) else ""
+        click.echo(
+            f"{w.name} (id {w.id}): stride {cfg.stride}, {cfg.prior} prior, {cfg.levels} quality levels"
+        )
+        click.echo(f"  {'input':<8} {'image':<15} {f'3x{h}x{wd}':>12}{padded}")
+        for name, kind, shape, params in model_mod.summary(w.model, h, wd):
+            click.echo(f"  {name:<8} {kind:<15} {'x'.join(map(str, shape)):>12} {params:>11,}")
+            last = {
+                f"g_a.{len(w.model.g_a) - 1}": "latent y",
+                f"h_a.{len(getattr(w.model, 'h_a', ())) - 1}": "hyper-latent z",
+            }
+            if name in last:
+                values = shape[0] * shape[1] * shape[2]
+                click.echo(f"  {last[name]:<24} {values:>12,} values, {values / (h * wd):.3f} per pixel")
+        total = sum(p.numel() for p in w.model.parameters())
+        click.echo(f"  {'total':<37} {total:>11,} parameters (with gains and densities)\n")
 
 
 def _int_list(value: str | None, option: str) -> list[int] | None:

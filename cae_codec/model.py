@@ -454,3 +454,39 @@ def build(config: ModelConfig) -> CAE | HyperCAE:
 def scale_table() -> np.ndarray:
     """The Gaussian conditional's scales, log-spaced (as in CompressAI), float64."""
     return np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
+
+
+def _kind(layer: nn.Module) -> str:
+    """A layer as the papers draw it: conv 5x5/2, deconv 5x5 x2, GDN, IGDN, ReLU."""
+    if isinstance(layer, nn.ConvTranspose2d):
+        return f"deconv {layer.kernel_size[0]}x{layer.kernel_size[1]} x{layer.stride[0]}"
+    if isinstance(layer, nn.Conv2d):
+        stride = f"/{layer.stride[0]}" if layer.stride[0] > 1 else ""
+        masked = "masked " if isinstance(layer, CheckerboardConv) else ""
+        return f"{masked}conv {layer.kernel_size[0]}x{layer.kernel_size[1]}{stride}"
+    if isinstance(layer, GDN):
+        return "IGDN" if layer.inverse else "GDN"
+    return type(layer).__name__
+
+
+@torch.no_grad()
+def summary(model: CAE | HyperCAE, height: int, width: int) -> list[tuple[str, str, tuple[int, ...], int]]:
+    """(name, kind, output shape C x H x W, parameters) of every layer, in data-flow order, for an
+    HxW image (sides a multiple of config.pad_multiple)."""
+    rows: list[tuple[str, str, tuple[int, ...], int]] = []
+
+    def run(name: str, layers, x: Tensor) -> Tensor:
+        for i, layer in enumerate(layers):
+            x = layer(x)
+            rows.append(
+                (f"{name}.{i}", _kind(layer), tuple(x.shape[1:]), sum(p.numel() for p in layer.parameters()))
+            )
+        return x
+
+    y = run("g_a", model.g_a, torch.zeros(1, 3, height, width))
+    if isinstance(model, HyperCAE):
+        hyper = run("h_s", model.h_s, run("h_a", model.h_a, y))
+        if isinstance(model, CheckerboardCAE):
+            run("g_ep", model.g_ep, torch.cat([hyper, run("g_cm", [model.g_cm], y)], dim=1))
+    run("g_s", model.g_s, y)
+    return rows

@@ -274,3 +274,26 @@ def test_help_and_usage_errors_do_not_load_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_info_model_prints_every_layer_with_shapes_and_totals():
+    from cae_codec import model, weights
+
+    result = CliRunner().invoke(main, ["info", "--model", "cae-msh8-v3", "--size", "40x24"])
+    assert result.exit_code == 0, result.output
+    w = weights.load("cae-msh8-v3")
+    rows = model.summary(w.model, 48, 32)
+    assert "3x48x32 (40x24 padded to a multiple of 16)" in result.output
+    assert "latent y                        6,144 values, 4.000 per pixel" in result.output
+    assert "hyper-latent z                    192 values, 0.125 per pixel" in result.output
+    assert f"{sum(p.numel() for p in w.model.parameters()):,} parameters" in result.output
+    for name, kind, shape, params in rows:
+        assert f"{name:<8} {kind:<15} {'x'.join(map(str, shape)):>12} {params:>11,}" in result.output
+    assert rows[-1][2] == (3, 48, 32) and rows[4][2] == (64, 12, 8)
+    assert sum(r[3] for r in rows) + w.model.log_gain.numel() * 2 + sum(
+        p.numel() for p in w.model.z_densities.parameters()
+    ) == sum(p.numel() for p in w.model.parameters())
+    every = CliRunner().invoke(main, ["info", "--model"])
+    assert all(f"(id {i})" in every.output for i in weights.REGISTRY)
+    bad = CliRunner().invoke(main, ["info", "--model", "--size", "12"])
+    assert bad.exit_code == 2 and "HEIGHTxWIDTH" in bad.output
