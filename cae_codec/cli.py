@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import sys
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -22,6 +24,7 @@ from .container import FormatError
 from .files import (
     COMPRESSED_SUFFIX,
     DECODED_SUFFIX,
+    STDIO,
     OutputExistsError,
     check_free,
     output_format,
@@ -66,8 +69,10 @@ OUTPUT_OPTION = click.option(
     # A string, not a Path: a trailing slash says "folder" and Path would drop it.
     type=click.Path(),
     help="Output file (one input), or folder: one that exists or a name ending in / (created if its "
-    "parent exists).",
+    "parent exists); - writes to standard output.",
 )
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Report each file as one JSON object.")
+QUIET_OPTION = click.option("--quiet", is_flag=True, help="Report nothing but errors.")
 
 
 def _describe(e: Exception) -> str:
@@ -76,26 +81,74 @@ def _describe(e: Exception) -> str:
     return str(e) or type(e).__name__
 
 
+@dataclass
+class Report:
+    """How each file is reported: a line (default), a JSON object (--json) or nothing (--quiet)."""
+
+    json: bool = False
+    quiet: bool = False
+    to_stderr: bool = False  # standard output carries the image
+
+    def done(self, record: dict, line: str) -> None:
+        if self.json:
+            click.echo(json.dumps(record))
+        elif not self.quiet:
+            click.echo(line, err=self.to_stderr)
+
+    def failed(self, source: Path, message: str) -> None:
+        click.echo(f"cae-codec: {_name(source)}: {message}", err=True)
+        if self.json:
+            click.echo(json.dumps({"input": _name(source), "error": message}))
+
+
+def _name(path: Path) -> str:
+    return {STDIO: "<stdin>"}.get(path, str(path))
+
+
+def _read(source: Path) -> bytes:
+    """An input's bytes: a file, or standard input for -."""
+    data = sys.stdin.buffer.read() if source == STDIO else source.read_bytes()
+    if not data:
+        raise ValueError("empty input")
+    return data
+
+
+def _write(target: Path, data: bytes, source: Path, force: bool, named: bool) -> None:
+    """An output: standard output for -o -, else a file written atomically (files.write_atomic)."""
+    if target == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomic(target, data, source, force, named)
+
+
 def _run_batch(
-    inputs: tuple[Path, ...], suffix: str, output: str | None, work: Callable[[Path, Path, bool], str]
+    inputs: tuple[Path, ...],
+    suffix: str,
+    output: str | None,
+    work: Callable[[Path, Path, bool], tuple[dict, str]],
+    report: Report,
 ) -> None:
     """Apply `work(source, target, named)` to each input; one failure does not stop the others."""
     try:
         plan = plan_outputs(list(inputs), suffix, output)
+        if plan.targets == [STDIO] and report.json:
+            raise ValueError("--json writes to standard output, which -o - already uses")
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    report.to_stderr = plan.targets == [STDIO]
     if plan.folder is not None:
         plan.folder.mkdir(exist_ok=True)
     failed = 0
     for source, target in zip(inputs, plan.targets, strict=True):
         try:
-            click.echo(work(source, target, plan.named))
+            report.done(*work(source, target, plan.named))
         except (*_user_errors(), OutputExistsError) as e:
             failed += 1
             if isinstance(e, OSError) and e.filename and Path(e.filename) != source:
-                click.echo(f"cae-codec: {source}: cannot write {e.filename}: {_describe(e)}", err=True)
+                report.failed(source, f"cannot write {e.filename}: {_describe(e)}")
             else:
-                click.echo(f"cae-codec: {source}: {_describe(e)}", err=True)
+                report.failed(source, _describe(e))
     if failed:
         if len(inputs) > 1:
             click.echo(f"cae-codec: {failed} of {len(inputs)} files failed", err=True)
@@ -145,10 +198,13 @@ def main(threads: int | None) -> None:
     "(the learned range coder) force one. The picture is the same either way.",
 )
 @click.option("--psnr", is_flag=True, help="Also decode the result and print its PSNR against the input.")
-def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -> None:
+@JSON_OPTION
+@QUIET_OPTION
+def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr, as_json, quiet) -> None:
     """Compress images (PNG, JPEG, BMP, TIFF, WebP, ...) to .cae files.
 
-    Each INPUT is written beside itself with the suffix .cae unless -o says otherwise.
+    Each INPUT is written beside itself with the suffix .cae unless -o says otherwise. An INPUT of -
+    reads standard input, and -o - writes standard output.
 
     \b
     Modes: RGB and L (grayscale) are kept; RGBA keeps its alpha plane losslessly.
@@ -166,27 +222,40 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -
     except weights_mod.WeightsError as e:
         raise click.ClickException(str(e)) from None
 
-    def work(source: Path, target: Path, named: bool) -> str:
+    def work(source: Path, target: Path, named: bool) -> tuple[dict, str]:
+        if target != STDIO:
+            check_free(target, source, force, named)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", codec.InputWarning)
-            image = codec.read_image(source, max_pixels)
+            image = codec.read_image(io.BytesIO(_read(source)) if source == STDIO else source, max_pixels)
             start = time.perf_counter()
             data = codec.compress(image, quality, weights=weights, coder=coder, max_pixels=max_pixels)
             seconds = time.perf_counter() - start
         for warning in caught:
-            click.echo(f"cae-codec: warning: {source}: {warning.message}", err=True)
-        write_atomic(target, data, source, force, named)
-        line = (
-            f"{source} -> {target}: {len(data)} bytes, "
-            f"{metrics.bpp(len(data), image.width, image.height):.3f} bpp, {seconds * 1000:.0f} ms"
-        )
+            click.echo(f"cae-codec: warning: {_name(source)}: {warning.message}", err=True)
+        _write(target, data, source, force, named)
+        header = codec.read_header(data)
+        bpp = metrics.bpp(len(data), image.width, image.height)
+        record = {
+            "input": _name(source),
+            "output": {STDIO: "<stdout>"}.get(target, str(target)),
+            "bytes": len(data),
+            "bpp": round(bpp, 4),
+            "ms": round(seconds * 1000, 1),
+            "quality": header.quality,
+            "coder": header.coder,
+            "weights_id": header.weights_id,
+        }
+        route = f"{record['input']} -> {record['output']}"
+        line = f"{route}: {len(data)} bytes, {bpp:.3f} bpp, {seconds * 1000:.0f} ms"
         if psnr:
             rgb, _, _ = codec.split_image(image)
             decoded, _, _ = codec.split_image(codec.decompress(data, weights=weights, max_pixels=max_pixels))
-            line += f", PSNR {metrics.psnr(rgb, decoded):.2f} dB"
-        return line
+            record["psnr"] = round(metrics.psnr(rgb, decoded), 3)
+            line += f", PSNR {record['psnr']:.2f} dB"
+        return record, line
 
-    _run_batch(inputs, COMPRESSED_SUFFIX, output, work)
+    _run_batch(inputs, COMPRESSED_SUFFIX, output, work, Report(as_json, quiet))
 
 
 @main.command()
@@ -195,7 +264,9 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr) -
 @WEIGHTS_OPTION
 @FORCE_OPTION
 @MAX_PIXELS_OPTION
-def decompress(inputs, output, weights, force, max_pixels) -> None:
+@JSON_OPTION
+@QUIET_OPTION
+def decompress(inputs, output, weights, force, max_pixels, as_json, quiet) -> None:
     """Decompress .cae files to PNG (or the format -o's suffix names).
 
     photo.cae becomes photo.decoded.png: a lossy decode never takes a name the original could have
@@ -203,15 +274,17 @@ def decompress(inputs, output, weights, force, max_pixels) -> None:
 
     \b
     -o suffixes: .png .tif .tiff .bmp .webp (lossless), .jpg .jpeg (compressed
-    again, quality 95, with a warning). Others are refused.
+    again, quality 95, with a warning). Others are refused. An INPUT of - reads
+    standard input; -o - writes PNG to standard output.
     """
     from . import codec
 
-    def work(source: Path, target: Path, named: bool) -> str:
+    def work(source: Path, target: Path, named: bool) -> tuple[dict, str]:
         fmt = output_format(target)
-        check_free(target, source, force, named)
+        if target != STDIO:
+            check_free(target, source, force, named)
         start = time.perf_counter()
-        image = codec.decompress(source.read_bytes(), weights=weights, max_pixels=max_pixels)
+        image = codec.decompress(_read(source), weights=weights, max_pixels=max_pixels)
         seconds = time.perf_counter() - start
         if image.mode == "RGBA" and not fmt.alpha:
             raise ValueError(f"{target.suffix} cannot hold the alpha plane; use .png")
@@ -221,10 +294,20 @@ def decompress(inputs, output, weights, force, max_pixels) -> None:
             )
         buffer = io.BytesIO()
         image.save(buffer, format=fmt.name, **fmt.options)
-        write_atomic(target, buffer.getvalue(), source, force, named)
-        return f"{source} -> {target}: {image.width}x{image.height} {image.mode}, {seconds * 1000:.0f} ms"
+        _write(target, buffer.getvalue(), source, force, named)
+        record = {
+            "input": _name(source),
+            "output": {STDIO: "<stdout>"}.get(target, str(target)),
+            "width": image.width,
+            "height": image.height,
+            "mode": image.mode,
+            "ms": round(seconds * 1000, 1),
+        }
+        route = f"{record['input']} -> {record['output']}"
+        line = f"{route}: {image.width}x{image.height} {image.mode}, {seconds * 1000:.0f} ms"
+        return record, line
 
-    _run_batch(inputs, DECODED_SUFFIX, output, work)
+    _run_batch(inputs, DECODED_SUFFIX, output, work, Report(as_json, quiet))
 
 
 @main.command()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 COMPRESSED_SUFFIX = ".cae"
 DECODED_SUFFIX = ".decoded.png"
+STDIO = Path("-")  # as an input: standard input; as -o: standard output (a file named - needs its full path)
 
 
 def _umask() -> int:
@@ -42,7 +43,16 @@ def plan_outputs(inputs: list[Path], suffix: str, output: str | os.PathLike | No
     """Beside each input, at `output` (one input, a file name) or inside `output` (a folder).
 
     `output` is a folder when it ends in a slash or already is one; a missing parent is an error.
+    `-` as the one input or as `output` is a standard stream.
     """
+    if STDIO in inputs and len(inputs) > 1:
+        raise ValueError("- (standard input) must be the only input")
+    if output is not None and Path(output) == STDIO and os.fspath(output) == "-":
+        if len(inputs) > 1:
+            raise ValueError("-o - (standard output) takes one input")
+        return Plan([STDIO], named=True)
+    if inputs == [STDIO] and output is None:
+        raise ValueError("reading standard input needs -o: a file name, or - for standard output")
     folder = None
     if output is not None:
         text = os.fspath(output)
@@ -95,8 +105,9 @@ OUTPUT_FORMATS = {
 
 
 def output_format(path: Path) -> OutputFormat:
-    """The format a decode is written in, from the output's suffix; an unknown suffix is refused."""
-    suffix = path.suffix.lower()
+    """The format a decode is written in, from the output's suffix (PNG on standard output); an unknown
+    suffix is refused."""
+    suffix = ".png" if path == STDIO else path.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         known = ", ".join(OUTPUT_FORMATS)
         raise ValueError(f"cannot tell an image format from {suffix or 'no suffix'!r}; use one of {known}")

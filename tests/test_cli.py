@@ -297,3 +297,53 @@ def test_info_model_prints_every_layer_with_shapes_and_totals():
     assert all(f"(id {i})" in every.output for i in weights.REGISTRY)
     bad = CliRunner().invoke(main, ["info", "--model", "--size", "12"])
     assert bad.exit_code == 2 and "HEIGHTxWIDTH" in bad.output
+
+
+def test_pipes_standard_input_to_standard_output(png, tmp_path):
+    import io
+
+    runner = CliRunner()
+    compressed = runner.invoke(main, ["compress", "-", "-o", "-", "-q", "2"], input=png.read_bytes())
+    assert compressed.exit_code == 0, compressed.stderr
+    assert compressed.stdout_bytes[:2] == b"\xca\xe1"  # the .cae magic, and nothing else on stdout
+    assert "<stdin> -> <stdout>" in compressed.stderr
+    (tmp_path / "piped.cae").write_bytes(compressed.stdout_bytes)
+    decoded = runner.invoke(main, ["decompress", "-", "-o", "-"], input=compressed.stdout_bytes)
+    assert decoded.exit_code == 0, decoded.stderr
+    image = Image.open(io.BytesIO(decoded.stdout_bytes))
+    assert image.format == "PNG" and image.size == Image.open(png).size
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([png.name, "piped.cae"])  # nothing else
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["compress", "-"], "reading standard input needs -o"),
+        (["compress", "-", "x.png", "-o", "out/"], "must be the only input"),
+        (["compress", "a.png", "b.png", "-o", "-"], "takes one input"),
+        (["compress", "a.png", "-o", "-", "--json"], "--json writes to standard output"),
+    ],
+)
+def test_stream_misuse_is_a_usage_error(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_json_reports_one_object_per_file_and_quiet_reports_nothing(png, tmp_path):
+    import json
+
+    missing = tmp_path / "missing.png"
+    out = tmp_path / "out/"
+    result = CliRunner().invoke(
+        main, ["compress", str(png), str(missing), "-o", f"{out}/", "--json", "--psnr"]
+    )
+    assert result.exit_code == 1
+    ok, bad = (json.loads(line) for line in result.stdout.splitlines())
+    data = (out / (png.stem + ".cae")).read_bytes()
+    assert ok["bytes"] == len(data) and ok["output"] == str(out / (png.stem + ".cae"))
+    assert ok["psnr"] > 20 and ok["quality"] == 6 and ok["coder"] in ("zstd", "range")
+    assert bad == {"input": str(missing), "error": "no such file or directory"}
+    assert "cae-codec: " in result.stderr  # the error line still goes to stderr
+    quiet = CliRunner().invoke(main, ["decompress", str(out / (png.stem + ".cae")), "--quiet"])
+    assert quiet.exit_code == 0 and quiet.output == ""
+    assert (out / (png.stem + ".decoded.png")).exists()
