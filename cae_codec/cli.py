@@ -607,7 +607,7 @@ def _train_option(*names: str, key: str, **kwargs):
     "--log",
     "log_csv",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="CSV log of training and validation metrics.",
+    help="CSV log of training and validation metrics; their curves are drawn beside it as a PNG.",
 )
 @click.option("--name", help="Name recorded in the weights (default: the output file's stem).")
 @click.option(
@@ -658,3 +658,9 @@ def train(**options) -> None:
         except _user_errors() as e:
             raise click.ClickException(_describe(e)) from None
     click.echo(f"wrote {cfg.out} (sha256 {sha})")
+    if cfg.log_csv:
+        curves = train_mod.curves_path(cfg.log_csv)
+        if curves.exists():
+            click.echo(f"wrote {curves} (training and validation curves)")
+        else:
+            click.echo("note: the curves PNG needs matplotlib: pip install 'cae-codec[plot]'", err=True)

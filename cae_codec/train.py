@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import weights as weights_mod
 from .config import DEFAULT_LAMBDAS, TrainConfig  # noqa: F401  (DEFAULT_LAMBDAS: part of train's API)
+from .curves import plot_log
 from .datasets import VAL_CROP, PhotoCrops, load_cifar10
 from .export import export
 from .model import CAE, HyperCAE, ModelConfig, build
@@ -207,6 +208,11 @@ def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator
     tmp.replace(path)
 
 
+def curves_path(log_csv: Path) -> Path:
+    """Where the curves of a CSV log are drawn: beside it, as a PNG."""
+    return log_csv.with_suffix(".png")
+
+
 def _write_log(path: Path | None, step: int, split: str, metrics: dict[str, float]) -> None:
     if path is None:
         return
@@ -296,6 +302,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
             metrics = evaluate(model, source.validation, cfg.lambdas)
             _write_log(cfg.log_csv, step, "train", {"loss": running})
             _write_log(cfg.log_csv, step, "val", metrics)
+            if cfg.log_csv:
+                plot_log(cfg.log_csv, curves_path(cfg.log_csv))
         due = evaluate_now or time.monotonic() - saved_at > 60 * cfg.checkpoint_minutes
         if cfg.checkpoint and rank == 0 and due:
             _save_checkpoint(cfg.checkpoint, model, opt, step, rng, cfg)

@@ -28,6 +28,10 @@ def test_train_writes_usable_weights_and_resumes(tiny_cifar, tmp_path):
     train(archive, out, *resumable, "--steps", "4")
     rows = list(csv.DictReader(log.open()))
     assert {r["step"] for r in rows} == {"2", "4"}
+    from PIL import Image
+
+    with Image.open(log.with_suffix(".png")) as curves:  # drawn beside the log at each validation
+        assert curves.format == "PNG" and curves.width > 1000
     assert {"psnr_q1", "bpp_q2", "loss"} <= {r["metric"] for r in rows}
     image = cae_codec.decompress(cae_codec.compress(batches["test_batch"][0], weights=out), weights=out)
     assert image.size == (32, 32)
