@@ -568,6 +568,20 @@ def _train_option(*names: str, key: str, **kwargs):
     "checkerboard adds a context model to the hyperprior.",
 )
 @_train_option(
+    "--loss",
+    key="loss",
+    type=click.Choice(config.LOSSES),
+    help="Distortion term of the loss (the rate term is always bpp), scaled to MSE's units so the "
+    "same --lambdas give comparable rates.",
+)
+@_train_option(
+    "--noise",
+    key="noise",
+    type=click.FloatRange(min=0),
+    help="Train a denoising codec: Gaussian noise of this std (8-bit levels) on the inputs, the "
+    "clean image as the target. Validation PSNR is against the clean image.",
+)
+@_train_option(
     "--val-rows", key="val_rows", help="CIFAR-10 training rows held out for validation (from data_batch_5)."
 )
 @_train_option(

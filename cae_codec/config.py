@@ -17,6 +17,8 @@ AUTO = "auto"  # not a coder: compress tries each coder and keeps the smaller fi
 CODER_CHOICES = (AUTO, *CODERS)
 DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
 
+LOSSES = ("mse", "l1", "bce", "ms-ssim")  # distortion terms training can use (losses.py)
+
 # Lambdas of CompressAI's factorized-prior ladder: loss = lambda * 255^2 * MSE + bpp.
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 
@@ -40,6 +42,8 @@ class TrainConfig:
     stride: int = 4  # total downsampling of g_a: 4 for the CIFAR models, 16 for photo models
     photos: Path | None = None  # train on random crops of the photos in this folder, not on CIFAR-10
     crop: int = 128  # side of the photo crops (a multiple of 64)
+    loss: str = "mse"  # the distortion term, one of LOSSES; the rate term is always bpp
+    noise: float = 0.0  # Gaussian noise (std, in 8-bit levels) added to inputs: a denoising codec
     checkpoint_minutes: float = 5.0  # also checkpoint after this much wall time, so a kill loses little
     checkpoint: Path | None = None
     log_csv: Path | None = None

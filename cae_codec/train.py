@@ -20,6 +20,7 @@ from .config import DEFAULT_LAMBDAS, TrainConfig  # noqa: F401  (DEFAULT_LAMBDAS
 from .curves import plot_log
 from .datasets import VAL_CROP, PhotoCrops, load_cifar10
 from .export import export
+from .losses import distortion
 from .model import CAE, HyperCAE, ModelConfig, build
 
 FRESH_LR_SCALE = 5  # parts that --init-from did not fill learn this much faster, to catch up
@@ -102,30 +103,55 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
 
 
-def rd_loss(model: torch.nn.Module, x: torch.Tensor, level: torch.Tensor, lambdas: torch.Tensor):
-    """Per-batch lambda * 255^2 * MSE + bpp, with each image weighted by its level's lambda."""
+def rd_loss(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    level: torch.Tensor,
+    lambdas: torch.Tensor,
+    loss: str = "mse",
+    target: torch.Tensor | None = None,
+):
+    """Per-batch lambda * D + bpp (D: the scaled distortion term, losses.py; 255^2 * MSE by default),
+    each image weighted by its level's lambda. `target` (default x) is what x_hat should be: the
+    clean image when x is noisy."""
     x_hat, bits = model(x, level)
-    mse = (x_hat - x).square().mean(dim=(1, 2, 3))
+    target = x if target is None else target
     bpp = bits / (x.shape[2] * x.shape[3])
-    return (lambdas[level] * 255**2 * mse + bpp).mean(), mse, bpp
+    return (lambdas[level] * distortion(loss, x_hat, target) + bpp).mean(), bpp
+
+
+def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x plus Gaussian noise of std `sigma` 8-bit levels, kept in [0, 1]."""
+    if sigma <= 0:
+        return x
+    noise = torch.randn(x.shape, generator=generator) * (sigma / 255)
+    return (x + noise).clamp(0, 1)
 
 
 @torch.no_grad()
-def evaluate(model: CAE | HyperCAE, images: np.ndarray, lambdas: tuple[float, ...]) -> dict[str, float]:
-    """Held-out loss, entropy bpp and 8-bit PSNR per level, with real rounding."""
+def evaluate(
+    model: CAE | HyperCAE,
+    images: np.ndarray,
+    lambdas: tuple[float, ...],
+    loss: str = "mse",
+    noise: float = 0.0,
+) -> dict[str, float]:
+    """Held-out loss, entropy bpp and 8-bit PSNR (against the clean image) per level, with real
+    rounding. With `noise`, the inputs get the same noise on every call (a fixed seed)."""
     model.eval()
-    x = to_tensor(images)
+    clean = to_tensor(images)
+    x = add_noise(clean, noise, torch.Generator().manual_seed(0))
     out: dict[str, float] = {}
     for q in range(model.config.levels):
         level = torch.full((len(x),), q)
         parts = [model(x[i : i + 16], level[i : i + 16], noise=False) for i in range(0, len(x), 16)]
         x_hat, bits = (torch.cat(t) for t in zip(*parts, strict=True))
         x_hat = x_hat.clamp(0, 1).mul(255).round().div(255)
-        mse = (x_hat - x).square().mean(dim=(1, 2, 3))
+        mse = (x_hat - clean).square().mean(dim=(1, 2, 3))
         bpp = (bits / (x.shape[2] * x.shape[3])).mean().item()
         out[f"bpp_q{q + 1}"] = bpp
         out[f"psnr_q{q + 1}"] = (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
-        out[f"loss_q{q + 1}"] = lambdas[q] * 255**2 * mse.mean().item() + bpp
+        out[f"loss_q{q + 1}"] = lambdas[q] * distortion(loss, x_hat, clean).mean().item() + bpp
     model.train()
     return out
 
@@ -289,7 +315,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
             group["lr"] = _lr_at(step, cfg) * group["scale"]
         batch = source.batch(rng, cfg.batch_size)
         level = torch.from_numpy(rng.integers(0, config.levels, cfg.batch_size))
-        loss, mse, bpp = rd_loss(net, to_tensor(batch[mine]), level[mine], lambdas)
+        clean = to_tensor(batch[mine])
+        loss, _ = rd_loss(net, add_noise(clean, cfg.noise), level[mine], lambdas, cfg.loss, clean)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -299,7 +326,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
         metrics = None
         evaluate_now = rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps)
         if evaluate_now:
-            metrics = evaluate(model, source.validation, cfg.lambdas)
+            metrics = evaluate(model, source.validation, cfg.lambdas, cfg.loss, cfg.noise)
             _write_log(cfg.log_csv, step, "train", {"loss": running})
             _write_log(cfg.log_csv, step, "val", metrics)
             if cfg.log_csv:
