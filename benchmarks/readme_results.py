@@ -23,7 +23,7 @@ from cae_codec.datasets import load_cifar10, load_folder, locate_kodak
 
 RESULTS = Path(__file__).parent / "results"
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png")
-COMPARED = ("jpeg", "jpeg-payload", "webp", "avif", "jpeg2000")
+COMPARED = ("jpeg", "jpeg-payload", "webp", "avif", "jpeg2000", "jpegxl", "heif")
 
 
 def _num(value: float | None, spec: str) -> str:
@@ -38,10 +38,10 @@ def markdown(points: list[benchmark.Point], title: str) -> str:
     lines = [
         f"#### {title}",
         "",
-        "| quality | bpp, zstd | bpp, range | model estimate | PSNR (dB) | SSIM | "
+        "| quality | bpp, zstd | bpp, range | model estimate | PSNR (dB) | SSIM | MS-SSIM | "
         + " | ".join(f"{n}: bpp at this PSNR" for n in names)
         + " |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |",
     ]
     for z, r in zip(zstd, ranged, strict=True):
         others = " | ".join(
@@ -55,6 +55,7 @@ def markdown(points: list[benchmark.Point], title: str) -> str:
             f"{z.entropy_bpp:.3f}",
             f"{z.psnr:.2f}",
             f"{z.ssim:.4f}",
+            f"{z.ms_ssim:.4f}",
         )
         lines.append("| " + " | ".join(map(str, cells)) + f" | {others} |")
     lines += [

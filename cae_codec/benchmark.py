@@ -39,6 +39,7 @@ class Point:
     images: int
     coder: str | None = None
     entropy_bpp: float | None = None
+    ms_ssim: float = float("nan")
 
     @property
     def label(self) -> str:
@@ -107,6 +108,7 @@ def _score(tally: _Tally, image: np.ndarray, decoded: np.ndarray, size: int, enc
         psnr=metrics.psnr(image, decoded),
         mse=metrics.mse(image, decoded),
         ssim=metrics.ssim(image, decoded),
+        ms_ssim=metrics.ms_ssim(image, decoded),
         encode_ms=1000 * enc,
         decode_ms=1000 * dec,
     )
@@ -175,7 +177,9 @@ def measure_cae(
 
 def _point(name: str, quality: int, tally: _Tally, count: int, coder: str | None = None) -> Point:
     keys = ("bpp", "psnr", "mse", "ssim", "encode_ms", "decode_ms")
-    return Point(name, quality, *(tally.mean(k) for k in keys), images=count, coder=coder)
+    point = Point(name, quality, *(tally.mean(k) for k in keys), images=count, coder=coder)
+    point.ms_ssim = tally.mean("ms_ssim")
+    return point
 
 
 def curve(points: list[Point], label: str) -> list[Point]:
@@ -236,7 +240,7 @@ def summary(points: list[Point]) -> str:
     def num(v: float | None, spec: str) -> str:
         return "n/a" if v is None else format(v, spec)
 
-    head = ["coder", "q", "bpp", "PSNR", "MSE", "SSIM", "est.bpp"]
+    head = ["coder", "q", "bpp", "PSNR", "MSE", "SSIM", "MS-SSIM", "est.bpp"]
     head += [f"{n} {k}" for n in others for k in ("PSNR@bpp", "bpp@PSNR")]
     rows = [head]
     for p in [p for p in points if p.codec == "cae-codec"]:
@@ -247,6 +251,7 @@ def summary(points: list[Point]) -> str:
             f"{p.psnr:.2f}",
             f"{p.mse:.1f}",
             f"{p.ssim:.4f}",
+            f"{p.ms_ssim:.4f}",
             num(p.entropy_bpp, ".3f"),
         ]
         for n in others:

@@ -31,7 +31,7 @@ from .files import (
     plan_outputs,
     write_atomic,
 )
-from .peers import CLASSICS
+from .peers import CLASSICS, PEERS_EXTRA
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -434,7 +434,8 @@ def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list
     "--codecs",
     default=",".join(CLASSICS),
     show_default=True,
-    help="Classical codecs to compare with (those Pillow lacks are skipped).",
+    help="Classical codecs to compare with (those Pillow lacks are skipped; jpegxl and heif need "
+    f"{PEERS_EXTRA}).",
 )
 @click.option(
     "--out",
@@ -480,7 +481,8 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
         raise click.ClickException(_describe(e)) from None
     click.echo(f"cae-codec weights: {w.name} (id {w.id})", err=True)
     for skipped in [n for n in names if not benchmark.available(n)]:
-        click.echo(f"note: {skipped} skipped: this Pillow cannot write it", err=True)
+        hint = f" ({PEERS_EXTRA})" if CLASSICS[skipped].plugin else ""
+        click.echo(f"note: {skipped} skipped: this Pillow cannot write it{hint}", err=True)
     names = [n for n in names if benchmark.available(n)]
     total = len(images) * (len(levels) + sum(len(CLASSICS[n].qualities) for n in names))
     with click.progressbar(length=total, label="measuring", file=sys.stderr) as bar:

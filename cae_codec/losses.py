@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang, Simoncelli and Bovik 2003
+from .metrics import MS_SSIM_WEIGHTS
+
 _WINDOW, _SIGMA = 11, 1.5
 
 

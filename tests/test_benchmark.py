@@ -1,6 +1,7 @@
 import io
 
 import numpy as np
+import pytest
 from conftest import sample_image
 from PIL import Image
 
@@ -89,3 +90,27 @@ def test_jpeg2000_is_measured_as_lossy_jpeg2000_is_meant_to_run():
     assert ours < 0.6 * len(plain.getvalue())
     gray = benchmark._pillow_encoder(spec, 34)(rgb[:, :, 0])  # no colour transform for one channel
     assert Image.open(io.BytesIO(gray)).mode == "L"
+
+
+@pytest.mark.parametrize("name", ["jpegxl", "heif"])
+def test_optional_peers_measure_through_their_pillow_plugins(name):
+    pytest.importorskip(benchmark.CLASSICS[name].plugin)  # the test extra installs both
+    assert benchmark.available(name)
+    image = sample_image(48, 40, "RGB")
+    low, high = benchmark.measure_classic([image], name, qualities=[10, 90])
+    assert low.codec == high.codec == name
+    assert low.bpp < high.bpp and low.psnr < high.psnr
+
+
+def test_a_peer_without_its_plugin_is_unavailable(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def missing(module, *args):
+        if module == "pillow_jxl":
+            raise ImportError(module)
+        return real(module, *args)
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    assert not benchmark.available("jpegxl")

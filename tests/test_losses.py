@@ -25,6 +25,12 @@ def test_single_scale_ms_ssim_is_ssim():
     assert abs(float(losses.ms_ssim(tb, ta)[0]) - metrics.ssim(a, b)) < 1e-4
 
 
+@pytest.mark.parametrize("size", [32, 100, 192])
+def test_training_ms_ssim_matches_the_benchmarks(size):
+    a, b, ta, tb = _pair(size, seed=size)
+    assert abs(float(losses.ms_ssim(tb, ta)[0]) - metrics.ms_ssim(a, b)) < 1e-4
+
+
 def test_ms_ssim_is_one_for_equal_images_and_falls_with_noise():
     _, _, ta, _ = _pair(192)
     scores = [float(losses.ms_ssim(_pair(192, error=e)[3], ta)[0]) for e in (4.0, 16.0, 48.0)]
