@@ -9,23 +9,13 @@ validation data as dashed lines.
 from __future__ import annotations
 
 import argparse
-import csv
-from collections import defaultdict
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def read_log(path: str) -> dict[str, dict[int, float]]:
-    """metric -> {step: value}, validation rows only."""
-    series: dict[str, dict[int, float]] = defaultdict(dict)
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["split"] == "val":
-                series[row["metric"]][int(row["step"])] = float(row["value"])
-    return series
+from cae_codec.curves import read_log  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +29,7 @@ def main() -> None:
     colours = plt.cm.viridis([i / 7 for i in range(8)])
     for n, spec in enumerate(args.logs):
         path, _, label = spec.partition(":")
-        series = read_log(path)
+        series = read_log(path)["val"]
         levels = sorted(int(k[6:]) for k in series if k.startswith("loss_q"))
         for q in levels:
             points = sorted(series[f"loss_q{q}"].items())
