@@ -1,0 +1,203 @@
+"""Speed, side by side with Pillow's WebP (method 6) and JPEG, on this machine.
+
+    python benchmarks/speed.py [--shared ../shared/data] [--skip-16mp]
+
+Times (best of 3 unless said): a 768x512 Kodak photo at the default quality, in-process; 2- and
+16-megapixel photos (kodim01 enlarged with Lanczos), each in a fresh process so its peak RSS is its
+own; 32x32 images (a CIFAR-10 test row) in a loop; one CLI call on 1,000 small PNGs; `cae-codec --help`.
+Writes benchmarks/results/speed.json and speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import cae_codec
+from cae_codec.datasets import load_cifar10
+
+RESULTS = Path(__file__).parent / "results"
+PEERS = {"webp": ("WEBP", {"quality": 75, "method": 6}), "jpeg": ("JPEG", {"quality": 75})}
+
+# Run in a child process: compress then decompress one image file, report seconds and peak RSS.
+_CHILD = """
+import sys, time, resource, cae_codec
+from PIL import Image
+image = Image.open(sys.argv[1]); image.load()
+start = time.perf_counter(); data = cae_codec.compress(image); enc = time.perf_counter() - start
+rss_enc = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter(); cae_codec.decompress(data); dec = time.perf_counter() - start
+print(enc, dec, rss_enc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, len(data))
+"""
+
+
+def best_of(fn, runs: int = 3) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def peer_times(image: Image.Image) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, (fmt, options) in PEERS.items():
+
+        def encode(fmt=fmt, options=options) -> bytes:
+            buffer = io.BytesIO()
+            image.save(buffer, format=fmt, **options)
+            return buffer.getvalue()
+
+        data = encode()
+        out[name] = {
+            "encode_s": best_of(encode),
+            "decode_s": best_of(lambda data=data: Image.open(io.BytesIO(data)).load()),
+        }
+    return out
+
+
+def photo(image: Image.Image) -> dict:
+    cae_codec.compress(image)  # load the weights once, outside the timing
+    data = cae_codec.compress(image)
+    return {
+        "cae-codec": {
+            "encode_s": best_of(lambda: cae_codec.compress(image)),
+            "decode_s": best_of(lambda: cae_codec.decompress(data)),
+        },
+        **peer_times(image),
+    }
+
+
+def large(image: Image.Image, side: tuple[int, int]) -> dict:
+    big = image.resize(side, Image.Resampling.LANCZOS)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.png"
+        big.save(path)
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, check=True
+        )
+    enc, dec, rss_enc, rss_all, size = done.stdout.split()
+    return {
+        "pixels": side[0] * side[1],
+        "cae-codec": {"encode_s": float(enc), "decode_s": float(dec)},
+        "peak_rss_mib_after_encode": int(rss_enc) / 1024,
+        "peak_rss_mib_after_decode": int(rss_all) / 1024,
+        "bpp": 8 * int(size) / (side[0] * side[1]),
+        **peer_times(big),
+    }
+
+
+def tiny(rows: np.ndarray) -> dict:
+    images = [Image.fromarray(r) for r in rows]
+    cae_codec.compress(images[0])
+    start = time.perf_counter()
+    files = [cae_codec.compress(im) for im in images]
+    enc = time.perf_counter() - start
+    start = time.perf_counter()
+    for data in files:
+        cae_codec.decompress(data)
+    dec = time.perf_counter() - start
+    return {
+        "images": len(images),
+        "encode_images_per_s": len(images) / enc,
+        "decode_images_per_s": len(images) / dec,
+    }
+
+
+def cli_folder(rows: np.ndarray) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for i, row in enumerate(rows):
+            Image.fromarray(row).save(folder / f"{i:04d}.png")
+        inputs = sorted(str(p) for p in folder.glob("*.png"))
+        start = time.perf_counter()
+        subprocess.run(["cae-codec", "compress", "--quiet", *inputs], check=True)
+        seconds = time.perf_counter() - start
+    return {"files": len(inputs), "seconds": seconds, "images_per_s": len(inputs) / seconds}
+
+
+def help_time() -> float:
+    return best_of(lambda: subprocess.run(["cae-codec", "--help"], check=True, capture_output=True), 5)
+
+
+def markdown(r: dict) -> str:
+    p = r["photo_768x512"]
+    lines = [
+        f"#### Speed on {r['machine']}",
+        "",
+        "| what | cae-codec | WebP (method 6) | JPEG |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for key, label in (("encode_s", "encode"), ("decode_s", "decode")):
+        lines.append(
+            f"| 768x512 photo, {label} | {p['cae-codec'][key]:.3f} s | "
+            f"{p['webp'][key]:.4f} s | {p['jpeg'][key]:.4f} s |"
+        )
+    for name in ("photo_2mp", "photo_16mp"):
+        if name in r:
+            b = r[name]
+            for key, label in (("encode_s", "encode"), ("decode_s", "decode")):
+                lines.append(
+                    f"| {b['pixels'] / 1e6:.1f} MP photo, {label} | {b['cae-codec'][key]:.2f} s | "
+                    f"{b['webp'][key]:.3f} s | {b['jpeg'][key]:.3f} s |"
+                )
+            lines.append(
+                f"| {b['pixels'] / 1e6:.1f} MP photo, peak RSS (encode / decode) | "
+                f"{b['peak_rss_mib_after_encode']:.0f} / {b['peak_rss_mib_after_decode']:.0f} MiB | | |"
+            )
+    t = r["tiny_32x32"]
+    lines.append(
+        f"| 32x32 images, one at a time | {t['encode_images_per_s']:.0f} / "
+        f"{t['decode_images_per_s']:.0f} images/s (enc / dec) | | |"
+    )
+    c = r["cli_1000_pngs"]
+    lines.append(
+        f"| one CLI call on {c['files']} 32x32 PNGs | "
+        f"{c['images_per_s']:.0f} images/s ({c['seconds']:.1f} s) | | |"
+    )
+    lines.append(f"| `cae-codec --help` | {r['help_s']:.2f} s | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--skip-16mp", action="store_true")
+    args = parser.parse_args()
+    shared = Path(args.shared)
+    kodim = Image.open(shared / "kodak" / "kodim01.png").convert("RGB")
+    rows = load_cifar10("test", shared / "cifar10")
+    rows = np.concatenate([rows] * (-(-1000 // len(rows))))[:1000]  # the shared copy has 508 exact rows
+    result = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "cae_codec": cae_codec.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "help_s": help_time(),
+        "photo_768x512": photo(kodim),
+        "photo_2mp": large(kodim, (1728, 1152)),
+        "tiny_32x32": tiny(rows[:200]),
+        "cli_1000_pngs": cli_folder(rows),
+    }
+    if not args.skip_16mp:
+        result["photo_16mp"] = large(kodim, (4896, 3264))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(result, indent=1) + "\n")
+    table = markdown(result)
+    (RESULTS / "speed.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
