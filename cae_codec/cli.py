@@ -11,14 +11,13 @@ import io
 import json
 import sys
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from . import config
+from . import bulk, config
 from .config import DATA_DIR_ENV, PRIORS
 from .container import FormatError
 from .files import (
@@ -71,14 +70,40 @@ OUTPUT_OPTION = click.option(
     help="Output file (one input), or folder: one that exists or a name ending in / (created if its "
     "parent exists); - writes to standard output.",
 )
+ENGINE_OPTION = click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help=f"ray: code the files on a Ray cluster or a local Ray instance, a worker per core, each "
+    f"loading the weights once; outputs that exist are skipped, so a rerun resumes ({bulk.RAY_EXTRA}).",
+)
+ADDRESS_OPTION = click.option(
+    "--address", help="With --engine ray: the cluster to join (default: start one here)."
+)
+WORKERS_OPTION = click.option(
+    "--workers", type=click.IntRange(1), help="With --engine ray: worker processes (default: one per CPU)."
+)
+
+
+def _ray(engine: str, job: bulk.Job, force: bool, address: str | None, workers: int | None):
+    """For --engine ray, what runs the files there; None for local."""
+    if engine != "ray":
+        if address or workers:
+            raise click.UsageError("--address and --workers need --engine ray")
+        return None
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise click.UsageError(f"--engine ray needs Ray: {bulk.RAY_EXTRA}") from None
+    return lambda pairs, named: bulk.run_on_ray(pairs, job, force, named, address, workers)
+
+
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Report each file as one JSON object.")
 QUIET_OPTION = click.option("--quiet", is_flag=True, help="Report nothing but errors.")
 
 
-def _describe(e: Exception) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror[0].lower() + e.strerror[1:]
-    return str(e) or type(e).__name__
+_describe = bulk.describe
 
 
 @dataclass
@@ -89,11 +114,11 @@ class Report:
     quiet: bool = False
     to_stderr: bool = False  # standard output carries the image
 
-    def done(self, record: dict, line: str) -> None:
+    def done(self, record: dict) -> None:
         if self.json:
             click.echo(json.dumps(record))
         elif not self.quiet:
-            click.echo(line, err=self.to_stderr)
+            click.echo(_line(record), err=self.to_stderr)
 
     def failed(self, source: Path, message: str) -> None:
         click.echo(f"cae-codec: {_name(source)}: {message}", err=True)
@@ -101,8 +126,25 @@ class Report:
             click.echo(json.dumps({"input": _name(source), "error": message}))
 
 
-def _name(path: Path) -> str:
-    return {STDIO: "<stdin>"}.get(path, str(path))
+def _line(record: dict) -> str:
+    """A file's report line, from its record."""
+    route = f"{record['input']} -> {record['output']}"
+    if "skipped" in record:
+        return f"{route}: skipped, {record['skipped']}"
+    if "bytes" in record:  # compressed
+        psnr = f", PSNR {record['psnr']:.2f} dB" if "psnr" in record else ""
+        return f"{route}: {record['bytes']} bytes, {record['bpp']:.3f} bpp, {record['ms']:.0f} ms{psnr}"
+    return f"{route}: {record['width']}x{record['height']} {record['mode']}, {record['ms']:.0f} ms"
+
+
+def _name(path: Path, output: bool = False) -> str:
+    """A path as reports show it; - is <stdin> as an input and <stdout> as an output."""
+    return str(path) if path != STDIO else ("<stdout>" if output else "<stdin>")
+
+
+def _warn(path: Path, notes: list[str]) -> None:
+    for note in notes:
+        click.echo(f"cae-codec: warning: {_name(path)}: {note}", err=True)
 
 
 def _read(source: Path) -> bytes:
@@ -126,23 +168,35 @@ def _run_batch(
     inputs: tuple[Path, ...],
     suffix: str,
     output: str | None,
-    work: Callable[[Path, Path, bool], tuple[dict, str]],
+    work: Callable[[Path, Path, bool], dict],
     report: Report,
+    on_ray: Callable[[list[tuple[Path, Path]], bool], Iterator[dict]] | None = None,
 ) -> None:
-    """Apply `work(source, target, named)` to each input; one failure does not stop the others."""
+    """Apply `work(source, target, named)` to each input, or hand all to Ray; one failure does not
+    stop the others."""
     try:
         plan = plan_outputs(list(inputs), suffix, output)
         if plan.targets == [STDIO] and report.json:
             raise ValueError("--json writes to standard output, which -o - already uses")
+        if on_ray is not None and (STDIO in inputs or plan.targets == [STDIO]):
+            raise ValueError("--engine ray reads and writes files, not standard streams")
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     report.to_stderr = plan.targets == [STDIO]
     if plan.folder is not None:
         plan.folder.mkdir(exist_ok=True)
     failed = 0
-    for source, target in zip(inputs, plan.targets, strict=True):
+    if on_ray is not None:
+        for record in on_ray(list(zip(inputs, plan.targets, strict=True)), plan.named):
+            if "error" in record:
+                failed += 1
+                report.failed(Path(record["input"]), record["error"])
+                continue
+            _warn(Path(record["input"]), record.pop("warnings", []))
+            report.done(record)
+    for source, target in zip(inputs, plan.targets, strict=True) if on_ray is None else ():
         try:
-            report.done(*work(source, target, plan.named))
+            report.done(work(source, target, plan.named))
         except (*_user_errors(), OutputExistsError) as e:
             failed += 1
             if isinstance(e, OSError) and e.filename and Path(e.filename) != source:
@@ -200,7 +254,12 @@ def main(threads: int | None) -> None:
 @click.option("--psnr", is_flag=True, help="Also decode the result and print its PSNR against the input.")
 @JSON_OPTION
 @QUIET_OPTION
-def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr, as_json, quiet) -> None:
+@ENGINE_OPTION
+@ADDRESS_OPTION
+@WORKERS_OPTION
+def compress(
+    inputs, output, quality, weights, force, max_pixels, coder, psnr, as_json, quiet, engine, address, workers
+) -> None:
     """Compress images (PNG, JPEG, BMP, TIFF, WebP, ...) to .cae files.
 
     Each INPUT is written beside itself with the suffix .cae unless -o says otherwise. An INPUT of -
@@ -213,7 +272,6 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr, a
     their low 8 bits. EXIF orientation is applied; of an animation, only the first
     frame is kept.
     """
-    from . import codec, metrics
     from . import weights as weights_mod
 
     try:
@@ -222,40 +280,26 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr, a
     except weights_mod.WeightsError as e:
         raise click.ClickException(str(e)) from None
 
-    def work(source: Path, target: Path, named: bool) -> tuple[dict, str]:
+    job = bulk.Job("compress", quality, weights, coder, max_pixels, psnr)
+
+    def work(source: Path, target: Path, named: bool) -> dict:
         if target != STDIO:
             check_free(target, source, force, named)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", codec.InputWarning)
-            image = codec.read_image(io.BytesIO(_read(source)) if source == STDIO else source, max_pixels)
-            start = time.perf_counter()
-            data = codec.compress(image, quality, weights=weights, coder=coder, max_pixels=max_pixels)
-            seconds = time.perf_counter() - start
-        for warning in caught:
-            click.echo(f"cae-codec: warning: {_name(source)}: {warning.message}", err=True)
+        data, result, notes = bulk.compress_image(
+            io.BytesIO(_read(source)) if source == STDIO else source, job
+        )
+        _warn(source, notes)
         _write(target, data, source, force, named)
-        header = codec.read_header(data)
-        bpp = metrics.bpp(len(data), image.width, image.height)
-        record = {
-            "input": _name(source),
-            "output": {STDIO: "<stdout>"}.get(target, str(target)),
-            "bytes": len(data),
-            "bpp": round(bpp, 4),
-            "ms": round(seconds * 1000, 1),
-            "quality": header.quality,
-            "coder": header.coder,
-            "weights_id": header.weights_id,
-        }
-        route = f"{record['input']} -> {record['output']}"
-        line = f"{route}: {len(data)} bytes, {bpp:.3f} bpp, {seconds * 1000:.0f} ms"
-        if psnr:
-            rgb, _, _ = codec.split_image(image)
-            decoded, _, _ = codec.split_image(codec.decompress(data, weights=weights, max_pixels=max_pixels))
-            record["psnr"] = round(metrics.psnr(rgb, decoded), 3)
-            line += f", PSNR {record['psnr']:.2f} dB"
-        return record, line
+        return {"input": _name(source), "output": _name(target, output=True), **result}
 
-    _run_batch(inputs, COMPRESSED_SUFFIX, output, work, Report(as_json, quiet))
+    _run_batch(
+        inputs,
+        COMPRESSED_SUFFIX,
+        output,
+        work,
+        Report(as_json, quiet),
+        _ray(engine, job, force, address, workers),
+    )
 
 
 @main.command()
@@ -266,7 +310,10 @@ def compress(inputs, output, quality, weights, force, max_pixels, coder, psnr, a
 @MAX_PIXELS_OPTION
 @JSON_OPTION
 @QUIET_OPTION
-def decompress(inputs, output, weights, force, max_pixels, as_json, quiet) -> None:
+@ENGINE_OPTION
+@ADDRESS_OPTION
+@WORKERS_OPTION
+def decompress(inputs, output, weights, force, max_pixels, as_json, quiet, engine, address, workers) -> None:
     """Decompress .cae files to PNG (or the format -o's suffix names).
 
     photo.cae becomes photo.decoded.png: a lossy decode never takes a name the original could have
@@ -277,37 +324,26 @@ def decompress(inputs, output, weights, force, max_pixels, as_json, quiet) -> No
     again, quality 95, with a warning). Others are refused. An INPUT of - reads
     standard input; -o - writes PNG to standard output.
     """
-    from . import codec
 
-    def work(source: Path, target: Path, named: bool) -> tuple[dict, str]:
+    job = bulk.Job("decompress", weights=weights, max_pixels=max_pixels)
+
+    def work(source: Path, target: Path, named: bool) -> dict:
         fmt = output_format(target)
         if target != STDIO:
             check_free(target, source, force, named)
-        start = time.perf_counter()
-        image = codec.decompress(_read(source), weights=weights, max_pixels=max_pixels)
-        seconds = time.perf_counter() - start
-        if image.mode == "RGBA" and not fmt.alpha:
-            raise ValueError(f"{target.suffix} cannot hold the alpha plane; use .png")
-        if fmt.lossy:
-            click.echo(
-                f"cae-codec: warning: {target}: {fmt.name} compresses the decode again, losing more", err=True
-            )
-        buffer = io.BytesIO()
-        image.save(buffer, format=fmt.name, **fmt.options)
-        _write(target, buffer.getvalue(), source, force, named)
-        record = {
-            "input": _name(source),
-            "output": {STDIO: "<stdout>"}.get(target, str(target)),
-            "width": image.width,
-            "height": image.height,
-            "mode": image.mode,
-            "ms": round(seconds * 1000, 1),
-        }
-        route = f"{record['input']} -> {record['output']}"
-        line = f"{route}: {image.width}x{image.height} {image.mode}, {seconds * 1000:.0f} ms"
-        return record, line
+        data, result, notes = bulk.decompress_image(_read(source), fmt, job)
+        _warn(target, notes)
+        _write(target, data, source, force, named)
+        return {"input": _name(source), "output": _name(target, output=True), **result}
 
-    _run_batch(inputs, DECODED_SUFFIX, output, work, Report(as_json, quiet))
+    _run_batch(
+        inputs,
+        DECODED_SUFFIX,
+        output,
+        work,
+        Report(as_json, quiet),
+        _ray(engine, job, force, address, workers),
+    )
 
 
 @main.command()

@@ -1,0 +1,163 @@
+"""Files in, files out: the per-file steps that the command line runs one file at a time and that
+Ray runs on many workers (`--engine ray`), so both write byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .config import AUTO, DEFAULT_MAX_PIXELS
+from .files import OutputFormat, output_format, write_atomic
+
+RAY_EXTRA = "pip install 'cae-codec[ray]'"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to do with each file: the options of `compress` or `decompress`."""
+
+    kind: str  # "compress" or "decompress"
+    quality: int | None = None
+    weights: str | None = None
+    coder: str = AUTO
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    psnr: bool = False  # compress: also decode and measure PSNR against the input
+
+
+def compress_image(source: Path | BinaryIO, job: Job) -> tuple[bytes, dict, list[str]]:
+    """One image file (a path or binary stream) to .cae bytes, with a record of the result and the
+    warnings about what the file does not keep."""
+    from . import codec, metrics
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", codec.InputWarning)
+        image = codec.read_image(source, job.max_pixels)
+        start = time.perf_counter()
+        data = codec.compress(
+            image, job.quality, weights=job.weights, coder=job.coder, max_pixels=job.max_pixels
+        )
+        seconds = time.perf_counter() - start
+    header = codec.read_header(data)
+    record = {
+        "bytes": len(data),
+        "bpp": round(metrics.bpp(len(data), image.width, image.height), 4),
+        "ms": round(seconds * 1000, 1),
+        "quality": header.quality,
+        "coder": header.coder,
+        "weights_id": header.weights_id,
+    }
+    if job.psnr:
+        rgb, _, _ = codec.split_image(image)
+        decoded = codec.decompress(data, weights=job.weights, max_pixels=job.max_pixels)
+        record["psnr"] = round(metrics.psnr(rgb, codec.split_image(decoded)[0]), 3)
+    return data, record, [str(w.message) for w in caught if issubclass(w.category, codec.InputWarning)]
+
+
+def decompress_image(data: bytes, fmt: OutputFormat, job: Job) -> tuple[bytes, dict, list[str]]:
+    """.cae bytes to an image file's bytes in `fmt`, with a record and warnings."""
+    from . import codec
+
+    start = time.perf_counter()
+    image = codec.decompress(data, weights=job.weights, max_pixels=job.max_pixels)
+    seconds = time.perf_counter() - start
+    if image.mode == "RGBA" and not fmt.alpha:
+        raise ValueError(f"{fmt.name} cannot hold the alpha plane; use .png")
+    notes = [f"{fmt.name} compresses the decode again, losing more"] if fmt.lossy else []
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt.name, **fmt.options)
+    record = {
+        "width": image.width,
+        "height": image.height,
+        "mode": image.mode,
+        "ms": round(seconds * 1000, 1),
+    }
+    return buffer.getvalue(), record, notes
+
+
+def process_file(source: Path, target: Path, job: Job, force: bool, named: bool) -> dict:
+    """One file end to end, as Ray's workers run it: read, code, write atomically. Never raises: a
+    failure is the record's "error", an existing output (without `force`) is skipped."""
+    record: dict = {"input": str(source), "output": str(target)}
+    try:
+        if target.exists() and not force:
+            return {**record, "skipped": "the output exists"}
+        if job.kind == "compress":
+            data, result, notes = compress_image(source, job)
+        else:
+            data, result, notes = decompress_image(source.read_bytes(), output_format(target), job)
+        write_atomic(target, data, source, force, named)
+        return {**record, **result, "warnings": notes}
+    except Exception as e:  # noqa: BLE001  (a worker must report every failure, not die)
+        return {**record, "error": describe(e)}
+
+
+def describe(e: Exception) -> str:
+    """An error as one short line: an OS error's reason in lower case, else the message."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[0].lower() + e.strerror[1:]
+    return str(e) or type(e).__name__
+
+
+class _Worker:
+    """A Ray actor: loads the weights once, then codes batches of files."""
+
+    def __init__(self, job: dict, force: bool, named: bool) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # one core per worker; Ray runs one worker per core
+        self.job, self.force, self.named = Job(**job), force, named
+        if self.job.weights is not None:
+            from . import weights
+
+            weights.load(self.job.weights)
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [
+            process_file(Path(s), Path(t), self.job, self.force, self.named)
+            for s, t in zip(batch["source"], batch["target"], strict=True)
+        ]
+        # JSON strings: records differ in their keys, which Arrow's column types would not allow.
+        return {"record": [json.dumps(r) for r in rows]}
+
+
+def run_on_ray(
+    pairs: list[tuple[Path, Path]],
+    job: Job,
+    force: bool = False,
+    named: bool = False,
+    address: str | None = None,
+    workers: int | None = None,
+    batch_size: int = 16,
+) -> Iterator[dict]:
+    """Code (source, target) pairs with Ray Data on a pool of `workers` actors: a local Ray instance,
+    or the cluster at `address`. Yields one record per file, in input order."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(f"--engine ray needs Ray: {RAY_EXTRA}") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    items = [{"source": str(s), "target": str(t)} for s, t in pairs]
+    results = ray.data.from_items(items).map_batches(
+        _Worker,
+        fn_constructor_kwargs={"job": asdict(job), "force": force, "named": named},
+        batch_size=batch_size,
+        concurrency=size,
+        num_cpus=1,
+        batch_format="numpy",
+    )
+    by_input = {}
+    for row in results.iter_rows():
+        record = json.loads(row["record"])
+        by_input[(record["input"], record["output"])] = record
+    for source, target in pairs:
+        yield by_input[(str(source), str(target))]
