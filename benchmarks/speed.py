@@ -128,6 +128,35 @@ def cli_folder(rows: np.ndarray) -> dict:
     return {"files": len(inputs), "seconds": seconds, "images_per_s": len(inputs) / seconds}
 
 
+def ray_throughput(rows: np.ndarray) -> dict:
+    """Images/s of `compress --engine ray` with 1 and 2 workers (a local Ray instance, started once)."""
+    import ray
+
+    from cae_codec import bulk
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        sources = []
+        for i, row in enumerate(rows):
+            sources.append(folder / f"{i:04d}.png")
+            Image.fromarray(row).save(sources[-1])
+        for workers in (1, 2):
+            pairs = [(p, folder / f"{p.stem}.{workers}.cae") for p in sources]
+            start = time.perf_counter()
+            records = list(bulk.run_on_ray(pairs, bulk.Job("compress"), workers=workers))
+            seconds = time.perf_counter() - start
+            assert not any("error" in r for r in records)
+            out[f"{workers}_workers"] = {
+                "files": len(pairs),
+                "seconds": seconds,
+                "images_per_s": len(pairs) / seconds,
+            }
+    ray.shutdown()
+    return out
+
+
 def help_time() -> float:
     return best_of(lambda: subprocess.run(["cae-codec", "--help"], check=True, capture_output=True), 5)
 
@@ -162,6 +191,12 @@ def markdown(r: dict) -> str:
         f"| 32x32 images, one at a time | {t['encode_images_per_s']:.0f} / "
         f"{t['decode_images_per_s']:.0f} images/s (enc / dec) | | |"
     )
+    for workers in (1, 2):
+        if (ray := r.get("ray", {}).get(f"{workers}_workers")) is not None:
+            lines.append(
+                f"| `compress --engine ray`, {workers} worker(s), {ray['files']} 32x32 PNGs | "
+                f"{ray['images_per_s']:.0f} images/s ({ray['seconds']:.1f} s, Ray's start-up included) | | |"
+            )
     c = r["cli_1000_pngs"]
     lines.append(
         f"| one CLI call on {c['files']} 32x32 PNGs | "
@@ -175,6 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--skip-16mp", action="store_true")
+    parser.add_argument("--ray", action="store_true", help="also time --engine ray with 1 and 2 workers")
     args = parser.parse_args()
     shared = Path(args.shared)
     kodim = Image.open(shared / "kodak" / "kodim01.png").convert("RGB")
@@ -192,6 +228,8 @@ def main() -> None:
     }
     if not args.skip_16mp:
         result["photo_16mp"] = large(kodim, (4896, 3264))
+    if args.ray:
+        result["ray"] = ray_throughput(rows[:500])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "speed.json").write_text(json.dumps(result, indent=1) + "\n")
     table = markdown(result)
