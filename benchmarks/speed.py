@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 import cae_codec
+from cae_codec.benchmark import best_of
 from cae_codec.datasets import load_cifar10
 
 RESULTS = Path(__file__).parent / "results"
@@ -40,15 +41,6 @@ rss_enc = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter(); cae_codec.decompress(data); dec = time.perf_counter() - start
 print(enc, dec, rss_enc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, len(data))
 """
-
-
-def best_of(fn, runs: int = 3) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def peer_times(image: Image.Image) -> dict[str, dict[str, float]]:

@@ -164,16 +164,36 @@ def _write(target: Path, data: bytes, source: Path, force: bool, named: bool) ->
         write_atomic(target, data, source, force, named)
 
 
+def _work(source: Path, target: Path, named: bool, job: bulk.Job, force: bool) -> dict:
+    """One file, as the local engine runs it: bulk's steps, with standard streams, and an existing
+    output refused (not skipped) unless forced."""
+    if job.kind == "compress":
+        if target != STDIO:
+            check_free(target, source, force, named)
+        data, result, notes = bulk.compress_image(
+            io.BytesIO(_read(source)) if source == STDIO else source, job
+        )
+        _warn(source, notes)
+    else:
+        fmt = output_format(target)
+        if target != STDIO:
+            check_free(target, source, force, named)
+        data, result, notes = bulk.decompress_image(_read(source), fmt, job)
+        _warn(target, notes)
+    _write(target, data, source, force, named)
+    return {"input": _name(source), "output": _name(target, output=True), **result}
+
+
 def _run_batch(
     inputs: tuple[Path, ...],
-    suffix: str,
     output: str | None,
-    work: Callable[[Path, Path, bool], dict],
+    job: bulk.Job,
+    force: bool,
     report: Report,
     on_ray: Callable[[list[tuple[Path, Path]], bool], Iterator[dict]] | None = None,
 ) -> None:
-    """Apply `work(source, target, named)` to each input, or hand all to Ray; one failure does not
-    stop the others."""
+    """Run the job on each input, here or on Ray; one failure does not stop the others."""
+    suffix = COMPRESSED_SUFFIX if job.kind == "compress" else DECODED_SUFFIX
     try:
         plan = plan_outputs(list(inputs), suffix, output)
         if plan.targets == [STDIO] and report.json:
@@ -196,7 +216,7 @@ def _run_batch(
             report.done(record)
     for source, target in zip(inputs, plan.targets, strict=True) if on_ray is None else ():
         try:
-            report.done(work(source, target, plan.named))
+            report.done(_work(source, target, plan.named, job, force))
         except (*_user_errors(), OutputExistsError) as e:
             failed += 1
             if isinstance(e, OSError) and e.filename and Path(e.filename) != source:
@@ -282,24 +302,7 @@ def compress(
 
     job = bulk.Job("compress", quality, weights, coder, max_pixels, psnr)
 
-    def work(source: Path, target: Path, named: bool) -> dict:
-        if target != STDIO:
-            check_free(target, source, force, named)
-        data, result, notes = bulk.compress_image(
-            io.BytesIO(_read(source)) if source == STDIO else source, job
-        )
-        _warn(source, notes)
-        _write(target, data, source, force, named)
-        return {"input": _name(source), "output": _name(target, output=True), **result}
-
-    _run_batch(
-        inputs,
-        COMPRESSED_SUFFIX,
-        output,
-        work,
-        Report(as_json, quiet),
-        _ray(engine, job, force, address, workers),
-    )
+    _run_batch(inputs, output, job, force, Report(as_json, quiet), _ray(engine, job, force, address, workers))
 
 
 @main.command()
@@ -327,23 +330,7 @@ def decompress(inputs, output, weights, force, max_pixels, as_json, quiet, engin
 
     job = bulk.Job("decompress", weights=weights, max_pixels=max_pixels)
 
-    def work(source: Path, target: Path, named: bool) -> dict:
-        fmt = output_format(target)
-        if target != STDIO:
-            check_free(target, source, force, named)
-        data, result, notes = bulk.decompress_image(_read(source), fmt, job)
-        _warn(target, notes)
-        _write(target, data, source, force, named)
-        return {"input": _name(source), "output": _name(target, output=True), **result}
-
-    _run_batch(
-        inputs,
-        DECODED_SUFFIX,
-        output,
-        work,
-        Report(as_json, quiet),
-        _ray(engine, job, force, address, workers),
-    )
+    _run_batch(inputs, output, job, force, Report(as_json, quiet), _ray(engine, job, force, address, workers))
 
 
 @main.command()

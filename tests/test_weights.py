@@ -78,10 +78,14 @@ def test_retired_ids_are_never_reused():
     assert weights.DEFAULT_ID in weights.REGISTRY
 
 
-def test_hyper_bundle_with_h_s_off_its_grid_is_refused(tiny_hyper, tmp_path):
-    # The decoder's exact arithmetic needs h_s on its grid; re-hashing the tensors does not help.
-    bundle = torch.load(tiny_hyper, weights_only=True)
-    bundle["state_dict"]["h_s.0.weight"][0, 0, 0, 0] += 1e-4
+@pytest.mark.parametrize("kind, tensor", [("hyper", "h_s.0.weight"), ("checkerboard", "g_ep.0.weight")])
+def test_bundle_with_an_exact_layer_off_its_grid_is_refused(
+    kind, tensor, tiny_hyper, tiny_checkerboard, tmp_path
+):
+    # The decoder's exact arithmetic needs h_s (and a context model) on its grid; re-hashing the
+    # tensors does not help.
+    bundle = torch.load(tiny_hyper if kind == "hyper" else tiny_checkerboard, weights_only=True)
+    bundle["state_dict"][tensor][0, 0, 0, 0] += 1e-4
     bundle["tensor_sha256"] = weights.tensor_digest(bundle["state_dict"])
     bad = tmp_path / "off-grid.pt"
     torch.save(bundle, bad)
