@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -345,7 +346,8 @@ def plot_rd(points: list[Point], path: Path, title: str) -> bool:
                 )
     # Every curve whole: a log axis keeps both tiny and large rates readable.
     ax.set_xscale("log")
-    ax.set(xlabel="bits per pixel (whole file)", ylabel="PSNR (dB, RGB)", title=title)
+    ax.set(xlabel="bits per pixel (whole file)", ylabel="PSNR (dB, RGB)")
+    ax.set_title(textwrap.fill(title, 80), fontsize=9)  # long data-set names would run off the figure
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
