@@ -327,7 +327,7 @@ def plot_rd(points: list[Point], path: Path, title: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.5, 5), dpi=110)
     for name in dict.fromkeys(p.label for p in points):
         c = sorted(curve(points, name), key=lambda p: p.bpp)
         style = {"linewidth": 2.5} if name.startswith("cae-codec") else {"linewidth": 1.2, "alpha": 0.8}
@@ -349,7 +349,7 @@ def plot_rd(points: list[Point], path: Path, title: str) -> bool:
     ax.set(xlabel="bits per pixel (whole file)", ylabel="PSNR (dB, RGB)")
     ax.set_title(textwrap.fill(title, 80), fontsize=9)  # long data-set names would run off the figure
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, not on them
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
