@@ -64,3 +64,18 @@ def test_engine_options_are_checked(tmp_path):
     assert "need --engine ray" in runner.invoke(main, ["compress", "a.png", "--workers", "2"]).output
     piped = runner.invoke(main, ["compress", "-", "-o", "-", "--engine", "ray"], input=b"")
     assert piped.exit_code == 2 and "not standard streams" in piped.output
+
+
+def test_without_ray_the_option_says_how_to_install_it(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    result = CliRunner().invoke(main, ["compress", "a.png", "--engine", "ray"])
+    assert result.exit_code == 2 and "pip install 'cae-codec[ray]'" in result.output

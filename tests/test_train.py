@@ -105,7 +105,8 @@ def test_batches_mix_exact_and_other_rows_by_share():
 
 def test_torchrun_with_two_processes_matches_one_process(tiny_cifar, tmp_path):
     """Each process trains on its half of the same global batch, and DDP averages the gradients, so
-    two processes land where one does with that batch (up to the rate's noise draws)."""
+    two processes land where one does with that batch (up to the rate's noise draws), also across
+    a stop and a resume."""
     import os
     import subprocess
     import sys
@@ -117,9 +118,13 @@ def test_torchrun_with_two_processes_matches_one_process(tiny_cifar, tmp_path):
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     two = tmp_path / "two.pt"
     args = ["-m", "cae_codec.train", "--data-dir", str(archive), "--out", str(two), *common, "--seed", "1"]
-    done = subprocess.run(
-        run + args, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True
-    )
+    args += ["--checkpoint", str(tmp_path / "two.ckpt")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Stopped after 2 steps, then resumed from rank 0's checkpoint to the third.
+    first = subprocess.run(run + args + ["--steps", "2"], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert torch.load(tmp_path / "two.ckpt", weights_only=True)["step"] == 2
+    done = subprocess.run(run + args, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("wrote ") == 1  # rank 0 alone exports and reports
     train(archive, tmp_path / "one.pt", *common[len(TINY) :], "--seed", "1")
