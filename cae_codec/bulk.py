@@ -81,6 +81,17 @@ def decompress_image(data: bytes, fmt: OutputFormat, job: Job) -> tuple[bytes, d
     return buffer.getvalue(), record, notes
 
 
+def code(job: Job, source: Path | bytes, target: Path) -> tuple[bytes, dict, list[str]]:
+    """One input (a file, or its bytes) coded as the job says: the output's bytes (a decode in the
+    format `target`'s suffix names), a record of the result, and warnings."""
+    if job.kind == "compress":
+        return compress_image(io.BytesIO(source) if isinstance(source, bytes) else source, job)
+    data = source if isinstance(source, bytes) else source.read_bytes()
+    if not data:
+        raise ValueError("empty input")
+    return decompress_image(data, output_format(target), job)
+
+
 def process_file(source: Path, target: Path, job: Job, force: bool, named: bool) -> dict:
     """One file end to end, as Ray's workers run it: read, code, write atomically. Never raises: a
     failure is the record's "error", an existing output (without `force`) is skipped."""
@@ -88,10 +99,7 @@ def process_file(source: Path, target: Path, job: Job, force: bool, named: bool)
     try:
         if target.exists() and not force:
             return {**record, "skipped": "the output exists"}
-        if job.kind == "compress":
-            data, result, notes = compress_image(source, job)
-        else:
-            data, result, notes = decompress_image(source.read_bytes(), output_format(target), job)
+        data, result, notes = code(job, source, target)
         write_atomic(target, data, source, force, named)
         return {**record, **result, "warnings": notes}
     except Exception as e:  # noqa: BLE001  (a worker must report every failure, not die)

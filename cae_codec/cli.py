@@ -7,7 +7,6 @@ need them, so `cae-codec --help` and usage errors come back fast.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import sys
 import time
@@ -103,9 +102,6 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Report each 
 QUIET_OPTION = click.option("--quiet", is_flag=True, help="Report nothing but errors.")
 
 
-_describe = bulk.describe
-
-
 @dataclass
 class Report:
     """How each file is reported: a line (default), a JSON object (--json) or nothing (--quiet)."""
@@ -120,10 +116,10 @@ class Report:
         elif not self.quiet:
             click.echo(_line(record), err=self.to_stderr)
 
-    def failed(self, source: Path, message: str) -> None:
-        click.echo(f"cae-codec: {_name(source)}: {message}", err=True)
+    def failed(self, name: str, message: str) -> None:
+        click.echo(f"cae-codec: {name}: {message}", err=True)
         if self.json:
-            click.echo(json.dumps({"input": _name(source), "error": message}))
+            click.echo(json.dumps({"input": name, "error": message}))
 
 
 def _line(record: dict) -> str:
@@ -142,14 +138,13 @@ def _name(path: Path, output: bool = False) -> str:
     return str(path) if path != STDIO else ("<stdout>" if output else "<stdin>")
 
 
-def _warn(path: Path, notes: list[str]) -> None:
+def _warn(name: str, notes: list[str]) -> None:
     for note in notes:
-        click.echo(f"cae-codec: warning: {_name(path)}: {note}", err=True)
+        click.echo(f"cae-codec: warning: {name}: {note}", err=True)
 
 
-def _read(source: Path) -> bytes:
-    """An input's bytes: a file, or standard input for -."""
-    data = sys.stdin.buffer.read() if source == STDIO else source.read_bytes()
+def _stdin() -> bytes:
+    data = sys.stdin.buffer.read()
     if not data:
         raise ValueError("empty input")
     return data
@@ -167,21 +162,25 @@ def _write(target: Path, data: bytes, source: Path, force: bool, named: bool) ->
 def _work(source: Path, target: Path, named: bool, job: bulk.Job, force: bool) -> dict:
     """One file, as the local engine runs it: bulk's steps, with standard streams, and an existing
     output refused (not skipped) unless forced."""
-    if job.kind == "compress":
-        if target != STDIO:
-            check_free(target, source, force, named)
-        data, result, notes = bulk.compress_image(
-            io.BytesIO(_read(source)) if source == STDIO else source, job
-        )
-        _warn(source, notes)
-    else:
-        fmt = output_format(target)
-        if target != STDIO:
-            check_free(target, source, force, named)
-        data, result, notes = bulk.decompress_image(_read(source), fmt, job)
-        _warn(target, notes)
+    if job.kind == "decompress":
+        output_format(target)  # an unknown suffix is refused before anything else
+    if target != STDIO:
+        check_free(target, source, force, named)
+    data, result, notes = bulk.code(job, _stdin() if source == STDIO else source, target)
     _write(target, data, source, force, named)
-    return {"input": _name(source), "output": _name(target, output=True), **result}
+    return {"input": _name(source), "output": _name(target, output=True), **result, "warnings": notes}
+
+
+def _local(pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: bool) -> Iterator[dict]:
+    """Records of the files coded here, one by one; a failure is the record's "error"."""
+    for source, target in pairs:
+        try:
+            yield _work(source, target, named, job, force)
+        except (*_user_errors(), OutputExistsError) as e:
+            if isinstance(e, OSError) and e.filename and Path(e.filename) != source:
+                yield {"input": _name(source), "error": f"cannot write {e.filename}: {bulk.describe(e)}"}
+            else:
+                yield {"input": _name(source), "error": bulk.describe(e)}
 
 
 def _run_batch(
@@ -205,24 +204,17 @@ def _run_batch(
     report.to_stderr = plan.targets == [STDIO]
     if plan.folder is not None:
         plan.folder.mkdir(exist_ok=True)
+    pairs = list(zip(inputs, plan.targets, strict=True))
+    records = on_ray(pairs, plan.named) if on_ray is not None else _local(pairs, plan.named, job, force)
     failed = 0
-    if on_ray is not None:
-        for record in on_ray(list(zip(inputs, plan.targets, strict=True)), plan.named):
-            if "error" in record:
-                failed += 1
-                report.failed(Path(record["input"]), record["error"])
-                continue
-            _warn(Path(record["input"]), record.pop("warnings", []))
-            report.done(record)
-    for source, target in zip(inputs, plan.targets, strict=True) if on_ray is None else ():
-        try:
-            report.done(_work(source, target, plan.named, job, force))
-        except (*_user_errors(), OutputExistsError) as e:
+    for record in records:
+        if "error" in record:
             failed += 1
-            if isinstance(e, OSError) and e.filename and Path(e.filename) != source:
-                report.failed(source, f"cannot write {e.filename}: {_describe(e)}")
-            else:
-                report.failed(source, _describe(e))
+            report.failed(record["input"], record["error"])
+            continue
+        # A decode's warnings are about its output's format, a compression's about its input.
+        _warn(record["input" if job.kind == "compress" else "output"], record.pop("warnings", []))
+        report.done(record)
     if failed:
         if len(inputs) > 1:
             click.echo(f"cae-codec: {failed} of {len(inputs)} files failed", err=True)
@@ -347,13 +339,15 @@ def decompress(inputs, output, weights, force, max_pixels, as_json, quiet, engin
 def info(inputs, list_weights, model, size) -> None:
     """Show the header of .cae files without decoding them, list the shipped weights, or print a
     model's layers."""
-    from . import codec, metrics
-    from . import weights as weights_mod
+    from . import metrics
+    from .container import unpack
 
     if model is not None:
         _print_models(model, size)
         return
     if list_weights:
+        from . import weights as weights_mod
+
         for entry in weights_mod.REGISTRY.values():
             size = (weights_mod.shipped_dir() / entry.file).stat().st_size / 2**20
             limit = f"{weights_mod.PHOTO_MIN_PIXELS:,} pixels"
@@ -369,10 +363,10 @@ def info(inputs, list_weights, model, size) -> None:
     for source in inputs:
         try:
             data = source.read_bytes()
-            h = codec.read_header(data)
+            h = unpack(data).header
         except (OSError, FormatError) as e:
             failed = True
-            click.echo(f"cae-codec: {source}: {_describe(e)}", err=True)
+            click.echo(f"cae-codec: {source}: {bulk.describe(e)}", err=True)
             continue
         bpp = metrics.bpp(len(data), h.width, h.height)
         click.echo(
@@ -411,12 +405,12 @@ def _print_models(choice: str, size: str) -> None:
             f"{w.name} (id {w.id}): stride {cfg.stride}, {cfg.prior} prior, {cfg.levels} quality levels"
         )
         click.echo(f"  {'input':<8} {'image':<15} {f'3x{h}x{wd}':>12}{padded}")
+        last = {  # the layers whose outputs are the latent and the hyper-latent
+            f"g_a.{len(w.model.g_a) - 1}": "latent y",
+            f"h_a.{len(getattr(w.model, 'h_a', ())) - 1}": "hyper-latent z",
+        }
         for name, kind, shape, params in model_mod.summary(w.model, h, wd):
             click.echo(f"  {name:<8} {kind:<15} {'x'.join(map(str, shape)):>12} {params:>11,}")
-            last = {
-                f"g_a.{len(w.model.g_a) - 1}": "latent y",
-                f"h_a.{len(getattr(w.model, 'h_a', ())) - 1}": "hyper-latent z",
-            }
             if name in last:
                 values = shape[0] * shape[1] * shape[2]
                 click.echo(f"  {last[name]:<24} {values:>12,} values, {values / (h * wd):.3f} per pixel")
@@ -501,12 +495,13 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
         if weights is None:  # the shipped model the codec would choose for this data's image size
             w = weights_mod.load(weights_id=weights_mod.default_id(images[0].shape[1], images[0].shape[0]))
     except _user_errors() as e:
-        raise click.ClickException(_describe(e)) from None
+        raise click.ClickException(bulk.describe(e)) from None
     click.echo(f"cae-codec weights: {w.name} (id {w.id})", err=True)
-    for skipped in [n for n in names if not benchmark.available(n)]:
+    usable = {n: benchmark.available(n) for n in names}
+    for skipped in [n for n in names if not usable[n]]:
         hint = f" ({PEERS_EXTRA})" if CLASSICS[skipped].plugin else ""
         click.echo(f"note: {skipped} skipped: this Pillow cannot write it{hint}", err=True)
-    names = [n for n in names if benchmark.available(n)]
+    names = [n for n in names if usable[n]]
     total = len(images) * (len(levels) + sum(len(CLASSICS[n].qualities) for n in names))
     with click.progressbar(length=total, label="measuring", file=sys.stderr) as bar:
         try:
@@ -673,7 +668,7 @@ def train(**options) -> None:
         try:
             train_mod.train(cfg)
         except _user_errors() as e:
-            raise click.ClickException(_describe(e)) from None
+            raise click.ClickException(bulk.describe(e)) from None
         return
     bar = click.progressbar(
         length=cfg.steps,
@@ -695,7 +690,7 @@ def train(**options) -> None:
         try:
             sha = train_mod.train(cfg, on_progress)
         except _user_errors() as e:
-            raise click.ClickException(_describe(e)) from None
+            raise click.ClickException(bulk.describe(e)) from None
     click.echo(f"wrote {cfg.out} (sha256 {sha})")
     if cfg.log_csv:
         curves = train_mod.curves_path(cfg.log_csv)

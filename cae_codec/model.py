@@ -317,13 +317,17 @@ class HyperCAE(_GainedAutoencoder):
                 if isinstance(layer, CheckerboardConv):
                     layer.weight.mul_(layer.mask)
 
+    def y_parameters(self, y: Tensor, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, log sigma) of every value of y, in float, as in training; here from z alone."""
+        return self.hyper_synthesis(z_hat)
+
     def forward(self, x: Tensor, level: Tensor, noise: bool = True) -> tuple[Tensor, Tensor]:
         """x_hat and the bits of each image's y and z, as in CAE.forward."""
         y = self.analysis(x, level)
         z = self.hyper_analysis(y)
         z_hat = _quantize(z, noise=False)
         bits = _factorized_bits(self.z_densities, _quantize(z, noise) if noise else z_hat, level)
-        mu, log_sigma = self.hyper_synthesis(z_hat)
+        mu, log_sigma = self.y_parameters(y, z_hat)
         sigma = log_sigma.exp().clamp(SCALE_MIN, SCALE_MAX)
         y_hat = _quantize(y - mu, noise=False) + mu
         residual = _quantize(y - mu, noise) if noise else y_hat - mu
@@ -406,12 +410,8 @@ class CheckerboardCAE(HyperCAE):
             ctx += self.g_cm.weight[:, :, dy, dx].double() @ padded[:, dy : dy + h, dx : dx + w][:, where]
         return torch.floor(ctx * unit).div(unit).clamp(-_EXACT_LIMIT, _EXACT_LIMIT)
 
-    def forward(self, x: Tensor, level: Tensor, noise: bool = True) -> tuple[Tensor, Tensor]:
-        """x_hat and the bits of each image's y and z, as in CAE.forward."""
-        y = self.analysis(x, level)
-        z = self.hyper_analysis(y)
-        z_hat = _quantize(z, noise=False)
-        bits = _factorized_bits(self.z_densities, _quantize(z, noise) if noise else z_hat, level)
+    def y_parameters(self, y: Tensor, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, log sigma): the anchors' from z alone, the others' with the rounded anchors as context."""
         hyper = self.h_s(z_hat)
         anchor = anchors(*y.shape[2:]).to(y.device)
         first = self.entropy_parameters(hyper, torch.zeros_like(hyper))
@@ -419,11 +419,7 @@ class CheckerboardCAE(HyperCAE):
         y_anchor = (_quantize(y - mu, noise=False) + mu) * anchor
         second = self.entropy_parameters(hyper, self.g_cm(y_anchor))
         mu, log_sigma = torch.where(anchor, first, second).chunk(2, dim=1)
-        sigma = log_sigma.exp().clamp(SCALE_MIN, SCALE_MAX)
-        y_hat = _quantize(y - mu, noise=False) + mu
-        residual = _quantize(y - mu, noise) if noise else y_hat - mu
-        bits = bits - torch.log2(gaussian_likelihood(residual, sigma)).sum(dim=(1, 2, 3))
-        return self.synthesis(y_hat, level), bits
+        return mu, log_sigma
 
 
 def run_exact(layers, x: Tensor, fraction_bits: int) -> Tensor:

@@ -110,14 +110,14 @@ def rd_loss(
     lambdas: torch.Tensor,
     loss: str = "mse",
     target: torch.Tensor | None = None,
-):
+) -> torch.Tensor:
     """Per-batch lambda * D + bpp (D: the scaled distortion term, losses.py; 255^2 * MSE by default),
     each image weighted by its level's lambda. `target` (default x) is what x_hat should be: the
     clean image when x is noisy."""
     x_hat, bits = model(x, level)
     target = x if target is None else target
     bpp = bits / (x.shape[2] * x.shape[3])
-    return (lambdas[level] * distortion(loss, x_hat, target) + bpp).mean(), bpp
+    return (lambdas[level] * distortion(loss, x_hat, target) + bpp).mean()
 
 
 def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -316,7 +316,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
         batch = source.batch(rng, cfg.batch_size)
         level = torch.from_numpy(rng.integers(0, config.levels, cfg.batch_size))
         clean = to_tensor(batch[mine])
-        loss, _ = rd_loss(net, add_noise(clean, cfg.noise), level[mine], lambdas, cfg.loss, clean)
+        loss = rd_loss(net, add_noise(clean, cfg.noise), level[mine], lambdas, cfg.loss, clean)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
