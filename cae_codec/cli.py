@@ -369,9 +369,10 @@ def info(inputs, list_weights, model, size) -> None:
             click.echo(f"cae-codec: {source}: {bulk.describe(e)}", err=True)
             continue
         bpp = metrics.bpp(len(data), h.width, h.height)
+        segments = f", {h.segments} segments of {h.segment} px" if h.segment else ""
         click.echo(
             f"{source}: {h.width}x{h.height} {h.mode}, quality {h.quality}, coder {h.coder}, "
-            f"weights id {h.weights_id}, {len(data)} bytes ({bpp:.3f} bpp)"
+            f"weights id {h.weights_id}{segments}, {len(data)} bytes ({bpp:.3f} bpp)"
         )
     if failed:
         raise SystemExit(1)

@@ -8,19 +8,20 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import packing
 from . import weights as weights_mod
 from .config import AUTO, CODER_CHOICES, DEFAULT_MAX_PIXELS
-from .container import CODERS, CaeFile, FormatError, Header, pack, unpack
+from .container import CODERS, CaeFile, FormatError, Header, join_segments, pack, unpack
 from .latent_codecs import Symbols
+from .model import SEGMENT
 from .tiling import run_tiled, tiling
 
 WeightsArg = str | os.PathLike | None
@@ -129,27 +130,89 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
 
 def to_tensor(rgb: np.ndarray, stride: int) -> torch.Tensor:
     """uint8 HxWx3 to a (1,3,H',W') float tensor in [0,1], edge-padded to multiples of `stride`."""
-    x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)[None].float().div_(255)
+    return _as_float(to_pixel_tensor(rgb, stride))
+
+
+def to_pixel_tensor(rgb: np.ndarray, multiple: int) -> torch.Tensor:
+    """uint8 HxWx3 to a (1,3,H',W') uint8 view, edge-padded to multiples of `multiple`; the network
+    sees it as floats one tile at a time, so a large image never exists as floats whole."""
     h, w = rgb.shape[:2]
-    pad_h, pad_w = -h % stride, -w % stride
-    # Replicate padding needs at least one pixel to copy; reflect would fail on 1-pixel sides.
-    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+    if h % multiple or w % multiple:
+        rgb = np.pad(rgb, ((0, -h % multiple), (0, -w % multiple), (0, 0)), mode="edge")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a read-only array: the tensor is only ever read
+        return torch.from_numpy(np.asarray(rgb, dtype=np.uint8)).permute(2, 0, 1)[None]
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous().float().div_(255) if x.dtype == torch.uint8 else x
+
+
+def _as_uint8(x_hat: torch.Tensor) -> torch.Tensor:
+    return x_hat.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
 def to_pixels(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
     """Decoder output to uint8 HxWx3, cropped to the original size."""
-    x = x_hat[0, :, :height, :width].clamp(0, 1).mul(255).round()
-    return x.to(torch.uint8).permute(1, 2, 0).numpy()
+    x = x_hat if x_hat.dtype == torch.uint8 else _as_uint8(x_hat)
+    return x[0, :, :height, :width].permute(1, 2, 0).numpy()
+
+
+@torch.inference_mode()
+def analyse(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: int | None = None) -> torch.Tensor:
+    """g_a, tile by tile: an image tensor (float in [0,1], or uint8) to the unquantized latent y."""
+    level = torch.tensor([quality - 1])
+    cfg = w.model.config
+    tile, halo, _ = tiling(cfg.stride, tile)
+    return run_tiled(
+        lambda part: w.model.analysis(_as_float(part), level),
+        x,
+        cfg.M,
+        1 / cfg.stride,
+        tile,
+        halo,
+        torch.float32,
+    )
 
 
 @torch.inference_mode()
 def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: int | None = None) -> Symbols:
-    """Image tensor to integers: g_a, tile by tile, then the latent codec of the model's prior."""
+    """Image tensor to integers: g_a, then the latent codec of the model's prior."""
+    return w.latent.quantize(w, analyse(w, x, quality, tile), quality, tile)
+
+
+@torch.inference_mode()
+def encode_segment(
+    w: weights_mod.Weights, pixels: torch.Tensor, box: Box, quality: int, tile: int | None = None
+) -> Symbols:
+    """One segment's integers: g_a sees a halo across the segment's edges (so the latent is continuous
+    over them), the latent codec only the segment's own latent."""
+    stride = w.model.config.stride
+    top, left, bottom, right = box
+    halo = tiling(stride, tile)[1]
+    ctop, cleft = max(0, top - halo), max(0, left - halo)
+    crop = pixels[:, :, ctop : bottom + halo, cleft : right + halo]
+    y = analyse(w, crop, quality, tile)
+    core = y[:, :, (top - ctop) // stride : (bottom - ctop) // stride, (left - cleft) // stride :]
+    return w.latent.quantize(w, core[:, :, :, : (right - left) // stride].contiguous(), quality, tile)
+
+
+@torch.inference_mode()
+def synthesize(
+    w: weights_mod.Weights, y_hat: torch.Tensor, quality: int, tile: int | None = None, pixels: bool = False
+) -> torch.Tensor:
+    """g_s, tile by tile: the dequantized latent to the decoder's output, as floats or (`pixels`)
+    as uint8 values, rounded tile by tile so a large image never exists as floats whole."""
     level = torch.tensor([quality - 1])
     cfg = w.model.config
-    tile, halo, _ = tiling(cfg.stride, tile)
-    y = run_tiled(lambda part: w.model.analysis(part, level), x, cfg.M, 1 / cfg.stride, tile, halo)
-    return w.latent.quantize(w, y, quality, tile)
+    tile, _, latent_halo = tiling(cfg.stride, tile)
+    fn = (
+        (lambda part: _as_uint8(w.model.synthesis(part, level)))
+        if pixels
+        else (lambda part: w.model.synthesis(part, level))
+    )
+    dtype = torch.uint8 if pixels else torch.float32
+    return run_tiled(fn, y_hat, 3, cfg.stride, tile // cfg.stride, latent_halo, dtype)
 
 
 @torch.inference_mode()
@@ -157,13 +220,31 @@ def decode_latent(
     w: weights_mod.Weights, symbols: Symbols, quality: int, tile: int | None = None
 ) -> torch.Tensor:
     """Integers back to the decoder's output tensor."""
-    level = torch.tensor([quality - 1])
+    return synthesize(w, w.latent.dequantize(w, symbols, quality), quality, tile)
+
+
+Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels of the padded image
+
+
+def segment_side(w: weights_mod.Weights, width: int, height: int, side: int | None = None) -> int:
+    """The segment side for an image (model.SEGMENT unless `side`), or 0 when one segment holds it."""
     cfg = w.model.config
-    tile, _, latent_halo = tiling(cfg.stride, tile)
-    y_hat = w.latent.dequantize(w, symbols, quality)
-    return run_tiled(
-        lambda part: w.model.synthesis(part, level), y_hat, 3, cfg.stride, tile // cfg.stride, latent_halo
-    )
+    side = SEGMENT[cfg.stride] if side is None else side
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1 or side % cfg.pad_multiple:
+        raise ValueError(f"segment side must be a positive multiple of {cfg.pad_multiple}, not {side!r}")
+    return 0 if width <= side and height <= side else side
+
+
+def segment_boxes(w: weights_mod.Weights, width: int, height: int, side: int) -> list[Box]:
+    """The segments of an image, raster order, in pixels of the padded image (docs/format.md)."""
+    m = w.model.config.pad_multiple
+    padded_h, padded_w = -(-height // m) * m, -(-width // m) * m
+    side = side or max(padded_h, padded_w)
+    return [
+        (top, left, min(top + side, padded_h), min(left + side, padded_w))
+        for top in range(0, padded_h, side)
+        for left in range(0, padded_w, side)
+    ]
 
 
 def latent_shape(w: weights_mod.Weights, height: int, width: int) -> tuple[int, int, int]:
@@ -227,12 +308,14 @@ def compress(
     weights: WeightsArg = None,
     coder: str = AUTO,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    segment: int | None = None,
 ) -> bytes:
     """Compress an image to .cae bytes: a PIL image, a uint8 array (HxW, HxWx3, HxWx4), or an image
     file's path, bytes or open stream. coder "auto" keeps the smaller file of the two coders."""
     if coder not in CODER_CHOICES:
         raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
-    files = compress_each(image, quality, weights, CODERS if coder == AUTO else (coder,), max_pixels)
+    coders = CODERS if coder == AUTO else (coder,)
+    files = compress_each(image, quality, weights, coders, max_pixels, segment)
     return min(files.values(), key=len)  # ties go to the first coder (zstd)
 
 
@@ -242,26 +325,32 @@ def compress_each(
     weights: WeightsArg = None,
     coders: tuple[str, ...] = CODERS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    segment: int | None = None,
 ) -> dict[str, bytes]:
     """The .cae file that each coder makes of one image; the network runs once. Without `weights`,
-    the shipped model for the image's size (weights.default_id)."""
+    the shipped model for the image's size (weights.default_id); `segment` overrides the side in
+    pixels of the segments a large image is cut into (model.SEGMENT)."""
     rgb, alpha, mode = split_image(_as_image(image, max_pixels))
     height, width = rgb.shape[:2]
     _check_pixels(width, height, max_pixels)
     w = weights_mod.load(weights, None if weights is not None else weights_mod.default_id(width, height))
     quality = w.default_quality if quality is None else quality
     _check_quality(w, quality)
-    symbols = encode_latent(w, to_tensor(rgb, w.model.config.pad_multiple), quality)
+    side = segment_side(w, width, height, segment)
+    pixels = to_pixel_tensor(rgb, w.model.config.pad_multiple)
+    sections: dict[str, list[bytes]] = {coder: [] for coder in coders}
+    for box in segment_boxes(w, width, height, side):
+        symbols = encode_segment(w, pixels, box, quality)
+        for coder in coders:
+            sections[coder].append(encode_symbols(w, symbols, quality, coder))
     alpha_bytes = packing.zstd_pack(alpha.tobytes()) if alpha is not None else None
     return {
         coder: pack(
             CaeFile(
-                Header(mode, coder, quality, w.id, width, height),
-                encode_symbols(w, symbols, quality, coder),
-                alpha_bytes,
+                Header(mode, coder, quality, w.id, width, height, side), join_segments(parts), alpha_bytes
             )
         )
-        for coder in coders
+        for coder, parts in sections.items()
     }
 
 
@@ -274,6 +363,23 @@ def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> Symbo
     """The colour section back to the latent's integers."""
     shape = latent_shape(w, header.height, header.width)
     return w.latent.read(w, data, shape, header.quality, header.coder)
+
+
+def dequantize_segments(w: weights_mod.Weights, f: CaeFile) -> torch.Tensor:
+    """Every segment's colour section decoded into one latent y_hat (1, M, h, w) for g_s."""
+    h = f.header
+    if h.segment % w.model.config.pad_multiple:
+        raise FormatError(f"segment side {h.segment} is not a multiple of {w.model.config.pad_multiple}")
+    stride = w.model.config.stride
+    y_hat = torch.empty(1, *latent_shape(w, h.height, h.width))
+    for (top, left, bottom, right), data in zip(
+        segment_boxes(w, h.width, h.height, h.segment), f.segments, strict=True
+    ):
+        part = replace(h, width=right - left, height=bottom - top, segment=0)
+        y_hat[:, :, top // stride : bottom // stride, left // stride : right // stride] = w.latent.dequantize(
+            w, decode_symbols(w, data, part), h.quality
+        )
+    return y_hat
 
 
 def read_header(data: bytes | bytearray | memoryview | str | os.PathLike | BinaryIO) -> Header:
@@ -303,13 +409,11 @@ def decompress(
     h = f.header
     _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)
-    symbols = decode_symbols(w, f.color, h)
-    plane = (
-        _decode_alpha(f.alpha, h) if h.mode == "RGBA" else None
-    )  # every section checked before the network runs
+    y_hat = dequantize_segments(w, f)
+    plane = _decode_alpha(f.alpha, h) if h.mode == "RGBA" else None  # all checked before g_s runs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a garbage latent may overflow float math; pixels are clamped
-        rgb = to_pixels(decode_latent(w, symbols, h.quality), h.height, h.width)
+        rgb = to_pixels(synthesize(w, y_hat, h.quality, pixels=True), h.height, h.width)
     if h.mode == "L":
         return Image.fromarray(np.round(rgb.mean(axis=2)).astype(np.uint8), "L")
     if plane is None:

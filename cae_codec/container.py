@@ -1,4 +1,8 @@
-"""The .cae container, version 1: a header of at most 8 bytes for small images, then the payload.
+"""The .cae container: a header of at most 8 bytes for small images, then the payload.
+
+Version 1 holds the colour section whole; version 2, for images larger than one segment, adds the
+segment side to the header and holds one colour section per segment, so a codec needs memory for
+one segment at a time.
 
 docs/format.md is the byte-by-byte spec; this module is its only implementation.
 """
@@ -9,7 +13,8 @@ import binascii
 from dataclasses import dataclass
 
 MAGIC = 0xCAE  # 12 bits; the low 4 bits of the first two bytes hold the version
-VERSION = 1
+VERSION = 1  # the colour section whole
+SEGMENTED = 2  # the colour section in segments of `segment` pixels a side
 MODES = ("L", "RGB", "RGBA")  # index = 2-bit mode code; code 3 is reserved
 CODERS = ("zstd", "range")  # index = 2-bit coder code; codes 2 and 3 are reserved
 MAX_QUALITY = 16  # quality is stored as quality-1 in 4 bits
@@ -30,6 +35,14 @@ class Header:
     weights_id: int
     width: int
     height: int
+    segment: int = 0  # side of the square segments in pixels; 0: the whole image is one segment
+
+    @property
+    def segments(self) -> int:
+        """How many segments the colour section holds (raster order, the last row and column cut)."""
+        if not self.segment:
+            return 1
+        return -(-self.width // self.segment) * -(-self.height // self.segment)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -42,6 +55,12 @@ class Header:
             raise FormatError(f"weights id {self.weights_id} is outside 0..{MAX_ID}")
         if not (1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE):
             raise FormatError(f"size {self.width}x{self.height} is outside 1..{MAX_SIDE} per side")
+        if not 0 <= self.segment <= MAX_SIDE:
+            raise FormatError(f"segment side {self.segment} is outside 1..{MAX_SIDE}")
+        if self.segment and self.segments == 1:
+            raise FormatError(
+                f"a {self.width}x{self.height} image is one {self.segment}-pixel segment; use version 1"
+            )
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,32 @@ class CaeFile:
     header: Header
     color: bytes  # the latent, as packed by header.coder
     alpha: bytes | None  # the alpha plane, a zstd frame; present exactly when mode is RGBA
+
+    @property
+    def segments(self) -> list[bytes]:
+        """The colour section of each segment, in raster order."""
+        return split_segments(self.color, self.header.segments)
+
+
+def join_segments(parts: list[bytes]) -> bytes:
+    """Segments' colour sections as one: each but the last after its varint length."""
+    if not parts or not all(parts):
+        raise FormatError("every segment needs a non-empty colour section")
+    return b"".join(put_varint(len(p)) + p for p in parts[:-1]) + parts[-1]
+
+
+def split_segments(color: bytes, count: int) -> list[bytes]:
+    """The inverse of `join_segments`, checking that exactly `count` non-empty segments fill `color`."""
+    parts, pos = [], 0
+    for i in range(count - 1):
+        size, pos = get_varint(color, pos, 4, f"segment {i} length")
+        if size == 0 or pos + size >= len(color):
+            raise FormatError(f"segment {i} is empty or runs past the colour section (truncated)")
+        parts.append(color[pos : pos + size])
+        pos += size
+    if pos >= len(color):
+        raise FormatError("the last segment is empty (truncated)")
+    return [*parts, color[pos:]]
 
 
 def put_varint(value: int) -> bytes:
@@ -98,14 +143,16 @@ def pack(f: CaeFile) -> bytes:
         bytes(
             [
                 MAGIC >> 4,
-                (MAGIC & 0xF) << 4 | VERSION,
+                (MAGIC & 0xF) << 4 | (SEGMENTED if h.segment else VERSION),
                 MODES.index(h.mode) << 6 | CODERS.index(h.coder) << 4 | (h.quality - 1),
             ]
         )
         + put_varint(h.weights_id)
         + put_varint(h.width - 1)
         + put_varint(h.height - 1)
+        + (put_varint(h.segment) if h.segment else b"")
     )
+    split_segments(f.color, h.segments)  # a writer's bug, caught before it reaches a file
     body = _body(f)
     return fields + _crc([fields, body]).to_bytes(2, "big") + body
 
@@ -114,8 +161,8 @@ def unpack(data: bytes) -> CaeFile:
     """Parse and check every field of a .cae file; raises FormatError on any defect."""
     if len(data) < 3 or data[0] != MAGIC >> 4 or data[1] >> 4 != MAGIC & 0xF:
         raise FormatError("not a .cae file (wrong magic number)")
-    if (version := data[1] & 0xF) != VERSION:
-        raise FormatError(f".cae version {version} is not supported (this reader knows {VERSION})")
+    if (version := data[1] & 0xF) not in (VERSION, SEGMENTED):
+        raise FormatError(f".cae version {version} is not supported (this reader knows 1 and 2)")
     mode_code, coder_code = data[2] >> 6, data[2] >> 4 & 0x3
     if mode_code >= len(MODES):
         raise FormatError(f"unknown mode code {mode_code}")
@@ -124,10 +171,15 @@ def unpack(data: bytes) -> CaeFile:
     weights_id, pos = get_varint(data, 3, 4, "weights id")
     width, pos = get_varint(data, pos, 4, "width")
     height, pos = get_varint(data, pos, 4, "height")
+    segment = 0
+    if version == SEGMENTED:
+        segment, pos = get_varint(data, pos, 4, "segment side")
+        if segment == 0:
+            raise FormatError("segment side is 0")
     if pos + 2 > len(data):
         raise FormatError("file ends inside the checksum field")
     header = Header(
-        MODES[mode_code], CODERS[coder_code], (data[2] & 0xF) + 1, weights_id, width + 1, height + 1
+        MODES[mode_code], CODERS[coder_code], (data[2] & 0xF) + 1, weights_id, width + 1, height + 1, segment
     )
     stored = int.from_bytes(data[pos : pos + 2], "big")
     body = data[pos + 2 :]
@@ -136,17 +188,21 @@ def unpack(data: bytes) -> CaeFile:
     if _crc([data[:pos], body]) != stored:
         raise FormatError("checksum mismatch: the file is corrupt, truncated or has trailing bytes")
     if header.mode != "RGBA":
-        return CaeFile(header, body, None)
-    color_len, start = get_varint(body, 0, 4, "colour length")
-    if start + color_len >= len(body):
-        raise FormatError("colour section runs past the end of the file (truncated)")
-    return CaeFile(header, body[start : start + color_len], body[start + color_len :])
+        f = CaeFile(header, body, None)
+    else:
+        color_len, start = get_varint(body, 0, 4, "colour length")
+        if start + color_len >= len(body):
+            raise FormatError("colour section runs past the end of the file (truncated)")
+        f = CaeFile(header, body[start : start + color_len], body[start + color_len :])
+    f.segments  # noqa: B018 -- checks the segment lengths now, before any decoding
+    return f
 
 
 def header_size(data: bytes) -> int:
     """Bytes before the payload (for reporting the header's share of the rate)."""
     pos = 3
-    for what in ("weights id", "width", "height"):
+    fields = ("weights id", "width", "height", "segment side")
+    for what in fields[: 4 if data[1] & 0xF == SEGMENTED else 3]:
         _, pos = get_varint(data, pos, 4, what)
     return pos + 2
 

@@ -147,6 +147,10 @@ def _deconv(cin: int, cout: int, k: int, stride: int = 2) -> nn.ConvTranspose2d:
 # 768x512 photo in one piece.
 TILING = {4: (512, 16, 8), 16: (1024, 64, 4)}
 
+# Side in px of the segments a large image's file is cut into (docs/format.md, version 2): each is
+# entropy-coded alone, so memory stays bounded by a segment, and a multiple of every pad multiple.
+SEGMENT = {4: 1024, 16: 2048}
+
 
 def _transforms(N: int, M: int, stride: int) -> tuple[nn.Sequential, nn.Sequential]:
     """g_a and g_s for a stride: the CIFAR models' 4 (two 5x5/2 stages and a 3x3 to the latent), or

@@ -6,6 +6,7 @@ from cae_codec.container import (
     Header,
     get_varint,
     header_size,
+    join_segments,
     pack,
     put_varint,
     reseal,
@@ -59,8 +60,8 @@ def test_rejects_wrong_magic():
 
 def test_rejects_other_version():
     data = bytearray(make())
-    data[1] = data[1] & 0xF0 | 2
-    with pytest.raises(FormatError, match="version 2"):
+    data[1] = data[1] & 0xF0 | 3
+    with pytest.raises(FormatError, match="version 3"):
         unpack(bytes(data))
 
 
@@ -116,3 +117,53 @@ def test_header_validates_fields():
         Header("RGB", "zstd", 1, 1, 0, 1)
     with pytest.raises(FormatError):
         pack(CaeFile(Header("RGB", "zstd", 1, 1, 1, 1), b"x", b"alpha"))
+
+
+def segmented(width=300, height=200, side=128, parts=(b"a", b"bc", b"d", b"ef", b"g", b"h")):
+    return pack(CaeFile(Header("RGB", "range", 2, 3, width, height, side), join_segments(list(parts)), None))
+
+
+def test_segmented_file_round_trips_as_version_2():
+    data = segmented()
+    assert data[1] & 0xF == 2
+    f = unpack(data)
+    assert f.header.segment == 128 and f.header.segments == 3 * 2
+    assert f.segments == [b"a", b"bc", b"d", b"ef", b"g", b"h"]
+    assert header_size(data) == 2 + 1 + 1 + 2 + 2 + 2 + 2  # the segment side's varint added
+    assert unpack(make()).header.segment == 0 and make()[1] & 0xF == 1
+
+
+def test_segment_side_must_cut_the_image():
+    with pytest.raises(FormatError, match="one 512-pixel segment"):
+        Header("RGB", "zstd", 1, 1, 300, 200, 512)
+    with pytest.raises(FormatError, match="segment side"):
+        Header("RGB", "zstd", 1, 1, 300, 200, -1)
+
+
+@pytest.mark.parametrize(
+    "parts, message",
+    [
+        ((b"a", b"b", b"c", b"d", b"e"), "segment 4 is empty or runs past"),
+        ((b"a", b"", b"c", b"d", b"e", b"f"), "every segment"),
+    ],
+)
+def test_writer_refuses_wrong_segment_count(parts, message):
+    with pytest.raises(FormatError, match=message):
+        segmented(parts=parts)
+
+
+def test_reader_refuses_segments_that_do_not_fill_the_section():
+    # Five segments where the header needs six: the colour section ends early.
+    color = join_segments([b"a", b"b", b"c", b"d", b"ee"])
+    fields = bytearray(segmented())
+    pos = header_size(bytes(fields))
+    with pytest.raises(FormatError, match="segment 4 is empty or runs past"):
+        unpack(reseal(bytes(fields[:pos]) + color))
+    # A length running past the end.
+    with pytest.raises(FormatError, match="segment 0"):
+        unpack(reseal(bytes(fields[:pos]) + b"\x7f" + b"x" * 10))
+    # A zero side.
+    data = bytearray(segmented(side=64, parts=[b"x"] * 20))  # 5 x 4 segments, a 1-byte side
+    data[header_size(bytes(data)) - 3] = 0
+    with pytest.raises(FormatError, match="segment side is 0"):
+        unpack(reseal(bytes(data)))
