@@ -1,6 +1,7 @@
 """Regenerate the README's results from the shipped weights: CIFAR-10 test rows, the photos, Kodak.
 
     python benchmarks/readme_results.py [--shared ../shared/data] [--limit N] [--only kodak,...]
+                                        [--reuse-peers]
 
 Writes benchmarks/results/{cifar10,photos,kodak}.json, *-rd.png, *-grid.png and {name}.md (the
 Markdown the README shows). Same library code as `cae-codec bench`; each data set runs the model
@@ -73,16 +74,33 @@ def markdown(points: list[benchmark.Point], title: str) -> str:
     return "\n".join(lines)
 
 
-def run(name: str, images, title: str, published: bool = False) -> str:
+def _peers_from_last_run(name: str, title: str) -> list[benchmark.Point]:
+    """The other codecs' points of the last run on the same images (their figures do not depend on
+    our weights), so a new model needs only its own measurement."""
+    last = json.loads((RESULTS / f"{name}.json").read_text())
+    if last["data"] != title:
+        raise SystemExit(f"--reuse-peers: the last {name} run measured {last['data']!r}, not {title!r}")
+    return [benchmark.Point(**p) for p in last["points"] if not p["codec"].startswith("cae-codec")]
+
+
+def _peer_source(name: str, title: str) -> str:
+    last = json.loads((RESULTS / f"{name}.json").read_text())
+    return last.get("peers_from") if last.get("peers_from") not in (None, "this run") else last["date"]
+
+
+def run(name: str, images, title: str, published: bool = False, reuse_peers: bool = False) -> str:
     start = time.time()
     h, w_ = images[0].shape[:2]
     w = weights.load(weights_id=weights.default_id(w_, h))
     points = benchmark.measure_cae(images, weights=str(w.path))
+    reused = _peers_from_last_run(name, title) if reuse_peers else []
+    points += reused
     for codec_name in benchmark.CLASSICS:
-        if benchmark.available(codec_name):
+        if benchmark.available(codec_name) and not any(p.codec == codec_name for p in reused):
             points += benchmark.measure_classic(images, codec_name)
     record = {
         **benchmark.run_info(w, title),
+        "peers_from": _peer_source(name, title) if reused else "this run",
         "seconds": round(time.time() - start),
         "points": [p.to_dict() for p in points],
     }
@@ -100,6 +118,11 @@ def main() -> None:
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--only", default="cifar10,photos,kodak", help="data sets to run, comma-separated")
+    parser.add_argument(
+        "--reuse-peers",
+        action="store_true",
+        help="take the other codecs' points from the last run on the same images; measure only ours",
+    )
     args = parser.parse_args()
     shared = Path(args.shared)
     RESULTS.mkdir(exist_ok=True)
@@ -109,10 +132,12 @@ def main() -> None:
         print(run("cifar10", cifar, f"CIFAR-10 test rows ({len(cifar)} images, 32x32)"))
     if "photos" in only:
         photos = [np.asarray(Image.open(shared / "photos" / name).convert("RGB")) for name in PHOTOS]
-        print(run("photos", photos, "Photos (astronaut 512x512, coffee 600x400, chelsea 451x300)"))
+        title = "Photos (astronaut 512x512, coffee 600x400, chelsea 451x300)"
+        print(run("photos", photos, title, reuse_peers=args.reuse_peers))
     if "kodak" in only:
         kodak = load_folder(locate_kodak(shared / "kodak"), args.limit)
-        print(run("kodak", kodak, f"Kodak ({len(kodak)} images, 768x512)", published=len(kodak) == 24))
+        title = f"Kodak ({len(kodak)} images, 768x512)"
+        print(run("kodak", kodak, title, published=len(kodak) == 24, reuse_peers=args.reuse_peers))
 
 
 if __name__ == "__main__":

@@ -39,11 +39,13 @@ from PIL import Image
 source, target = sys.argv[1:]
 start = time.perf_counter()
 if source.endswith(".cae"):
-    cae_codec.decompress(source)
+    decoded = cae_codec.decompress(source); seconds = time.perf_counter() - start
+    decoded.save(target)
 else:
     image = Image.open(source); image.load(); start = time.perf_counter()
-    Path(target).write_bytes(cae_codec.compress(image))
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    data = cae_codec.compress(image); seconds = time.perf_counter() - start
+    Path(target).write_bytes(data)
+print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
@@ -91,15 +93,33 @@ def large(image: Image.Image, side: tuple[int, int]) -> dict:
         path, packed = Path(tmp) / "big.png", Path(tmp) / "big.cae"
         big.save(path)
         enc, rss_enc = _child(path, packed)
-        dec, rss_dec = _child(packed, packed)
+        dec, rss_dec = _child(packed, Path(tmp) / "decoded.png")
         size = packed.stat().st_size
+        decoded = np.asarray(Image.open(Path(tmp) / "decoded.png").convert("RGB"))
     return {
+        **edge_psnr(np.asarray(big.convert("RGB")), decoded),
         "pixels": side[0] * side[1],
         "cae-codec": {"encode_s": enc, "decode_s": dec},
         "peak_rss_mib_encode": rss_enc,
         "peak_rss_mib_decode": rss_dec,
         "bpp": 8 * size / (side[0] * side[1]),
         **peer_times(big),
+    }
+
+
+def edge_psnr(original: np.ndarray, decoded: np.ndarray, grid: int = 512, reach: int = 4) -> dict:
+    """PSNR within `reach` px of the 512-px grid, where tiles (512 px) and segments (1024 px) meet,
+    and on the rest: a seam would show as a lower PSNR on the edges."""
+    rows, cols = np.arange(original.shape[0])[:, None], np.arange(original.shape[1])[None, :]
+
+    def near(v):
+        return (np.abs((v + grid // 2) % grid - grid // 2) < reach) & (v >= reach)
+
+    edges = near(rows) | near(cols)
+    error = ((decoded.astype(np.float64) - original) ** 2).mean(axis=2)
+    return {
+        "psnr_edges": 10 * np.log10(255**2 / error[edges].mean()),
+        "psnr_rest": 10 * np.log10(255**2 / error[~edges].mean()),
     }
 
 
@@ -189,6 +209,10 @@ def markdown(r: dict) -> str:
             lines.append(
                 f"| {b['pixels'] / 1e6:.1f} MP photo, peak RSS (encode / decode) | "
                 f"{b['peak_rss_mib_encode']:.0f} / {b['peak_rss_mib_decode']:.0f} MiB | | |"
+            )
+            lines.append(
+                f"| {b['pixels'] / 1e6:.1f} MP photo, PSNR near tile and segment edges / elsewhere | "
+                f"{b['psnr_edges']:.2f} / {b['psnr_rest']:.2f} dB | | |"
             )
     t = r["tiny_32x32"]
     lines.append(

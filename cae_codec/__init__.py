@@ -16,6 +16,8 @@ except PackageNotFoundError:  # run from a checkout that was never installed
 _HOMES = {
     "compress": "codec",
     "decompress": "codec",
+    "compress_many": "codec",
+    "decompress_many": "codec",
     "read_header": "codec",
     "DEFAULT_MAX_PIXELS": "config",
     "FormatError": "container",
@@ -39,6 +41,8 @@ __all__ = [
     "WeightsError",
     "compress",
     "decompress",
+    "compress_many",
+    "decompress_many",
     "__version__",
     "read_header",
 ]

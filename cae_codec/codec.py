@@ -8,9 +8,10 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -330,28 +331,109 @@ def compress_each(
     """The .cae file that each coder makes of one image; the network runs once. Without `weights`,
     the shipped model for the image's size (weights.default_id); `segment` overrides the side in
     pixels of the segments a large image is cut into (model.SEGMENT)."""
-    rgb, alpha, mode = split_image(_as_image(image, max_pixels))
-    height, width = rgb.shape[:2]
-    _check_pixels(width, height, max_pixels)
-    w = weights_mod.load(weights, None if weights is not None else weights_mod.default_id(width, height))
-    quality = w.default_quality if quality is None else quality
-    _check_quality(w, quality)
-    side = segment_side(w, width, height, segment)
-    pixels = to_pixel_tensor(rgb, w.model.config.pad_multiple)
+    return _compress_source(_prepare(image, weights, max_pixels), quality, weights, coders, segment)
+
+
+def _compress_source(
+    source: _Source, quality: int | None, weights: WeightsArg, coders: tuple[str, ...], segment: int | None
+) -> dict[str, bytes]:
+    w, quality = _model_for(source, weights, quality)
+    side = segment_side(w, source.width, source.height, segment)
+    pixels = to_pixel_tensor(source.rgb, w.model.config.pad_multiple)
     sections: dict[str, list[bytes]] = {coder: [] for coder in coders}
-    for box in segment_boxes(w, width, height, side):
+    for box in segment_boxes(w, source.width, source.height, side):
         symbols = encode_segment(w, pixels, box, quality)
         for coder in coders:
             sections[coder].append(encode_symbols(w, symbols, quality, coder))
-    alpha_bytes = packing.zstd_pack(alpha.tobytes()) if alpha is not None else None
     return {
-        coder: pack(
-            CaeFile(
-                Header(mode, coder, quality, w.id, width, height, side), join_segments(parts), alpha_bytes
-            )
-        )
+        coder: _pack(source, w, quality, coder, join_segments(parts), side)
         for coder, parts in sections.items()
     }
+
+
+class _Source(NamedTuple):
+    """An image ready for the network: its pixels, alpha plane and stored mode."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    mode: str
+    weights_id: int | None  # the shipped model for its size, when no weights are given
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+
+def _prepare(image: ImageArg, weights: WeightsArg, max_pixels: int) -> _Source:
+    rgb, alpha, mode = split_image(_as_image(image, max_pixels))
+    height, width = rgb.shape[:2]
+    _check_pixels(width, height, max_pixels)
+    return _Source(rgb, alpha, mode, None if weights is not None else weights_mod.default_id(width, height))
+
+
+def _model_for(source: _Source, weights: WeightsArg, quality: int | None) -> tuple[weights_mod.Weights, int]:
+    w = weights_mod.load(weights, source.weights_id)
+    quality = w.default_quality if quality is None else quality
+    _check_quality(w, quality)
+    return w, quality
+
+
+def _pack(
+    source: _Source, w: weights_mod.Weights, quality: int, coder: str, color: bytes, side: int = 0
+) -> bytes:
+    alpha = packing.zstd_pack(source.alpha.tobytes()) if source.alpha is not None else None
+    header = Header(source.mode, coder, quality, w.id, source.width, source.height, side)
+    return pack(CaeFile(header, color, alpha))
+
+
+BATCH_PIXELS = 256 * 256  # images up to this size share forward passes in compress_many
+
+
+def compress_many(
+    images: Iterable[ImageArg],
+    quality: int | None = None,
+    weights: WeightsArg = None,
+    coder: str = AUTO,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    batch_size: int = 64,
+) -> list[bytes]:
+    """Compress many images, in order, to the same files `compress` makes of each (up to float
+    rounding): small images of one size share the network's forward passes, `batch_size` at a time."""
+    if coder not in CODER_CHOICES:
+        raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
+    coders = CODERS if coder == AUTO else (coder,)
+    files: list[bytes | None] = []
+    waiting: dict[tuple, list[tuple[int, _Source]]] = {}
+    for image in images:
+        source = _prepare(image, weights, max_pixels)
+        files.append(None)
+        if source.width * source.height > BATCH_PIXELS:
+            files[-1] = min(_compress_source(source, quality, weights, coders, None).values(), key=len)
+            continue
+        group = waiting.setdefault((source.weights_id, source.height, source.width), [])
+        group.append((len(files) - 1, source))
+        if len(group) == batch_size:
+            _compress_batch(
+                waiting.pop((source.weights_id, source.height, source.width)), files, quality, weights, coders
+            )
+    for group in waiting.values():
+        _compress_batch(group, files, quality, weights, coders)
+    return files
+
+
+def _compress_batch(group: list[tuple[int, _Source]], files: list, quality, weights, coders) -> None:
+    """Same-size images through one forward pass; each gets the smallest of its coders' files."""
+    w, quality = _model_for(group[0][1], weights, quality)
+    m = w.model.config.pad_multiple
+    x = torch.cat([to_pixel_tensor(source.rgb, m) for _, source in group])
+    y = analyse(w, x, quality)
+    for (i, source), symbols in zip(group, w.latent.quantize_many(w, y, quality), strict=True):
+        made = [_pack(source, w, quality, c, encode_symbols(w, symbols, quality, c)) for c in coders]
+        files[i] = min(made, key=len)
 
 
 def encode_symbols(w: weights_mod.Weights, symbols: Symbols, quality: int, coder: str) -> bytes:
@@ -406,19 +488,70 @@ def decompress(
     """Decode .cae bytes (or a .cae file's path or open stream) to a PIL image of the original size
     and mode (L, RGB or RGBA)."""
     f = unpack(_as_bytes(data))
+    return _finish(f.header, *_entropy_decode(f, weights, max_pixels))
+
+
+def _entropy_decode(
+    f: CaeFile, weights: WeightsArg, max_pixels: int
+) -> tuple[weights_mod.Weights, torch.Tensor, np.ndarray | None]:
+    """Everything before g_s, every section checked: the weights, y_hat and the alpha plane."""
     h = f.header
     _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)
-    y_hat = dequantize_segments(w, f)
-    plane = _decode_alpha(f.alpha, h) if h.mode == "RGBA" else None  # all checked before g_s runs
+    return w, dequantize_segments(w, f), _decode_alpha(f.alpha, h) if h.mode == "RGBA" else None
+
+
+def _synthesize_quietly(w: weights_mod.Weights, y_hat: torch.Tensor, quality: int) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a garbage latent may overflow float math; pixels are clamped
-        rgb = to_pixels(synthesize(w, y_hat, h.quality, pixels=True), h.height, h.width)
+        return synthesize(w, y_hat, quality, pixels=True)
+
+
+def _finish(h: Header, w: weights_mod.Weights, y_hat: torch.Tensor, plane: np.ndarray | None) -> Image.Image:
+    """g_s on one image's latent, to a PIL image of its size and mode."""
+    return _to_image(h, to_pixels(_synthesize_quietly(w, y_hat, h.quality), h.height, h.width), plane)
+
+
+def _to_image(h: Header, rgb: np.ndarray, plane: np.ndarray | None) -> Image.Image:
     if h.mode == "L":
         return Image.fromarray(np.round(rgb.mean(axis=2)).astype(np.uint8), "L")
     if plane is None:
         return Image.fromarray(rgb, "RGB")
     return Image.fromarray(np.dstack([rgb, plane]), "RGBA")
+
+
+def decompress_many(
+    files: Iterable[bytes | bytearray | memoryview | str | os.PathLike | BinaryIO],
+    weights: WeightsArg = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    batch_size: int = 64,
+) -> list[Image.Image]:
+    """Decode many .cae files, in order, to the images `decompress` gives: small images of one
+    size, model and quality share g_s's forward passes, `batch_size` at a time."""
+    images: list[Image.Image | None] = []
+    waiting: dict[tuple, list] = {}
+    for data in files:
+        f = unpack(_as_bytes(data))
+        h = f.header
+        w, y_hat, plane = _entropy_decode(f, weights, max_pixels)
+        images.append(None)
+        if h.width * h.height > BATCH_PIXELS:
+            images[-1] = _finish(h, w, y_hat, plane)
+            continue
+        key = (w.id, h.quality, h.width, h.height)
+        waiting.setdefault(key, []).append((len(images) - 1, h, w, y_hat, plane))
+        if len(waiting[key]) == batch_size:
+            _decode_batch(waiting.pop(key), images)
+    for group in waiting.values():
+        _decode_batch(group, images)
+    return images
+
+
+def _decode_batch(group: list, images: list) -> None:
+    _, h, w, _, _ = group[0]
+    pixels = _synthesize_quietly(w, torch.cat([item[3] for item in group]), h.quality)
+    for b, (i, h, _, _, plane) in enumerate(group):
+        images[i] = _to_image(h, to_pixels(pixels[b : b + 1], h.height, h.width), plane)
 
 
 def _decode_alpha(section: bytes | None, h: Header) -> np.ndarray:

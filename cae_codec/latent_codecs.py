@@ -45,7 +45,13 @@ class Factorized:
     name = "factorized"
 
     def quantize(self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None) -> Symbols:
-        return Symbols((torch.round(y)[0].long() - _offsets(w, quality)).numpy())
+        return self.quantize_many(w, y, quality, tile)[0]
+
+    def quantize_many(
+        self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None
+    ) -> list[Symbols]:
+        """The integers of each latent in a batch y (B, M, h, w)."""
+        return [Symbols(v) for v in (torch.round(y).long() - _offsets(w, quality)).numpy()]
 
     def dequantize(self, w: Weights, symbols: Symbols, quality: int) -> torch.Tensor:
         return (torch.from_numpy(symbols.y) + _offsets(w, quality))[None].float()
@@ -127,18 +133,30 @@ class MeanScaleHyperprior:
         return Symbols(y.reshape(shape), None, (mu.view(shape), index.reshape(shape)))
 
     def quantize(self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None) -> Symbols:
+        return self.quantize_many(w, y, quality, tile)[0]
+
+    def quantize_many(
+        self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None
+    ) -> list[Symbols]:
+        """The integers of each latent in a batch y (B, M, h, w); h_a and h_s run on the whole batch."""
         cfg = w.model.config
         tile, _, _ = tiling(cfg.stride, tile)
         z = run_tiled(
             w.model.hyper_analysis, y, cfg.hyper_M, 1 / HYPER_STRIDE, tile // cfg.stride, HYPER_HALO
         )
-        z_symbols = (torch.round(z)[0].long() - _offsets(w, quality)).numpy()
-        flat = y[0].double().reshape(-1)
+        z_symbols = (torch.round(z).long() - _offsets(w, quality)).numpy()
         hyper = hyper_features(w, z_symbols, quality, tile)
-        walked = self.walk(
-            w, hyper, lambda part: torch.round(flat[part.positions] - part.mu).long().numpy(), tile
-        )
-        return Symbols(walked.y, z_symbols, walked.params)
+        out = []
+        for b in range(len(y)):
+            flat = y[b].double().reshape(-1)
+            walked = self.walk(
+                w,
+                hyper[b],
+                lambda part, flat=flat: torch.round(flat[part.positions] - part.mu).long().numpy(),
+                tile,
+            )
+            out.append(Symbols(walked.y, z_symbols[b], walked.params))
+        return out
 
     def dequantize(self, w: Weights, symbols: Symbols, quality: int) -> torch.Tensor:
         mu, _ = self._params(w, symbols, quality)
@@ -354,10 +372,13 @@ def _offsets(w: Weights, quality: int) -> torch.Tensor:
 
 
 def hyper_features(w: Weights, z_symbols: np.ndarray, quality: int, tile: int | None = None) -> torch.Tensor:
-    """From z's integers: h_s's output (2M, h, w), float64 and exact on every machine."""
+    """From z's integers (Z, h, w): h_s's output (2M, h, w), float64 and exact on every machine.
+    A batch of z (B, Z, h, w) gives a batch (B, 2M, h, w)."""
+    if z_symbols.ndim == 3:
+        return hyper_features(w, z_symbols[None], quality, tile)[0]
     cfg = w.model.config
     tile, _, _ = tiling(cfg.stride, tile)
-    z_hat = torch.from_numpy(z_symbols + w.offsets[quality - 1].numpy()[:, None, None])[None].double()
+    z_hat = torch.from_numpy(z_symbols + w.offsets[quality - 1].numpy()[:, None, None]).double()
     return run_tiled(
         lambda part: torch.cat(w.model.exact_hyper_synthesis(part), dim=1),
         z_hat,
@@ -365,4 +386,4 @@ def hyper_features(w: Weights, z_symbols: np.ndarray, quality: int, tile: int | 
         HYPER_STRIDE,
         tile // cfg.stride // HYPER_STRIDE,
         HYPER_HALO // HYPER_STRIDE,
-    )[0]
+    )

@@ -45,7 +45,7 @@ def run_tiled(
     """Apply a convolutional `fn` that maps an HxW input to (H*scale)x(W*scale), tile by tile, into
     an output of `dtype` (default: the input's)."""
     h, w = x.shape[2:]
-    out = torch.empty(1, out_channels, int(h * scale), int(w * scale), dtype=dtype or x.dtype)
+    out = torch.empty(len(x), out_channels, int(h * scale), int(w * scale), dtype=dtype or x.dtype)
     for core, padded in _tiles(h, w, tile, halo):
         top, left, bottom, right = (int(v * scale) for v in core)
         ptop, pleft = int(padded[0] * scale), int(padded[1] * scale)

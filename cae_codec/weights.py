@@ -60,11 +60,17 @@ REGISTRY: dict[int, Shipped] = {
             "cae-msh8-photo-v4.pt",
             "eec8d0089c644d1b9b091039ad2048abd0992f91f9aa713d17df93540e2f2169",
         ),
+        Shipped(
+            5,
+            "cae-msh8-photo-v5",
+            "cae-msh8-photo-v5.pt",
+            "9d0d47c0cb2ce7daea40cd13512bba701eb52ce9e646c8cf58156d02d54790a4",
+        ),
     )
 }
 RETIRED_IDS = frozenset({1})
 DEFAULT_ID = 3  # the CIFAR-trained model: the default for small images, and for all before a photo model
-PHOTO_ID: int | None = 4  # the photo model: the default for images of PHOTO_MIN_PIXELS or more
+PHOTO_ID: int | None = 5  # the photo model: the default for images of PHOTO_MIN_PIXELS or more
 PHOTO_MIN_PIXELS = 48 * 48  # the crossover measured by benchmarks/crossover.py (weights/README.md)
 
 

@@ -114,10 +114,10 @@ def test_bad_arrays_are_refused():
 
 def test_file_from_unknown_weights_is_refused_by_id():
     data = bytearray(cae_codec.compress(sample_image(8, 8, "RGB")))
-    data[3] = 5  # the shipped weights id -> 5, which is not installed
+    data[3] = 100  # the shipped weights id -> 100, which is not installed
     from cae_codec.container import reseal
 
-    with pytest.raises(cae_codec.FormatError, match="id 5, which are not installed"):
+    with pytest.raises(cae_codec.FormatError, match="id 100, which are not installed"):
         cae_codec.decompress(reseal(bytes(data)))
 
 
