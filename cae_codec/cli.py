@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,16 +83,20 @@ ENGINE_OPTION = click.option(
 ADDRESS_OPTION = click.option(
     "--address", help="With --engine ray: the cluster to join (default: start one here)."
 )
+PARALLEL_FROM = 16  # inputs from which the local engine uses a worker per core by default
 WORKERS_OPTION = click.option(
-    "--workers", type=click.IntRange(1), help="With --engine ray: worker processes (default: one per CPU)."
+    "--workers",
+    type=click.IntRange(1),
+    help=f"Worker processes, one core each (default: one per CPU for {PARALLEL_FROM} files or more, "
+    "else 1; with --engine ray, one per CPU).",
 )
 
 
 def _ray(engine: str, job: bulk.Job, force: bool, address: str | None, workers: int | None):
     """For --engine ray, what runs the files there; None for local."""
     if engine != "ray":
-        if address or workers:
-            raise click.UsageError("--address and --workers need --engine ray")
+        if address:
+            raise click.UsageError("--address needs --engine ray")
         return None
     try:
         import ray  # noqa: F401
@@ -171,16 +178,50 @@ def _work(source: Path, target: Path, named: bool, job: bulk.Job, force: bool) -
     return {"input": _name(source), "output": _name(target, output=True), **result, "warnings": notes}
 
 
-def _local(pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: bool) -> Iterator[dict]:
-    """Records of the files coded here, one by one; a failure is the record's "error"."""
-    for source, target in pairs:
-        try:
-            yield _work(source, target, named, job, force)
-        except (*_user_errors(), OutputExistsError) as e:
-            if isinstance(e, OSError) and e.filename and Path(e.filename) != source:
-                yield {"input": _name(source), "error": f"cannot write {e.filename}: {bulk.describe(e)}"}
-            else:
-                yield {"input": _name(source), "error": bulk.describe(e)}
+def _record(source: Path, target: Path, named: bool, job: bulk.Job, force: bool) -> dict:
+    """One file's record; a failure is the record's "error"."""
+    try:
+        return _work(source, target, named, job, force)
+    except (*_user_errors(), OutputExistsError) as e:
+        if isinstance(e, OSError) and e.filename and Path(e.filename) != source:
+            return {"input": _name(source), "error": f"cannot write {e.filename}: {bulk.describe(e)}"}
+        return {"input": _name(source), "error": bulk.describe(e)}
+
+
+def _one_thread() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"  # read when the worker first imports torch
+
+
+def _local(
+    pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: bool, workers: int | None = None
+) -> Iterator[dict]:
+    """Records of the files coded here, in order: in this process, or in worker processes of one
+    core each (the entropy coders run in one thread, so processes keep every core busy)."""
+    streams = any(STDIO in pair for pair in pairs)
+    if workers is None:
+        workers = (os.cpu_count() or 1) if len(pairs) >= PARALLEL_FROM else 1
+    if workers == 1 or len(pairs) == 1 or streams:
+        yield from (_record(source, target, named, job, force) for source, target in pairs)
+        return
+    context = multiprocessing.get_context("spawn")  # never fork a process that may hold torch's threads
+    with ProcessPoolExecutor(min(workers, len(pairs)), context, initializer=_one_thread) as pool:
+        sources, targets = zip(*pairs, strict=True)
+        n = len(pairs)
+        yield from pool.map(_record, sources, targets, [named] * n, [job] * n, [force] * n, chunksize=8)
+
+
+def _with_progress(records: Iterator[dict], count: int, report: Report, kind: str) -> Iterator[dict]:
+    """The records, with a progress bar on stderr for long runs when stderr is a terminal and the
+    per-file lines do not go to that terminal too (--quiet, --json, or standard output redirected)."""
+    lines_on_terminal = not (report.quiet or report.json) and sys.stdout.isatty()
+    if count < PARALLEL_FROM or not sys.stderr.isatty() or lines_on_terminal:
+        yield from records
+        return
+    label = "compressing" if kind == "compress" else "decompressing"
+    with click.progressbar(length=count, label=label, file=sys.stderr, show_pos=True, show_eta=True) as bar:
+        for record in records:
+            yield record
+            bar.update(1)
 
 
 def _run_batch(
@@ -190,6 +231,7 @@ def _run_batch(
     force: bool,
     report: Report,
     on_ray: Callable[[list[tuple[Path, Path]], bool], Iterator[dict]] | None = None,
+    workers: int | None = None,
 ) -> None:
     """Run the job on each input, here or on Ray; one failure does not stop the others."""
     suffix = COMPRESSED_SUFFIX if job.kind == "compress" else DECODED_SUFFIX
@@ -205,9 +247,11 @@ def _run_batch(
     if plan.folder is not None:
         plan.folder.mkdir(exist_ok=True)
     pairs = list(zip(inputs, plan.targets, strict=True))
-    records = on_ray(pairs, plan.named) if on_ray is not None else _local(pairs, plan.named, job, force)
+    records = (
+        on_ray(pairs, plan.named) if on_ray is not None else _local(pairs, plan.named, job, force, workers)
+    )
     failed = 0
-    for record in records:
+    for record in _with_progress(records, len(pairs), report, job.kind):
         if "error" in record:
             failed += 1
             report.failed(record["input"], record["error"])
@@ -294,7 +338,15 @@ def compress(
 
     job = bulk.Job("compress", quality, weights, coder, max_pixels, psnr)
 
-    _run_batch(inputs, output, job, force, Report(as_json, quiet), _ray(engine, job, force, address, workers))
+    _run_batch(
+        inputs,
+        output,
+        job,
+        force,
+        Report(as_json, quiet),
+        _ray(engine, job, force, address, workers),
+        workers,
+    )
 
 
 @main.command()
@@ -322,7 +374,15 @@ def decompress(inputs, output, weights, force, max_pixels, as_json, quiet, engin
 
     job = bulk.Job("decompress", weights=weights, max_pixels=max_pixels)
 
-    _run_batch(inputs, output, job, force, Report(as_json, quiet), _ray(engine, job, force, address, workers))
+    _run_batch(
+        inputs,
+        output,
+        job,
+        force,
+        Report(as_json, quiet),
+        _ray(engine, job, force, address, workers),
+        workers,
+    )
 
 
 @main.command()

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -347,3 +348,46 @@ def test_json_reports_one_object_per_file_and_quiet_reports_nothing(png, tmp_pat
     quiet = CliRunner().invoke(main, ["decompress", str(out / (png.stem + ".cae")), "--quiet"])
     assert quiet.exit_code == 0 and quiet.output == ""
     assert (out / (png.stem + ".decoded.png")).exists()
+
+
+def test_worker_processes_write_the_same_files_in_order(runner, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = []
+    for i in range(5):
+        paths.append(folder / f"{i}.png")
+        Image.fromarray(sample_image(24 + i, 20, "RGB", seed=i)).save(paths[-1])
+    (folder / "3.png").write_bytes(b"not a png")  # one bad file fails alone
+    args = ["compress", *map(str, paths), "--json", "-q", "2"]
+    one = runner.invoke(main, [*args, "-o", str(tmp_path / "one") + "/", "--workers", "1"])
+    two = runner.invoke(main, [*args, "-o", str(tmp_path / "two") + "/", "--workers", "2"])
+    assert one.exit_code == two.exit_code == 1
+    inputs = lambda out: [json.loads(line)["input"] for line in out.splitlines() if line.startswith("{")]  # noqa: E731
+    assert inputs(two.output) == inputs(one.output) == [str(p) for p in paths]
+    assert "3.png: not an image file" in two.output
+    for i in (0, 1, 2, 4):
+        assert (tmp_path / "two" / f"{i}.cae").read_bytes() == (tmp_path / "one" / f"{i}.cae").read_bytes()
+
+
+def test_progress_bar_only_on_a_terminal_for_long_runs(monkeypatch):
+    import io
+
+    from cae_codec import cli
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    records = [{"input": str(i)} for i in range(cli.PARALLEL_FROM)]
+    for stderr, quiet, shown in (
+        (Terminal(), True, True),
+        (io.StringIO(), True, False),
+        (Terminal(), False, False),
+    ):
+        monkeypatch.setattr(sys, "stderr", stderr)
+        monkeypatch.setattr(sys, "stdout", Terminal())  # per-file lines go to a terminal unless --quiet
+        report = cli.Report(quiet=quiet)
+        assert list(cli._with_progress(iter(records), len(records), report, "compress")) == records
+        assert ("compressing" in stderr.getvalue()) == shown
+    short = list(cli._with_progress(iter(records[:3]), 3, cli.Report(quiet=True), "compress"))
+    assert short == records[:3]

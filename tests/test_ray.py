@@ -61,7 +61,7 @@ def test_process_file_is_what_each_worker_runs(tmp_path):
 
 def test_engine_options_are_checked(tmp_path):
     runner = CliRunner()
-    assert "need --engine ray" in runner.invoke(main, ["compress", "a.png", "--workers", "2"]).output
+    assert "needs --engine ray" in runner.invoke(main, ["compress", "a.png", "--address", "x:1"]).output
     piped = runner.invoke(main, ["compress", "-", "-o", "-", "--engine", "ray"], input=b"")
     assert piped.exit_code == 2 and "not standard streams" in piped.output
 
