@@ -83,12 +83,15 @@ ENGINE_OPTION = click.option(
 ADDRESS_OPTION = click.option(
     "--address", help="With --engine ray: the cluster to join (default: start one here)."
 )
-PARALLEL_FROM = 16  # inputs from which the local engine uses a worker per core by default
+# The local engine shares the files out to a worker per core when one process would take longer
+# than this (bulk.work_estimate): each worker spends about 1.5 s importing PyTorch first.
+PARALLEL_AFTER_S = 4.0
+PROGRESS_FROM = 16  # files from which a run on a terminal may show a progress bar
 WORKERS_OPTION = click.option(
     "--workers",
     type=click.IntRange(1),
-    help=f"Worker processes, one core each (default: one per CPU for {PARALLEL_FROM} files or more, "
-    "else 1; with --engine ray, one per CPU).",
+    help="Worker processes, one core each (default: one per CPU when the files are estimated to "
+    f"take one process over {PARALLEL_AFTER_S:g} s, else 1; with --engine ray, one per CPU).",
 )
 
 
@@ -198,9 +201,12 @@ def _local(
     """Records of the files coded here, in order: in this process, or in worker processes of one
     core each (the entropy coders run in one thread, so processes keep every core busy)."""
     streams = any(STDIO in pair for pair in pairs)
-    if workers is None:
-        workers = (os.cpu_count() or 1) if len(pairs) >= PARALLEL_FROM else 1
-    if workers == 1 or len(pairs) == 1 or streams:
+    if len(pairs) == 1 or streams:
+        workers = 1
+    elif workers is None:
+        estimate = bulk.work_estimate([source for source, _ in pairs], job.kind)
+        workers = (os.cpu_count() or 1) if estimate > PARALLEL_AFTER_S else 1
+    if workers == 1:
         yield from (_record(source, target, named, job, force) for source, target in pairs)
         return
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold torch's threads
@@ -214,7 +220,7 @@ def _with_progress(records: Iterator[dict], count: int, report: Report, kind: st
     """The records, with a progress bar on stderr for long runs when stderr is a terminal and the
     per-file lines do not go to that terminal too (--quiet, --json, or standard output redirected)."""
     lines_on_terminal = not (report.quiet or report.json) and sys.stdout.isatty()
-    if count < PARALLEL_FROM or not sys.stderr.isatty() or lines_on_terminal:
+    if count < PROGRESS_FROM or not sys.stderr.isatty() or lines_on_terminal:
         yield from records
         return
     label = "compressing" if kind == "compress" else "decompressing"

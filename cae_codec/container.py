@@ -198,6 +198,17 @@ def unpack(data: bytes) -> CaeFile:
     return f
 
 
+def peek_size(prefix: bytes) -> tuple[int, int]:
+    """(width, height) from the first bytes of a .cae file (16 are enough), unchecked: for planning
+    work, never for decoding."""
+    if len(prefix) < 3 or prefix[0] != MAGIC >> 4 or prefix[1] >> 4 != MAGIC & 0xF:
+        raise FormatError("not a .cae file (wrong magic number)")
+    _, pos = get_varint(prefix, 3, 4, "weights id")
+    width, pos = get_varint(prefix, pos, 4, "width")
+    height, _ = get_varint(prefix, pos, 4, "height")
+    return width + 1, height + 1
+
+
 def header_size(data: bytes) -> int:
     """Bytes before the payload (for reporting the header's share of the rate)."""
     pos = 3

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from conftest import sample_image
 from PIL import Image
 
+import cae_codec
 from cae_codec import weights
 from cae_codec.cli import main
 
@@ -378,7 +379,7 @@ def test_progress_bar_only_on_a_terminal_for_long_runs(monkeypatch):
         def isatty(self):
             return True
 
-    records = [{"input": str(i)} for i in range(cli.PARALLEL_FROM)]
+    records = [{"input": str(i)} for i in range(cli.PROGRESS_FROM)]
     for stderr, quiet, shown in (
         (Terminal(), True, True),
         (io.StringIO(), True, False),
@@ -391,3 +392,41 @@ def test_progress_bar_only_on_a_terminal_for_long_runs(monkeypatch):
         assert ("compressing" in stderr.getvalue()) == shown
     short = list(cli._with_progress(iter(records[:3]), 3, cli.Report(quiet=True), "compress"))
     assert short == records[:3]
+
+
+def test_workers_by_default_only_when_the_work_outweighs_their_start(monkeypatch, tmp_path):
+    from cae_codec import bulk, cli
+    from cae_codec.container import peek_size
+
+    small = [tmp_path / f"{i}.png" for i in range(3)]
+    for path in small:
+        Image.fromarray(sample_image(32, 32, "RGB")).save(path)
+    assert bulk.work_estimate(small, "compress") < 0.1
+    big = tmp_path / "big.cae"
+    big.write_bytes(cae_codec.compress(sample_image(4, 3, "RGB"))[:3] + bytes([3, 0x87, 0x27, 0x9F, 0x1F]))
+    assert peek_size(big.read_bytes()[:16]) == (5000, 4000)
+    assert bulk.work_estimate([big], "decompress") == pytest.approx(0.015 + 3.5e-6 * 20e6)
+
+    used = []
+
+    class Pool:  # runs the "workers" here, recording how many were asked for
+        def __init__(self, workers, context, initializer):
+            used.append(workers)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def map(self, fn, *args, chunksize):
+            return map(fn, *args)
+
+    monkeypatch.setattr(cli, "ProcessPoolExecutor", Pool)
+    job = bulk.Job("compress", 2)
+    pairs = [(p, p.with_suffix(".cae")) for p in small]
+    assert all("bytes" in r for r in cli._local(pairs, False, job, False)) and used == []
+    monkeypatch.setattr(bulk, "work_estimate", lambda sources, kind: 60.0)
+    cores = os.cpu_count() or 1
+    assert all("bytes" in r for r in cli._local(pairs, False, job, True))
+    assert used == ([min(3, cores)] if cores > 1 else [])
