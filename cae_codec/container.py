@@ -211,6 +211,8 @@ def peek_size(prefix: bytes) -> tuple[int, int]:
 
 def header_size(data: bytes) -> int:
     """Bytes before the payload (for reporting the header's share of the rate)."""
+    if len(data) < 3:
+        raise FormatError("file ends inside its first three bytes")
     pos = 3
     fields = ("weights id", "width", "height", "segment side")
     for what in fields[: 4 if data[1] & 0xF == SEGMENTED else 3]:

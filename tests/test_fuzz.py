@@ -33,6 +33,9 @@ def seeds() -> list[bytes]:
                 for size in ((13, 9), (32, 32)):
                     image = sample_image(*size, mode)
                     files.append(cae_codec.compress(image, quality=3, coder=coder, weights=path))
+            # A segmented file (container version 2): 3 x 2 segments of 16 pixels.
+            image = sample_image(40, 30, mode)
+            files.append(cae_codec.compress(image, quality=3, coder=coder, weights=path, segment=16))
     return files
 
 
