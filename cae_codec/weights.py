@@ -66,6 +66,12 @@ REGISTRY: dict[int, Shipped] = {
             "cae-msh8-photo-v5.pt",
             "9d0d47c0cb2ce7daea40cd13512bba701eb52ce9e646c8cf58156d02d54790a4",
         ),
+        Shipped(
+            6,
+            "cae-msh8-photo-denoise-v1",
+            "cae-msh8-photo-denoise-v1.pt",
+            "20d226abd1bd7581d60fe8c2de4def2aa4f79aba55cb172132c3c494c128fdce",
+        ),
     )
 }
 RETIRED_IDS = frozenset({1})
