@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,10 +236,12 @@ def _run_batch(
     job: bulk.Job,
     force: bool,
     report: Report,
-    on_ray: Callable[[list[tuple[Path, Path]], bool], Iterator[dict]] | None = None,
+    engine: str = "local",
+    address: str | None = None,
     workers: int | None = None,
 ) -> None:
     """Run the job on each input, here or on Ray; one failure does not stop the others."""
+    on_ray = _ray(engine, job, force, address, workers)
     suffix = COMPRESSED_SUFFIX if job.kind == "compress" else DECODED_SUFFIX
     try:
         plan = plan_outputs(list(inputs), suffix, output)
@@ -344,15 +346,7 @@ def compress(
 
     job = bulk.Job("compress", quality, weights, coder, max_pixels, psnr)
 
-    _run_batch(
-        inputs,
-        output,
-        job,
-        force,
-        Report(as_json, quiet),
-        _ray(engine, job, force, address, workers),
-        workers,
-    )
+    _run_batch(inputs, output, job, force, Report(as_json, quiet), engine, address, workers)
 
 
 @main.command()
@@ -380,15 +374,7 @@ def decompress(inputs, output, weights, force, max_pixels, as_json, quiet, engin
 
     job = bulk.Job("decompress", weights=weights, max_pixels=max_pixels)
 
-    _run_batch(
-        inputs,
-        output,
-        job,
-        force,
-        Report(as_json, quiet),
-        _ray(engine, job, force, address, workers),
-        workers,
-    )
+    _run_batch(inputs, output, job, force, Report(as_json, quiet), engine, address, workers)
 
 
 @main.command()
