@@ -114,6 +114,8 @@ SECONDS_PER_FILE, SECONDS_PER_PIXEL = 0.015, 3.5e-6
 def work_estimate(sources: list[Path], kind: str) -> float:
     """Rough seconds that one process would take on these files, from their sizes in pixels (read
     from their headers); unreadable files count as small ones."""
+    from PIL import Image
+
     from .container import peek_size
 
     total = 0.0
@@ -121,8 +123,6 @@ def work_estimate(sources: list[Path], kind: str) -> float:
         pixels = 0
         try:
             if kind == "compress":
-                from PIL import Image
-
                 with Image.open(source) as image:  # reads the header only
                     pixels = image.width * image.height
             else:

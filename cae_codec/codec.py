@@ -352,10 +352,10 @@ def _compress_source(
 
 
 class _Source(NamedTuple):
-    """An image ready for the network: its pixels, alpha plane and stored mode."""
+    """An image ready for the network: its pixels, its alpha plane's zstd frame and stored mode."""
 
     rgb: np.ndarray
-    alpha: np.ndarray | None
+    alpha: bytes | None  # packed once, whatever the number of coders tried
     mode: str
     weights_id: int | None  # the shipped model for its size, when no weights are given
 
@@ -372,7 +372,10 @@ def _prepare(image: ImageArg, weights: WeightsArg, max_pixels: int) -> _Source:
     rgb, alpha, mode = split_image(_as_image(image, max_pixels))
     height, width = rgb.shape[:2]
     _check_pixels(width, height, max_pixels)
-    return _Source(rgb, alpha, mode, None if weights is not None else weights_mod.default_id(width, height))
+    alpha_frame = packing.zstd_pack(alpha.tobytes()) if alpha is not None else None
+    return _Source(
+        rgb, alpha_frame, mode, None if weights is not None else weights_mod.default_id(width, height)
+    )
 
 
 def _model_for(source: _Source, weights: WeightsArg, quality: int | None) -> tuple[weights_mod.Weights, int]:
@@ -385,9 +388,8 @@ def _model_for(source: _Source, weights: WeightsArg, quality: int | None) -> tup
 def _pack(
     source: _Source, w: weights_mod.Weights, quality: int, coder: str, color: bytes, side: int = 0
 ) -> bytes:
-    alpha = packing.zstd_pack(source.alpha.tobytes()) if source.alpha is not None else None
     header = Header(source.mode, coder, quality, w.id, source.width, source.height, side)
-    return pack(CaeFile(header, color, alpha))
+    return pack(CaeFile(header, color, source.alpha))
 
 
 BATCH_PIXELS = 256 * 256  # images up to this size share forward passes in compress_many
@@ -414,12 +416,10 @@ def compress_many(
         if source.width * source.height > BATCH_PIXELS:
             files[-1] = min(_compress_source(source, quality, weights, coders, None).values(), key=len)
             continue
-        group = waiting.setdefault((source.weights_id, source.height, source.width), [])
-        group.append((len(files) - 1, source))
-        if len(group) == batch_size:
-            _compress_batch(
-                waiting.pop((source.weights_id, source.height, source.width)), files, quality, weights, coders
-            )
+        key = (source.weights_id, source.height, source.width)
+        waiting.setdefault(key, []).append((len(files) - 1, source))
+        if len(waiting[key]) == batch_size:
+            _compress_batch(waiting.pop(key), files, quality, weights, coders)
     for group in waiting.values():
         _compress_batch(group, files, quality, weights, coders)
     return files
