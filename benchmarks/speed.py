@@ -4,7 +4,8 @@
 
 Times (best of 3 unless said): a 768x512 Kodak photo at the default quality, in-process; 2- and
 16-megapixel photos (kodim01 enlarged with Lanczos), each in a fresh process so its peak RSS is its
-own; 32x32 images (a CIFAR-10 test row) in a loop; one CLI call on 1,000 small PNGs; `cae-codec --help`.
+own; 32x32 images (a CIFAR-10 test row) in a loop; one CLI call on 1,000 small PNGs; `cae-codec bench
+cifar10` on the shared rows; `cae-codec --help`.
 Writes benchmarks/results/speed.json and speed.md.
 """
 
@@ -190,6 +191,27 @@ def ray_throughput(rows: np.ndarray) -> dict:
     return out
 
 
+BENCH_CODECS = ("jpeg,webp,avif,jpeg2000", None)  # a plain install's set; None: all this Pillow has
+
+
+def bench_times(cifar: Path) -> dict:
+    """Wall time of `cae-codec bench cifar10` on the shared rows: with a plain install's codecs, and
+    with every codec this Pillow has (JPEG XL and HEIF too where the peers extra is installed)."""
+    out = {}
+    for codecs in BENCH_CODECS:
+        with tempfile.TemporaryDirectory() as tmp:
+            command = ["cae-codec", "bench", "cifar10", "--data-dir", str(cifar), "--out", f"{tmp}/b"]
+            start = time.perf_counter()
+            done = subprocess.run(
+                command + (["--codecs", codecs] if codecs else []), check=True, capture_output=True
+            )
+            seconds = time.perf_counter() - start
+            rows = json.loads(Path(f"{tmp}/b/results.json").read_text())["data"]
+        skipped = done.stderr.decode().count("skipped")
+        out[codecs or "all"] = {"seconds": seconds, "data": rows, "codecs_skipped": skipped}
+    return out
+
+
 def help_time() -> float:
     return best_of(lambda: subprocess.run(["cae-codec", "--help"], check=True, capture_output=True), 5)
 
@@ -243,6 +265,9 @@ def markdown(r: dict) -> str:
         f"| one CLI call on {c['files']} 32x32 PNGs (a worker per core) | "
         f"{c['images_per_s']:.0f} images/s ({c['seconds']:.1f} s) | | |"
     )
+    for codecs, b in r.get("bench_cifar10", {}).items():
+        label = "JPEG, WebP, AVIF, JPEG 2000" if codecs != "all" else "every codec this Pillow has"
+        lines.append(f"| `cae-codec bench cifar10` ({b['data']}; {label}) | {b['seconds']:.0f} s | | |")
     lines.append(f"| `cae-codec --help` | {r['help_s']:.2f} s | | |")
     return "\n".join(lines)
 
@@ -266,6 +291,7 @@ def main() -> None:
         "photo_2mp": large(kodim, (1728, 1152)),
         "tiny_32x32": tiny(rows[:200]),
         "cli_1000_pngs": cli_folder(rows),
+        "bench_cifar10": bench_times(shared / "cifar10"),
     }
     if not args.skip_16mp:
         result["photo_16mp"] = large(kodim, (4896, 3264))

@@ -6,10 +6,12 @@ import csv
 import io
 import json
 import math
+import multiprocessing
 import os
 import textwrap
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from . import codec, metrics, published
 from . import weights as weights_mod
 from .codec import AUTO
 from .container import header_size, unpack
-from .peers import CLASSICS, Classic, available  # noqa: F401  (re-exported: the benchmark's API)
+from .peers import CLASSICS, Classic, available  # noqa: F401  (Classic re-exported: the benchmark's API)
 
 JPEG_PAYLOAD = "jpeg-payload"
 
@@ -81,6 +83,10 @@ class _Tally:
         for key, value in values.items():
             self.columns.setdefault(key, []).append(value)
 
+    def extend(self, other: _Tally) -> None:
+        for key, values in other.columns.items():
+            self.columns.setdefault(key, []).extend(values)
+
     def mean(self, key: str) -> float:
         return float(np.mean(self.columns[key]))
 
@@ -102,16 +108,19 @@ def _decode_pillow(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def _quality(image: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
+    return {
+        "psnr": metrics.psnr(image, decoded),
+        "mse": metrics.mse(image, decoded),
+        "ssim": metrics.ssim(image, decoded),
+        "ms_ssim": metrics.ms_ssim(image, decoded),
+    }
+
+
 def _score(tally: _Tally, image: np.ndarray, decoded: np.ndarray, size: int, enc: float, dec: float) -> None:
     h, w = image.shape[:2]
     tally.add(
-        bpp=metrics.bpp(size, w, h),
-        psnr=metrics.psnr(image, decoded),
-        mse=metrics.mse(image, decoded),
-        ssim=metrics.ssim(image, decoded),
-        ms_ssim=metrics.ms_ssim(image, decoded),
-        encode_ms=1000 * enc,
-        decode_ms=1000 * dec,
+        bpp=metrics.bpp(size, w, h), **_quality(image, decoded), encode_ms=1000 * enc, decode_ms=1000 * dec
     )
 
 
@@ -131,59 +140,165 @@ def _timed(fn, *args):
     return result, time.perf_counter() - start
 
 
-def measure_classic(images: list[np.ndarray], name: str, qualities=None, tick=None) -> list[Point]:
-    """A Pillow codec at each quality; JPEG also yields header-free payload rows."""
-    spec = CLASSICS[name]
-    points = []
-    for quality in qualities or spec.qualities:
+def _classic_tallies(
+    name: str, qualities: list[int], images: list[np.ndarray]
+) -> list[tuple[_Tally, _Tally]]:
+    """(whole file, JPEG payload) tallies of a Pillow codec, per quality, over these images."""
+    if not available(name):  # also registers a plugin's format in a fresh worker process
+        raise ValueError(f"this Pillow cannot write {name}")
+    spec, out = CLASSICS[name], []
+    for quality in qualities:
         encode = _pillow_encoder(spec, quality)
         whole, payload = _Tally(), _Tally()
         for image in images:
             data, enc = _timed(encode, image)
             decoded, dec = _timed(_decode_pillow, data)
-            _score(whole, image, decoded, len(data), enc, dec)
+            scores = _quality(image, decoded)
+            h, w = image.shape[:2]
+            times = {"encode_ms": 1000 * enc, "decode_ms": 1000 * dec}
+            whole.add(bpp=metrics.bpp(len(data), w, h), **scores, **times)
             if name == "jpeg":
-                _score(payload, image, decoded, jpeg_payload_size(data), enc, dec)
-            if tick:
-                tick()
-        points.append(_point(name, quality, whole, len(images)))
-        if name == "jpeg":
-            points.append(_point(JPEG_PAYLOAD, quality, payload, len(images)))
+                payload.add(bpp=metrics.bpp(jpeg_payload_size(data), w, h), **scores, **times)
+        out.append((whole, payload))
+    return out
+
+
+def measure_classic(images: list[np.ndarray], name: str, qualities=None, tick=None) -> list[Point]:
+    """A Pillow codec at each quality; JPEG also yields header-free payload rows."""
+    return measure_classics(images, [name], {name: qualities} if qualities else None, tick, workers=1)
+
+
+def _run_jobs(fn: Callable, jobs: list[tuple], workers: int, done: Callable | None) -> list:
+    """fn(*job) for each job, in `workers` processes (0: one per core), calling done(job) as each
+    ends; the results in job order, so means are summed in the same order however many workers."""
+    workers = min(len(jobs), workers or os.cpu_count() or 1)
+    if workers <= 1:
+        results = []
+        for job in jobs:
+            results.append(fn(*job))
+            if done:
+                done(job)
+        return results
+    # spawn, not fork: the parent holds PyTorch's thread pools, which a forked child must not inherit
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+        results = [None] * len(jobs)
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if done:
+                done(jobs[futures[future]])
+    return results
+
+
+def _merge(into: list[_Tally], parts: list[_Tally]) -> None:
+    for tally, part in zip(into, parts, strict=True):
+        tally.extend(part)
+
+
+def measure_classics(
+    images: list[np.ndarray], names: list[str], qualities: dict | None = None, tick=None, workers: int = 0
+) -> list[Point]:
+    """Pillow codecs at each of their qualities (or `qualities[name]`), the images split among
+    `workers` processes (0: one per core). `tick(n)` reports n more image-qualities done."""
+    grids = {n: list((qualities or {}).get(n) or CLASSICS[n].qualities) for n in names}
+    size = max(1, math.ceil(len(images) / (4 * (workers or os.cpu_count() or 1))))
+    jobs = [(n, grids[n], images[i : i + size]) for n in names for i in range(0, len(images), size)]
+    merged = {n: [(_Tally(), _Tally()) for _ in grids[n]] for n in names}
+    done = (lambda job: tick(len(job[2]) * len(job[1]))) if tick else None
+    for job, parts in zip(jobs, _run_jobs(_classic_tallies, jobs, workers, done), strict=True):
+        for into, part in zip(merged[job[0]], parts, strict=True):
+            _merge(list(into), list(part))
+    points = []
+    for n in names:
+        for quality, (whole, payload) in zip(grids[n], merged[n], strict=True):
+            points.append(_point(n, quality, whole, len(images)))
+            if n == "jpeg":
+                points.append(_point(JPEG_PAYLOAD, quality, payload, len(images)))
     return points
 
 
 CAE_CODERS = ("auto", *codec.CODERS)  # auto: the smaller of the two files, as compress picks by default
 
 
+def _chunks(images: list[np.ndarray], size: int) -> list[list[np.ndarray]]:
+    """Runs of up to `size` images for the batch API; an image over codec.BATCH_PIXELS goes alone."""
+    out: list[list[np.ndarray]] = []
+    for image in images:
+        small = image.shape[0] * image.shape[1] <= codec.BATCH_PIXELS
+        if small and out and len(out[-1]) < size and out[-1][0].shape == image.shape:
+            out[-1].append(image)
+        else:
+            out.append([image])
+    return out
+
+
 def measure_cae(
-    images: list[np.ndarray], qualities=None, weights: str | None = None, tick=None
+    images: list[np.ndarray],
+    qualities=None,
+    weights: str | None = None,
+    tick=None,
+    batch: int = 64,
+    workers: int = 1,
 ) -> list[Point]:
     """cae-codec at each quality with each coder (and auto, the smaller file of the two), with the
-    entropy model's own rate estimate beside it. The network runs once per image and quality."""
+    entropy model's own rate estimate beside it. Same-size small images go through the batch API
+    `batch` at a time, so their times are a batch's time per image; with `workers` > 1 (0: one per
+    core) runs of images go to that many processes, each on one thread."""
     w = weights_mod.load(weights)
     levels = list(qualities or range(1, w.levels + 1))
-    points = {(c, q): None for c in CAE_CODERS for q in levels}  # the order of the output
+    merged = [[_Tally() for _ in CAE_CODERS] for _ in levels]
+    jobs = [(part, levels, str(w.path), workers != 1) for part in _chunks(images, batch)]
+    done = (lambda job: tick(len(job[0]) * len(levels))) if tick else None
+    for parts in _run_jobs(_cae_tallies, jobs, workers, done):
+        for into, part in zip(merged, parts, strict=True):
+            _merge(into, part)
+    points = []
+    for c, coder in enumerate(CAE_CODERS):
+        for q, tallies in zip(levels, merged, strict=True):
+            points.append(_point("cae-codec", q, tallies[c], len(images), coder=coder))
+            points[-1].entropy_bpp = tallies[c].mean("entropy_bpp")
+    return points
+
+
+def _cae_tallies(
+    part: list[np.ndarray], levels: list[int], weights: str, one_thread: bool
+) -> list[list[_Tally]]:
+    """Per level, one tally per entry of CAE_CODERS over a run of images (one batch-API call each)."""
+    if one_thread:
+        import torch
+
+        torch.set_num_threads(1)  # a worker of several: the processes share the cores
+    w = weights_mod.load(weights)
+    out = []
     for q in levels:
-        tallies = {c: _Tally() for c in CAE_CODERS}
-        for image in images:
-            files, enc = _timed(codec.compress_each, image, q, w.path)
-            decoded = {c: _timed(codec.decompress, files[c], w.path) for c in codec.CODERS}
+        tallies = [_Tally() for _ in CAE_CODERS]
+        each, enc = _timed(codec.compress_many_each, part, q, w.path)
+        decoded = {c: _timed(codec.decompress_many, [f[c] for f in each], w.path) for c in codec.CODERS}
+        for k, (image, files) in enumerate(zip(part, each, strict=True)):
+            rgb = [np.asarray(decoded[c][0][k].convert("RGB")) for c in codec.CODERS]
+            if any(not np.array_equal(rgb[0], other) for other in rgb[1:]):
+                raise RuntimeError(f"the coders decoded image {k} of a batch to different pixels")
+            quality = _quality(image, rgb[0])  # the same pixels whichever coder wrote the file
+            estimate = _estimate_bpp(w, files["zstd"], q, image)
             chosen = min(codec.CODERS, key=lambda c: len(files[c]))  # what compress keeps by default
-            files[AUTO], decoded[AUTO] = files[chosen], decoded[chosen]
-            for c in CAE_CODERS:
-                pixels, dec = decoded[c]
-                _score(tallies[c], image, np.asarray(pixels.convert("RGB")), len(files[c]), enc, dec)
-            f = unpack(files["zstd"])
-            bits = codec.latent_bits(w, codec.decode_symbols(w, f.color, f.header), q)
-            bpp = (bits + 8 * header_size(files["zstd"])) / (image.shape[0] * image.shape[1])
-            for c in CAE_CODERS:
-                tallies[c].add(entropy_bpp=bpp)
-            if tick:
-                tick()
-        for c in CAE_CODERS:
-            points[c, q] = _point("cae-codec", q, tallies[c], len(images), coder=c)
-            points[c, q].entropy_bpp = tallies[c].mean("entropy_bpp")
-    return list(points.values())
+            for tally, c in zip(tallies, CAE_CODERS, strict=True):
+                name = chosen if c == AUTO else c
+                tally.add(
+                    bpp=metrics.bpp(len(files[name]), image.shape[1], image.shape[0]),
+                    **quality,
+                    encode_ms=1000 * enc / len(part),
+                    decode_ms=1000 * decoded[name][1] / len(part),
+                    entropy_bpp=estimate,
+                )
+        out.append(tallies)
+    return out
+
+
+def _estimate_bpp(w: weights_mod.Weights, data: bytes, quality: int, image: np.ndarray) -> float:
+    """The model's own rate for a file's latent, plus the header's bits, per pixel."""
+    f = unpack(data)
+    bits = codec.latent_bits(w, codec.decode_symbols(w, f.color, f.header), quality)
+    return (bits + 8 * header_size(data)) / (image.shape[0] * image.shape[1])
 
 
 def _point(name: str, quality: int, tally: _Tally, count: int, coder: str | None = None) -> Point:

@@ -558,11 +558,10 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     total = len(images) * (len(levels) + sum(len(CLASSICS[n].qualities) for n in names))
     with click.progressbar(length=total, label="measuring", file=sys.stderr) as bar:
         try:
-            points = benchmark.measure_cae(images, levels, str(w.path), tick=lambda: bar.update(1))
+            points = benchmark.measure_cae(images, levels, str(w.path), tick=bar.update, workers=0)
         except ValueError as e:
             raise click.ClickException(str(e)) from None
-        for name in names:
-            points += benchmark.measure_classic(images, name, tick=lambda: bar.update(1))
+        points += benchmark.measure_classics(images, names, tick=bar.update)
     out.mkdir(parents=True, exist_ok=True)
     benchmark.write_results(points, out, benchmark.run_info(w, f"{dataset}, {len(images)} images"))
     if dataset == "kodak" and len(images) == 24:

@@ -408,13 +408,26 @@ def compress_many(
     if coder not in CODER_CHOICES:
         raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
     coders = CODERS if coder == AUTO else (coder,)
-    files: list[bytes | None] = []
+    each = compress_many_each(images, quality, weights, coders, max_pixels, batch_size)
+    return [min(files.values(), key=len) for files in each]  # ties go to the first coder (zstd)
+
+
+def compress_many_each(
+    images: Iterable[ImageArg],
+    quality: int | None = None,
+    weights: WeightsArg = None,
+    coders: tuple[str, ...] = CODERS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    batch_size: int = 64,
+) -> list[dict[str, bytes]]:
+    """`compress_each` for many images, in order, with compress_many's shared forward passes."""
+    files: list[dict[str, bytes] | None] = []
     waiting: dict[tuple, list[tuple[int, _Source]]] = {}
     for image in images:
         source = _prepare(image, weights, max_pixels)
         files.append(None)
         if source.width * source.height > BATCH_PIXELS:
-            files[-1] = min(_compress_source(source, quality, weights, coders, None).values(), key=len)
+            files[-1] = _compress_source(source, quality, weights, coders, None)
             continue
         key = (source.weights_id, source.height, source.width)
         waiting.setdefault(key, []).append((len(files) - 1, source))
@@ -426,14 +439,13 @@ def compress_many(
 
 
 def _compress_batch(group: list[tuple[int, _Source]], files: list, quality, weights, coders) -> None:
-    """Same-size images through one forward pass; each gets the smallest of its coders' files."""
+    """Same-size images through one forward pass; each gets every coder's file."""
     w, quality = _model_for(group[0][1], weights, quality)
     m = w.model.config.pad_multiple
     x = torch.cat([to_pixel_tensor(source.rgb, m) for _, source in group])
     y = analyse(w, x, quality)
     for (i, source), symbols in zip(group, w.latent.quantize_many(w, y, quality), strict=True):
-        made = [_pack(source, w, quality, c, encode_symbols(w, symbols, quality, c)) for c in coders]
-        files[i] = min(made, key=len)
+        files[i] = {c: _pack(source, w, quality, c, encode_symbols(w, symbols, quality, c)) for c in coders}
 
 
 def encode_symbols(w: weights_mod.Weights, symbols: Symbols, quality: int, coder: str) -> bytes:

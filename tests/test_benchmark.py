@@ -114,3 +114,31 @@ def test_a_peer_without_its_plugin_is_unavailable(monkeypatch):
 
     monkeypatch.setattr(importlib, "import_module", missing)
     assert not benchmark.available("jpegxl")
+
+
+def test_worker_processes_measure_what_one_process_measures():
+    images = [sample_image(32, 32, "RGB", seed=s) for s in range(5)]
+    one = benchmark.measure_classics(images, ["jpeg", "webp"], {"jpeg": [30, 70], "webp": [50]}, workers=1)
+    ticks = []
+    two = benchmark.measure_classics(
+        images, ["jpeg", "webp"], {"jpeg": [30, 70], "webp": [50]}, tick=ticks.append, workers=2
+    )
+    assert [p.label for p in two] == ["jpeg", "jpeg-payload", "jpeg", "jpeg-payload", "webp"]
+    assert [(p.label, p.quality, p.bpp, p.psnr, p.ssim) for p in one] == [
+        (p.label, p.quality, p.bpp, p.psnr, p.ssim) for p in two
+    ]
+    assert sum(ticks) == len(images) * 3 and all(p.images == 5 for p in two)
+
+
+def test_cae_rows_agree_between_coders_and_processes():
+    images = [sample_image(32, 32, "RGB", seed=s) for s in range(6)]
+    one = benchmark.measure_cae(images, [2, 5], batch=4)
+    two = benchmark.measure_cae(images, [2, 5], batch=4, workers=2)
+    assert [(p.label, p.quality) for p in one] == [(p.label, p.quality) for p in two]
+    assert [p.label for p in one] == ["cae-codec/auto"] * 2 + ["cae-codec/zstd"] * 2 + ["cae-codec/range"] * 2
+    for a, b in zip(one, two, strict=True):
+        assert abs(a.bpp - b.bpp) < 0.02 and abs(a.psnr - b.psnr) < 0.01
+    auto, zstd, rng = one[0], one[2], one[4]
+    assert auto.psnr == zstd.psnr == rng.psnr  # one decode's pixels, whichever coder wrote the file
+    assert auto.bpp <= min(zstd.bpp, rng.bpp) + 1e-12 and one[1].bpp > auto.bpp
+    assert 0 < auto.entropy_bpp < 2 * auto.bpp

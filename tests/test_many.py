@@ -58,3 +58,14 @@ def test_many_refuses_what_one_refuses():
     with pytest.raises(cae_codec.FormatError):
         cae_codec.decompress_many([cae_codec.compress(sample_image(8, 8, "RGB")), b"not a cae file"])
     assert cae_codec.compress_many([]) == [] and cae_codec.decompress_many([]) == []
+
+
+def test_compress_many_each_keeps_every_coders_file():
+    images = [sample_image(32, 32, "RGB", seed=s) for s in range(3)] + [sample_image(17, 33, "RGB", seed=4)]
+    each = codec.compress_many_each(images, 2, batch_size=2)
+    assert [sorted(files) for files in each] == [sorted(codec.CODERS)] * len(images)
+    assert cae_codec.compress_many(images, 2, batch_size=2) == [min(f.values(), key=len) for f in each]
+    for files in each:
+        assert {cae_codec.read_header(data).coder for data in files.values()} == set(codec.CODERS)
+        pixels = [np.asarray(cae_codec.decompress(data)) for data in files.values()]
+        assert np.array_equal(pixels[0], pixels[1])
