@@ -1,5 +1,7 @@
-"""Files in, files out: the per-file steps that the command line runs one file at a time and that
-Ray runs on many workers (`--engine ray`), so both write byte-identical files.
+"""Files in, files out: the per-file steps that the command line runs and that Ray runs on many
+workers (`--engine ray`). The command line compresses many files through the batch API, so a file
+among same-size small images may differ from Ray's (or a lone compress's) in a rare latent value,
+as compress_many's files may; both decode alike.
 """
 
 from __future__ import annotations
@@ -34,16 +36,63 @@ class Job:
 def compress_image(source: Path | BinaryIO, job: Job) -> tuple[bytes, dict, list[str]]:
     """One image file (a path or binary stream) to .cae bytes, with a record of the result and the
     warnings about what the file does not keep."""
-    from . import codec, metrics
+    from . import codec
+
+    image, notes = _read(source, job)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", codec.InputWarning)  # _read has collected them
+        data = codec.compress(image, job.quality, job.weights, job.coder, job.max_pixels)
+    return data, _compressed(image, data, time.perf_counter() - start, job), notes
+
+
+def compress_images(sources: list[Path], job: Job) -> list[tuple[bytes, dict, list[str]] | Exception]:
+    """Many image files through the batch API (same-size small images share the network's passes):
+    for each, what compress_image gives, or the exception that stopped it. A batch's time is shared
+    out evenly among its images."""
+    from . import codec
+
+    results: list = []
+    for source in sources:
+        try:
+            results.append(_read(source, job))
+        except Exception as e:  # noqa: BLE001 (returned: the caller tells a user's error from a bug)
+            results.append(e)
+    good = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
+    images = [results[i][0] for i in good]
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", codec.InputWarning)  # _read has collected them
+            files = codec.compress_many(images, job.quality, job.weights, job.coder, job.max_pixels)
+    except Exception:  # noqa: BLE001 (one image's error stops a batch: code them alone to say whose)
+        for i in good:
+            try:
+                results[i] = compress_image(sources[i], job)
+            except Exception as e:  # noqa: BLE001
+                results[i] = e
+        return results
+    seconds = (time.perf_counter() - start) / max(1, len(good))
+    for i, image, data in zip(good, images, files, strict=True):
+        results[i] = (data, _compressed(image, data, seconds, job), results[i][1])
+    return results
+
+
+def _read(source: Path | BinaryIO, job: Job):
+    """An input image and the warnings about what its .cae file will not keep."""
+    from . import codec
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", codec.InputWarning)
         image = codec.read_image(source, job.max_pixels)
-        start = time.perf_counter()
-        data = codec.compress(
-            image, job.quality, weights=job.weights, coder=job.coder, max_pixels=job.max_pixels
-        )
-        seconds = time.perf_counter() - start
+        codec.warn_about_losses(image)
+    return image, [str(w.message) for w in caught if issubclass(w.category, codec.InputWarning)]
+
+
+def _compressed(image, data: bytes, seconds: float, job: Job) -> dict:
+    """The record of one compressed image: size, bpp, time, header fields, and PSNR if asked."""
+    from . import codec, metrics
+
     header = codec.read_header(data)
     record = {
         "bytes": len(data),
@@ -57,7 +106,7 @@ def compress_image(source: Path | BinaryIO, job: Job) -> tuple[bytes, dict, list
         rgb, _, _ = codec.split_image(image)
         decoded = codec.decompress(data, weights=job.weights, max_pixels=job.max_pixels)
         record["psnr"] = round(metrics.psnr(rgb, codec.split_image(decoded)[0]), 3)
-    return data, record, [str(w.message) for w in caught if issubclass(w.category, codec.InputWarning)]
+    return record
 
 
 def decompress_image(data: bytes, fmt: OutputFormat, job: Job) -> tuple[bytes, dict, list[str]]:

@@ -186,9 +186,48 @@ def _record(source: Path, target: Path, named: bool, job: bulk.Job, force: bool)
     try:
         return _work(source, target, named, job, force)
     except (*_user_errors(), OutputExistsError) as e:
-        if isinstance(e, OSError) and e.filename and Path(e.filename) != source:
-            return {"input": _name(source), "error": f"cannot write {e.filename}: {bulk.describe(e)}"}
-        return {"input": _name(source), "error": bulk.describe(e)}
+        return _failure(source, e)
+
+
+def _failure(source: Path, e: Exception) -> dict:
+    """The record of a file that failed with a user's error (anything else is a bug: raised)."""
+    if not isinstance(e, (*_user_errors(), OutputExistsError)):
+        raise e
+    if isinstance(e, OSError) and e.filename and Path(e.filename) != source:
+        return {"input": _name(source), "error": f"cannot write {e.filename}: {bulk.describe(e)}"}
+    return {"input": _name(source), "error": bulk.describe(e)}
+
+
+def _compress_chunk(pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: bool) -> list[dict]:
+    """Records of compressing files through the batch API (bulk.compress_images), in order."""
+    records: list[dict | None] = [None] * len(pairs)
+    free = []
+    for i, (source, target) in enumerate(pairs):
+        try:
+            check_free(target, source, force, named)
+            free.append(i)
+        except (*_user_errors(), OutputExistsError) as e:
+            records[i] = _failure(source, e)
+    results = bulk.compress_images([pairs[i][0] for i in free], job)
+    for i, result in zip(free, results, strict=True):
+        source, target = pairs[i]
+        try:
+            if isinstance(result, Exception):
+                raise result
+            data, record, notes = result
+            _write(target, data, source, force, named)
+            records[i] = {
+                "input": _name(source),
+                "output": _name(target, output=True),
+                **record,
+                "warnings": notes,
+            }
+        except (*_user_errors(), OutputExistsError) as e:
+            records[i] = _failure(source, e)
+    return records
+
+
+CHUNK = 32  # files a local worker compresses through the batch API at a time
 
 
 def _one_thread() -> None:
@@ -199,21 +238,31 @@ def _local(
     pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: bool, workers: int | None = None
 ) -> Iterator[dict]:
     """Records of the files coded here, in order: in this process, or in worker processes of one
-    core each (the entropy coders run in one thread, so processes keep every core busy)."""
+    core each (the entropy coders run in one thread, so processes keep every core busy). Files
+    to compress go CHUNK at a time through the batch API, so same-size small images share passes."""
     streams = any(STDIO in pair for pair in pairs)
     if len(pairs) == 1 or streams:
         workers = 1
     elif workers is None:
         estimate = bulk.work_estimate([source for source, _ in pairs], job.kind)
         workers = (os.cpu_count() or 1) if estimate > PARALLEL_AFTER_S else 1
+    batched = job.kind == "compress" and not streams
+    size = min(CHUNK if batched else 8, -(-len(pairs) // workers))
+    chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+    work = _compress_chunk if batched else _records
     if workers == 1:
-        yield from (_record(source, target, named, job, force) for source, target in pairs)
+        for chunk in chunks:
+            yield from work(chunk, named, job, force)
         return
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold torch's threads
-    with ProcessPoolExecutor(min(workers, len(pairs)), context, initializer=_one_thread) as pool:
-        sources, targets = zip(*pairs, strict=True)
-        n = len(pairs)
-        yield from pool.map(_record, sources, targets, [named] * n, [job] * n, [force] * n, chunksize=8)
+    with ProcessPoolExecutor(min(workers, len(chunks)), context, initializer=_one_thread) as pool:
+        n = len(chunks)
+        for records in pool.map(work, chunks, [named] * n, [job] * n, [force] * n):
+            yield from records
+
+
+def _records(pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: bool) -> list[dict]:
+    return [_record(source, target, named, job, force) for source, target in pairs]
 
 
 def _with_progress(records: Iterator[dict], count: int, report: Report, kind: str) -> Iterator[dict]:

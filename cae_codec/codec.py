@@ -52,7 +52,7 @@ def _foreign_profile(icc: bytes | None) -> bool:
         return True  # unreadable: say it is dropped
 
 
-def _warn_about_losses(image: Image.Image) -> None:
+def warn_about_losses(image: Image.Image) -> None:
     """Say what the .cae file will not keep: a colour profile, and a 1-bit image's compactness."""
     if _foreign_profile(image.info.get("icc_profile")):
         warnings.warn(
@@ -101,7 +101,7 @@ def split_image(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray
     """An image as (rgb uint8 HxWx3, alpha uint8 HxW or None, stored mode)."""
     if isinstance(image, np.ndarray):
         image = _array_to_image(image)
-    _warn_about_losses(image)
+    warn_about_losses(image)
     if image.mode in SIXTEEN_BIT:
         # Pillow's convert("L") clips 16-bit values at 255; keep the high byte instead.
         image = Image.fromarray((np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8), "L")
