@@ -124,7 +124,8 @@ def decode_values(frame: bytes, count: int, dictionary: bytes | None = None) -> 
 
 def scale_order(index: np.ndarray) -> np.ndarray:
     """Positions of y sorted by predicted scale (stable), so alike symbols sit together for zstd."""
-    return np.argsort(index.ravel(), kind="stable")
+    # A scale index is below 64: as int16, numpy's stable sort is a radix sort, about 7x faster.
+    return np.argsort(index.ravel().astype(np.int16), kind="stable")
 
 
 # With a hyperprior, the zstd coder bit-packs: each value gets a width known to both sides (from its
