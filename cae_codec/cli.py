@@ -571,7 +571,9 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     DATASET is `cifar10` (its 10,000-row test batch, or the rows your copy has), `kodak` (the 24
     Kodak photos, with CompressAI's published learned-codec curves drawn beside ours), or a folder
     of images (write ./cifar10 for a folder of that name). bpp counts whole files; jpeg-payload counts JPEG's
-    scan data alone. PSNR, MSE and SSIM are on 8-bit RGB; SSIM is the mean over R, G and B.
+    scan data alone. PSNR, MSE and SSIM are on 8-bit RGB; SSIM is the mean over R, G and B. The
+    images are split among a process per core; small same-size images go through the batch API, so
+    their times are a batch's time per image.
     """
     from . import benchmark, published
     from . import weights as weights_mod
