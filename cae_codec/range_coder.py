@@ -102,11 +102,12 @@ def range_encode_parts(parts: Sequence[tuple[Sequence[np.ndarray], RangeTables, 
         # The coder flushes whole 32-bit words; keep only the bytes the decoder really needs. A
         # zero-padded prefix reads as a number that grows with its length, and it decodes exactly
         # once that number is inside the final interval: so the longest cut that decodes is found
-        # by bisection (3 trial decodes instead of up to 7).
-        good, bad = 0, min(7, len(data) - 1) + 1
+        # by bisection. Most streams (96 % of CIFAR-10 files) need every byte, so a cut of one byte
+        # is tried first: one trial decode settles them, where plain bisection takes three.
+        good, bad, cut = 0, min(7, len(data) - 1) + 1, 1
         while bad - good > 1:
-            cut = (good + bad) // 2
             good, bad = (cut, bad) if _decodes_to(data[:-cut], parts) else (good, cut)
+            cut = (good + bad) // 2
         return data[:-good] if good else data
     return data
 
