@@ -193,3 +193,39 @@ def test_bit_packing_refuses_short_or_damaged_data():
     for cut in range(1, len(raw)):
         with pytest.raises(FormatError):
             packing.read_packed(raw[:cut], 0, widths)
+
+
+def test_kept_zstd_coders_write_what_fresh_ones_write():
+    import threading
+
+    import zstandard
+
+    rng = np.random.default_rng(3)
+    dictionary = rng.integers(0, 8, 4096).astype(np.uint8).tobytes()
+    sizes = [60, 30000, 400, 60, 5000, 401, 30000]  # each size class again after others
+    # Repeats 2,000 bytes apart: a small frame's 1 KiB window would miss them in a large frame.
+    raws = [np.tile(rng.integers(0, 255, 2000), n // 2000 + 1)[:n].astype(np.uint8).tobytes() for n in sizes]
+
+    def fresh(raw: bytes, zdict: bytes | None) -> bytes:
+        params = zstandard.ZstdCompressionParameters.from_level(
+            packing.ZSTD_LEVEL, source_size=len(raw), format=zstandard.FORMAT_ZSTD1_MAGICLESS,
+            write_checksum=False, write_content_size=False, write_dict_id=False,
+        )  # fmt: skip
+        d = zstandard.ZstdCompressionDict(zdict) if zdict else None
+        return zstandard.ZstdCompressor(compression_params=params, dict_data=d).compress(raw)
+
+    for zdict in (dictionary, None):
+        for raw in raws:
+            frame = packing.zstd_pack(raw, zdict)
+            assert frame == fresh(raw, zdict)
+            assert packing.zstd_unpack(frame, len(raw), "test", zdict) == raw
+    out = {}
+    workers = [
+        threading.Thread(target=lambda i=i: out.update({i: packing.zstd_pack(raws[i], dictionary)}))
+        for i in range(4)
+    ]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert [out[i] for i in range(4)] == [fresh(raws[i], dictionary) for i in range(4)]
