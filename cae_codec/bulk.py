@@ -1,7 +1,7 @@
 """Files in, files out: the per-file steps that the command line runs and that Ray runs on many
-workers (`--engine ray`). The command line compresses many files through the batch API, so a file
+workers (`--engine ray`). The command line codes many files through the batch API, so a file
 among same-size small images may differ from Ray's (or a lone compress's) in a rare latent value,
-as compress_many's files may; both decode alike.
+as compress_many's files may (both decode alike), and a decode by up to one level per pixel.
 """
 
 from __future__ import annotations
@@ -52,30 +52,32 @@ def compress_images(sources: list[Path], job: Job) -> list[tuple[bytes, dict, li
     out evenly among its images."""
     from . import codec
 
-    results: list = []
-    for source in sources:
-        try:
-            results.append(_read(source, job))
-        except Exception as e:  # noqa: BLE001 (returned: the caller tells a user's error from a bug)
-            results.append(e)
+    results: list = [_attempt(_read, source, job) for source in sources]
     good = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
     images = [results[i][0] for i in good]
     start = time.perf_counter()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", codec.InputWarning)  # _read has collected them
-            files = codec.compress_many(images, job.quality, job.weights, job.coder, job.max_pixels)
-    except Exception:  # noqa: BLE001 (one image's error stops a batch: code them alone to say whose)
-        for i in good:
-            try:
-                results[i] = compress_image(sources[i], job)
-            except Exception as e:  # noqa: BLE001
-                results[i] = e
-        return results
+            files = codec.compress_many(
+                images, job.quality, job.weights, job.coder, job.max_pixels, return_errors=True
+            )
+    except Exception as e:  # noqa: BLE001 (what stops a whole batch, a bad quality say, is each file's)
+        files = [e] * len(images)
     seconds = (time.perf_counter() - start) / max(1, len(good))
     for i, image, data in zip(good, images, files, strict=True):
-        results[i] = (data, _compressed(image, data, seconds, job), results[i][1])
+        results[i] = (
+            data
+            if isinstance(data, Exception)
+            else _attempt(_finished, image, data, seconds, job, results[i][1])
+        )
     return results
+
+
+def _finished(
+    image, data: bytes, seconds: float, job: Job, notes: list[str]
+) -> tuple[bytes, dict, list[str]]:
+    return data, _compressed(image, data, seconds, job), notes
 
 
 def _read(source: Path | BinaryIO, job: Job):
@@ -115,7 +117,40 @@ def decompress_image(data: bytes, fmt: OutputFormat, job: Job) -> tuple[bytes, d
 
     start = time.perf_counter()
     image = codec.decompress(data, weights=job.weights, max_pixels=job.max_pixels)
-    seconds = time.perf_counter() - start
+    return _saved(image, fmt, time.perf_counter() - start)
+
+
+def decompress_images(
+    items: list[tuple[bytes, OutputFormat]], job: Job
+) -> list[tuple[bytes, dict, list[str]] | Exception]:
+    """Many .cae files through the batch API (same-size small images share g_s's passes): for each,
+    what decompress_image gives, or the exception that stopped it."""
+    from . import codec
+
+    start = time.perf_counter()
+    try:
+        images = codec.decompress_many(
+            [data for data, _ in items], job.weights, job.max_pixels, return_errors=True
+        )
+    except Exception as e:  # noqa: BLE001 (what stops a whole batch is each file's)
+        images = [e] * len(items)
+    seconds = (time.perf_counter() - start) / max(1, len(items))
+    return [
+        image if isinstance(image, Exception) else _attempt(_saved, image, fmt, seconds)
+        for image, (_, fmt) in zip(images, items, strict=True)
+    ]
+
+
+def _attempt(fn, *args):
+    """fn(*args), or the exception it raised (returned: the caller tells a user's error from a bug)."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001
+        return e
+
+
+def _saved(image, fmt: OutputFormat, seconds: float) -> tuple[bytes, dict, list[str]]:
+    """A decoded image as a file's bytes in `fmt`, with its record and warnings."""
     if image.mode == "RGBA" and not fmt.alpha:
         raise ValueError(f"{fmt.name} cannot hold the alpha plane; use .png")
     notes = [f"{fmt.name} compresses the decode again, losing more"] if fmt.lossy else []

@@ -198,18 +198,27 @@ def _failure(source: Path, e: Exception) -> dict:
     return {"input": _name(source), "error": bulk.describe(e)}
 
 
-def _compress_chunk(pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: bool) -> list[dict]:
-    """Records of compressing files through the batch API (bulk.compress_images), in order."""
+def _chunk(pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: bool) -> list[dict]:
+    """Records of coding files through the batch API (bulk.compress_images or decompress_images),
+    in order; each file's failure is its own."""
     records: list[dict | None] = [None] * len(pairs)
-    free = []
+    ready, items = [], []
     for i, (source, target) in enumerate(pairs):
         try:
+            if job.kind == "decompress":
+                fmt = output_format(target)  # an unknown suffix is refused before anything else
             check_free(target, source, force, named)
-            free.append(i)
+            if job.kind == "compress":
+                items.append(source)
+            elif not (data := source.read_bytes()):
+                raise ValueError("empty input")
+            else:
+                items.append((data, fmt))
+            ready.append(i)
         except (*_user_errors(), OutputExistsError) as e:
             records[i] = _failure(source, e)
-    results = bulk.compress_images([pairs[i][0] for i in free], job)
-    for i, result in zip(free, results, strict=True):
+    coded = bulk.compress_images(items, job) if job.kind == "compress" else bulk.decompress_images(items, job)
+    for i, result in zip(ready, coded, strict=True):
         source, target = pairs[i]
         try:
             if isinstance(result, Exception):
@@ -227,7 +236,7 @@ def _compress_chunk(pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, 
     return records
 
 
-CHUNK = 32  # files a local worker compresses through the batch API at a time
+CHUNK = 32  # files a local worker codes through the batch API at a time
 
 
 def _one_thread() -> None:
@@ -239,17 +248,16 @@ def _local(
 ) -> Iterator[dict]:
     """Records of the files coded here, in order: in this process, or in worker processes of one
     core each (the entropy coders run in one thread, so processes keep every core busy). Files
-    to compress go CHUNK at a time through the batch API, so same-size small images share passes."""
+    go CHUNK at a time through the batch API, so same-size small images share passes."""
     streams = any(STDIO in pair for pair in pairs)
     if len(pairs) == 1 or streams:
         workers = 1
     elif workers is None:
         estimate = bulk.work_estimate([source for source, _ in pairs], job.kind)
         workers = (os.cpu_count() or 1) if estimate > PARALLEL_AFTER_S else 1
-    batched = job.kind == "compress" and not streams
-    size = min(CHUNK if batched else 8, -(-len(pairs) // workers))
+    size = min(CHUNK, -(-len(pairs) // workers))
     chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
-    work = _compress_chunk if batched else _records
+    work = _records if streams or len(pairs) == 1 else _chunk  # one file: exactly what compress makes
     if workers == 1:
         for chunk in chunks:
             yield from work(chunk, named, job, force)

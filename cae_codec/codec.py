@@ -402,14 +402,18 @@ def compress_many(
     coder: str = AUTO,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     batch_size: int = 64,
+    return_errors: bool = False,
 ) -> list[bytes]:
     """Compress many images, in order, to the same files `compress` makes of each (up to float
-    rounding): small images of one size share the network's forward passes, `batch_size` at a time."""
+    rounding): small images of one size share the network's forward passes, `batch_size` at a time.
+    With `return_errors`, an image that cannot be read gets its exception in its place instead of
+    stopping the others."""
     if coder not in CODER_CHOICES:
         raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
     coders = CODERS if coder == AUTO else (coder,)
-    each = compress_many_each(images, quality, weights, coders, max_pixels, batch_size)
-    return [min(files.values(), key=len) for files in each]  # ties go to the first coder (zstd)
+    each = compress_many_each(images, quality, weights, coders, max_pixels, batch_size, return_errors)
+    # ties go to the first coder (zstd)
+    return [f if isinstance(f, Exception) else min(f.values(), key=len) for f in each]
 
 
 def compress_many_each(
@@ -419,13 +423,20 @@ def compress_many_each(
     coders: tuple[str, ...] = CODERS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     batch_size: int = 64,
+    return_errors: bool = False,
 ) -> list[dict[str, bytes]]:
     """`compress_each` for many images, in order, with compress_many's shared forward passes."""
-    files: list[dict[str, bytes] | None] = []
+    files: list[dict[str, bytes] | Exception | None] = []
     waiting: dict[tuple, list[tuple[int, _Source]]] = {}
     for image in images:
-        source = _prepare(image, weights, max_pixels)
         files.append(None)
+        try:
+            source = _prepare(image, weights, max_pixels)
+        except Exception as e:
+            if not return_errors:
+                raise
+            files[-1] = e
+            continue
         if source.width * source.height > BATCH_PIXELS:
             files[-1] = _compress_source(source, quality, weights, coders, None)
             continue
@@ -537,16 +548,25 @@ def decompress_many(
     weights: WeightsArg = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     batch_size: int = 64,
+    return_errors: bool = False,
 ) -> list[Image.Image]:
     """Decode many .cae files, in order, to the images `decompress` gives: small images of one
-    size, model and quality share g_s's forward passes, `batch_size` at a time."""
-    images: list[Image.Image | None] = []
+    size, model and quality share g_s's forward passes, `batch_size` at a time. With
+    `return_errors`, a file that cannot be decoded gets its exception in its place instead of
+    stopping the others."""
+    images: list[Image.Image | Exception | None] = []
     waiting: dict[tuple, list] = {}
     for data in files:
-        f = unpack(_as_bytes(data))
-        h = f.header
-        w, y_hat, plane = _entropy_decode(f, weights, max_pixels)
         images.append(None)
+        try:
+            f = unpack(_as_bytes(data))
+            h = f.header
+            w, y_hat, plane = _entropy_decode(f, weights, max_pixels)
+        except Exception as e:
+            if not return_errors:
+                raise
+            images[-1] = e
+            continue
         if h.width * h.height > BATCH_PIXELS:
             images[-1] = _finish(h, w, y_hat, plane)
             continue

@@ -467,3 +467,34 @@ def test_many_files_share_forward_passes_and_fail_alone(monkeypatch, tmp_path):
             ).max()
             <= 1
         )
+
+
+def test_many_cae_files_decode_together_and_fail_alone(monkeypatch, tmp_path):
+    from cae_codec import codec
+
+    files = []
+    for i in range(4):
+        files.append(tmp_path / f"p{i}.cae")
+        files[-1].write_bytes(cae_codec.compress(sample_image(32, 32, "RGB", seed=i), 3))
+    files.append(tmp_path / "rgba.cae")
+    files[-1].write_bytes(cae_codec.compress(sample_image(32, 32, "RGBA", seed=5), 3))
+    files.append(tmp_path / "bad.cae")
+    files[-1].write_bytes(files[0].read_bytes()[:12])
+    (tmp_path / "p2.decoded.png").write_bytes(b"mine")
+    calls = []
+    synthesize = codec.synthesize
+    monkeypatch.setattr(
+        codec, "synthesize", lambda w, y, *a, **k: calls.append(len(y)) or synthesize(w, y, *a, **k)
+    )
+    result = CliRunner().invoke(main, ["decompress", *map(str, files), "--workers", "1", "--json"])
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["input"] for r in records] == [str(f) for f in files]
+    assert "exists" in records[2]["error"] and (tmp_path / "p2.decoded.png").read_bytes() == b"mine"
+    assert "corrupt" in records[5]["error"] or "truncated" in records[5]["error"]
+    assert calls == [4]  # three RGB files and the RGBA one (same model, quality and size) in one pass
+    for i in (0, 1, 3, 4):
+        decoded = Image.open(tmp_path / f"{files[i].stem}.decoded.png")
+        alone = cae_codec.decompress(files[i])
+        assert decoded.mode == alone.mode and records[i]["mode"] == alone.mode
+        assert np.abs(np.asarray(decoded, int) - np.asarray(alone)).max() <= 1

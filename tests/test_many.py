@@ -69,3 +69,13 @@ def test_compress_many_each_keeps_every_coders_file():
         assert {cae_codec.read_header(data).coder for data in files.values()} == set(codec.CODERS)
         pixels = [np.asarray(cae_codec.decompress(data)) for data in files.values()]
         assert np.array_equal(pixels[0], pixels[1])
+
+
+def test_return_errors_keeps_the_others_going():
+    good = sample_image(32, 32, "RGB", seed=1)
+    files = cae_codec.compress_many([good, b"not an image", good], 2, return_errors=True)
+    assert isinstance(files[1], ValueError) and files[0] == files[2]
+    images = cae_codec.decompress_many([files[0], b"CAE junk", files[2]], return_errors=True)
+    assert isinstance(images[1], cae_codec.FormatError) and images[0].size == images[2].size == (32, 32)
+    with pytest.raises(cae_codec.FormatError):
+        cae_codec.decompress_many([files[0], b"CAE junk"])
