@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import PRIORS, STRIDES
+from .exact import EXACT_LIMIT, WEIGHT_LIMIT, run_exact
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,6 @@ class ModelConfig:
 
 HYPER_STRIDE = 4  # h_a halves the latent's side twice
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64  # the scale table of the Gaussian conditional
-_EXACT_LIMIT = float(1 << 15)  # |activation| bound that keeps every sum in h_s exact in float64
-_WEIGHT_LIMIT = 8.0
 
 
 class GDN(nn.Module):
@@ -316,7 +315,7 @@ class HyperCAE(_GainedAutoencoder):
         unit = 2.0**self.config.fraction_bits
         for part in self.exact_parts:
             for p in part.parameters():
-                p.copy_(torch.round(p.clamp(-_WEIGHT_LIMIT, _WEIGHT_LIMIT) * unit) / unit)
+                p.copy_(torch.round(p.clamp(-WEIGHT_LIMIT, WEIGHT_LIMIT) * unit) / unit)
             for layer in part.modules():
                 if isinstance(layer, CheckerboardConv):
                     layer.weight.mul_(layer.mask)
@@ -407,12 +406,12 @@ class CheckerboardCAE(HyperCAE):
         """g_cm at the positions `where`, tap by tap: only its 12 unmasked taps, each an exact product."""
         k = self.g_cm.kernel_size[0]
         unit = 2.0**self.config.fraction_bits
-        padded = F.pad(y_hat[0].double().clamp(-_EXACT_LIMIT, _EXACT_LIMIT), (k // 2,) * 4)
+        padded = F.pad(y_hat[0].double().clamp(-EXACT_LIMIT, EXACT_LIMIT), (k // 2,) * 4)
         h, w = y_hat.shape[2:]
         ctx = self.g_cm.bias.double()[:, None].expand(-1, int(where.sum())).clone()
         for dy, dx in zip(*torch.nonzero(self.g_cm.mask[0, 0], as_tuple=True), strict=True):
             ctx += self.g_cm.weight[:, :, dy, dx].double() @ padded[:, dy : dy + h, dx : dx + w][:, where]
-        return torch.floor(ctx * unit).div(unit).clamp(-_EXACT_LIMIT, _EXACT_LIMIT)
+        return torch.floor(ctx * unit).div(unit).clamp(-EXACT_LIMIT, EXACT_LIMIT)
 
     def y_parameters(self, y: Tensor, z_hat: Tensor) -> tuple[Tensor, Tensor]:
         """(mu, log sigma): the anchors' from z alone, the others' with the rounded anchors as context."""
@@ -424,26 +423,6 @@ class CheckerboardCAE(HyperCAE):
         second = self.entropy_parameters(hyper, self.g_cm(y_anchor))
         mu, log_sigma = torch.where(anchor, first, second).chunk(2, dim=1)
         return mu, log_sigma
-
-
-def run_exact(layers, x: Tensor, fraction_bits: int) -> Tensor:
-    """(Transposed) convolutions and ReLUs in float64 on multiples of 2**-fraction_bits, flooring each
-    output back onto that grid: every product and sum is exact for bounded fan-in, so the result is the
-    same on every machine, library and thread count."""
-    unit = 2.0**fraction_bits
-    x = x.double().clamp(-_EXACT_LIMIT, _EXACT_LIMIT)
-    for layer in layers:
-        if isinstance(layer, nn.ReLU):
-            x = x.clamp(0, _EXACT_LIMIT)
-            continue
-        weight, bias = layer.weight.double(), layer.bias.double()
-        if isinstance(layer, nn.ConvTranspose2d):
-            x = F.conv_transpose2d(x, weight, bias, layer.stride, layer.padding, layer.output_padding)
-        else:
-            weight = weight * layer.mask if isinstance(layer, CheckerboardConv) else weight
-            x = F.conv2d(x, weight, bias, layer.stride, layer.padding)
-        x = torch.floor(x * unit).div(unit).clamp(-_EXACT_LIMIT, _EXACT_LIMIT)
-    return x
 
 
 def build(config: ModelConfig) -> CAE | HyperCAE:

@@ -1,0 +1,157 @@
+"""Exact arithmetic for the layers that choose the entropy coder's tables (h_s, and the checkerboard's
+g_cm and g_ep): their weights and activations are multiples of 2**-fraction_bits, every output is
+floored back onto that grid, and every sum is computed without rounding, so encoder and decoder
+agree on every machine, library and thread count.
+
+Two ways give the same answer: float64 convolutions, exact for bounded fan-in, and the faster one,
+float32 matrix products of integers split so that no partial sum can reach 2**24 (checked from the
+data before each layer; where the check fails, the float64 way runs).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+EXACT_LIMIT = float(1 << 15)  # |activation| bound that keeps every sum exact in float64
+WEIGHT_LIMIT = 8.0  # |weight| bound, applied when the weights are rounded onto the grid
+_F32_EXACT = float(1 << 24)  # every integer below this is a float32
+
+
+def run_exact(layers, x: Tensor, fraction_bits: int) -> Tensor:
+    """(Transposed) convolutions and ReLUs on multiples of 2**-fraction_bits, flooring each output back
+    onto that grid. Returns float64 on the grid, the same on every machine and thread count."""
+    unit = 2.0**fraction_bits
+    limit = EXACT_LIMIT * unit
+    ints = x.double().clamp(-EXACT_LIMIT, EXACT_LIMIT).mul(unit)  # the grid's integers
+    for layer in layers:
+        if isinstance(layer, nn.ReLU):
+            ints = ints.clamp_(0, limit)
+            continue
+        scaled = _float32_layer(layer, ints, unit)
+        if scaled is None:
+            scaled = _float64_layer(layer, ints / unit).mul_(unit)
+        ints = scaled.floor_().clamp_(-limit, limit)
+    return (ints / unit).contiguous()
+
+
+def _float64_layer(layer: nn.Conv2d | nn.ConvTranspose2d, x: Tensor) -> Tensor:
+    """The layer in float64: exact because products and sums stay within 53 bits."""
+    weight, bias = _weight(layer).double(), layer.bias.double()
+    if isinstance(layer, nn.ConvTranspose2d):
+        return F.conv_transpose2d(x, weight, bias, layer.stride, layer.padding, layer.output_padding)
+    return F.conv2d(x, weight, bias, layer.stride, layer.padding)
+
+
+def _weight(layer: nn.Module) -> Tensor:
+    mask = getattr(layer, "mask", None)  # a checkerboard convolution's fixed zeros
+    return layer.weight if mask is None else layer.weight * mask
+
+
+def _float32_layer(layer: nn.Module, ints: Tensor, unit: float) -> Tensor | None:
+    """The layer's output times `unit` (float64, not yet floored) from the grid integers `ints`, by
+    float32 products of integers; None where the layer's shape is not covered or a partial sum could
+    reach 2**24."""
+    if ints.device.type != "cpu" or not ints.numel() or torch.get_float32_matmul_precision() != "highest":
+        return None  # elsewhere a float32 product may be rounded to fewer bits
+    kernel = as_stride1_kernel(layer)
+    if kernel is None:
+        return None
+    weight = kernel * unit
+    if not torch.equal(weight, torch.round(weight)):
+        return None  # weights off the grid: only the float64 way reproduces the old results
+    low, high = ints.amin(dim=(0, 2, 3)), ints.amax(dim=(0, 2, 3))
+    shift = split_shift(weight, low, high)
+    if shift is None:
+        return None
+    b, _, h, w = ints.shape
+    sums = _conv_by_taps(ints.permute(0, 2, 3, 1), weight.float(), shift)  # (B, h+2r, w+2r, C'), f64
+    transposed = isinstance(layer, nn.ConvTranspose2d)
+    bias = layer.bias.double().repeat(4 if transposed else 1) * unit
+    out = sums.div_(unit).add_(bias)[:, :h, :w]
+    if transposed:  # four phases, phase-major, interleave into twice the size
+        out = out.reshape(b, h, w, 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, -1)
+    return out.permute(0, 3, 1, 2)
+
+
+def as_stride1_kernel(layer: nn.Module) -> Tensor | None:
+    """The layer as a stride-1 'same' convolution's kernel (C_out', C_in, k, k), float64: a transposed
+    5x5/2 one becomes four 3x3 phases (C_out' = 4 C_out, phase-major), whose outputs interleave."""
+    weight = _weight(layer).double()
+    k = weight.shape[-1]
+    if isinstance(layer, nn.ConvTranspose2d):
+        if (k, layer.stride, layer.padding, layer.output_padding) != (5, (2, 2), (2, 2), (1, 1)):
+            return None
+        # Output row 2m + a takes input row m + d through tap a + 2 - 2d, for d in -1..1.
+        phases = []
+        for a in range(2):
+            for b in range(2):
+                phase = weight.new_zeros(weight.shape[1], weight.shape[0], 3, 3)
+                for dy in (-1, 0, 1):
+                    for dx in (-1, 0, 1):
+                        ty, tx = a + 2 - 2 * dy, b + 2 - 2 * dx
+                        if 0 <= ty < k and 0 <= tx < k:
+                            phase[:, :, dy + 1, dx + 1] = weight[:, :, ty, tx].T
+                phases.append(phase)
+        return torch.cat(phases)
+    if (
+        isinstance(layer, nn.Conv2d)
+        and layer.stride == (1, 1)
+        and layer.padding == (k // 2, k // 2)
+        and k % 2
+    ):
+        return weight
+    return None
+
+
+def split_shift(weight: Tensor, low: Tensor, high: Tensor) -> int | None:
+    """The s for which x = upper * 2**s + lower, 0 <= lower < 2**s, keeps every partial sum of both
+    halves below 2**24 in magnitude, for integers x between each input channel's `low` and `high`;
+    0 when x needs no split; None when no s does (or x does not fit a float32)."""
+    per_input = weight.abs().sum(dim=(2, 3))  # (C_out', C_in): sum of |w| over the taps
+    peak = torch.maximum(high, -low)
+    if peak.max() >= _F32_EXACT:
+        return None
+    if (per_input @ peak).max() < _F32_EXACT:
+        return 0
+    worst_row = per_input.sum(dim=1).max().item()
+    shift = 0
+    while (2.0 ** (shift + 1) - 1) * worst_row < _F32_EXACT:
+        shift += 1
+    if shift == 0:
+        return None
+    # floor(x / 2**s) is monotonic, so each channel's extremes bound the upper half.
+    upper_peak = torch.maximum(torch.floor(high / 2.0**shift), -torch.floor(low / 2.0**shift))
+    return shift if (per_input @ upper_peak).max() < _F32_EXACT else None
+
+
+def _conv_by_taps(x: Tensor, weight: Tensor, shift: int) -> Tensor:
+    """A stride-1 'same' convolution without bias of channels-last integers x (B, H, W, C), as one
+    float32 matrix product per tap; with `shift`, of x's upper and lower halves, recombined in
+    float64. Returns (B, H + 2r, W + 2r, C_out) float64, valid in [:, :H, :W].
+
+    Each image is zero-padded into one flat array, so each tap reads one contiguous block; outputs in
+    the padding and between images are computed and dropped.
+    """
+    b, h, w, c = x.shape
+    r = weight.shape[-1] // 2
+    ph, pw = h + 2 * r, w + 2 * r
+    parts = 2 if shift else 1
+    rows = parts * b * ph * pw
+    flat = x.new_zeros(rows + 2 * r * pw + 2 * r, c, dtype=torch.float32)  # tail: read by the last taps
+    interior = flat[:rows].view(parts, b, ph, pw, c)[:, :, r : r + h, r : r + w]
+    if shift:
+        interior[0] = torch.floor(x / 2.0**shift)
+        interior[1] = x - interior[0].double() * 2.0**shift
+    else:
+        interior[0] = x
+    taps = weight.permute(2, 3, 1, 0)  # (k, k, C_in, C_out)
+    out = flat[:rows] @ taps[0, 0]
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            if dy or dx:
+                offset = dy * pw + dx
+                out.addmm_(flat[offset : offset + rows], taps[dy, dx])
+    out = out.view(parts, b, ph, pw, -1)
+    return out[1].double().add_(out[0], alpha=2.0**shift) if shift else out[0].double()

@@ -1,0 +1,79 @@
+"""The exact layers' float32 way must give the float64 way's answer, bit for bit, or step aside."""
+
+import pytest
+import torch
+from torch import nn
+
+from cae_codec import exact
+
+UNIT = 2.0**10
+
+
+def _on_grid(layer: nn.Module, spread: float, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.uniform_(-spread, spread)
+            p.copy_(torch.round(p * UNIT) / UNIT)
+    return layer
+
+
+def _grid_input(shape: tuple[int, ...], peak: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.floor((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * peak * UNIT)
+
+
+def _float64_answer(layer: nn.Module, ints: torch.Tensor) -> torch.Tensor:
+    return torch.floor(exact._float64_layer(layer, ints / UNIT) * UNIT)
+
+
+LAYERS = {
+    "conv 3x3": lambda: nn.Conv2d(24, 16, 3, padding=1),
+    "deconv 5x5/2": lambda: nn.ConvTranspose2d(24, 16, 5, stride=2, padding=2, output_padding=1),
+    "conv 1x1": lambda: nn.Conv2d(24, 16, 1),
+}
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_float32_way_splits_and_equals_float64(name, seed):
+    # Weights and inputs large enough that one float32 product could round, so the split is needed.
+    layer = _on_grid(LAYERS[name](), spread=0.5, seed=seed)
+    ints = _grid_input((2, 24, 9, 7), peak=60.0, seed=seed)
+    weight = exact.as_stride1_kernel(layer) * UNIT
+    assert exact.split_shift(weight, ints.amin(dim=(0, 2, 3)), ints.amax(dim=(0, 2, 3))) > 0
+    fast = exact._float32_layer(layer, ints, UNIT)
+    assert fast is not None
+    assert torch.equal(torch.floor(fast), _float64_answer(layer, ints))
+
+
+def test_float32_way_steps_aside_when_a_sum_could_round():
+    layer = _on_grid(LAYERS["conv 3x3"](), spread=7.9, seed=0)
+    ints = _grid_input((1, 24, 6, 6), peak=30000.0, seed=0)
+    assert exact._float32_layer(layer, ints, UNIT) is None
+    # ... and run_exact still answers, by the float64 way.
+    out = exact.run_exact([layer], ints / UNIT, 10)
+    assert torch.equal(out * UNIT, _float64_answer(layer, ints).clamp(-(2.0**25), 2.0**25))
+
+
+def test_float32_way_refuses_weights_off_the_grid():
+    layer = _on_grid(LAYERS["conv 3x3"](), spread=0.5, seed=0)
+    with torch.no_grad():
+        layer.weight[0, 0, 0, 0] += 0.25 / UNIT
+    assert exact._float32_layer(layer, _grid_input((1, 24, 5, 5), 2.0, 0), UNIT) is None
+
+
+def test_split_shift_keeps_both_halves_below_two_to_the_24():
+    weight = torch.full((4, 3, 3, 3), 1000.0)  # sum of |w| over one output's taps: 27,000
+    low, high = torch.full((3,), -5000.0), torch.full((3,), 90000.0)
+    shift = exact.split_shift(weight, low, high)
+    assert shift is not None and shift > 0
+    assert (2**shift - 1) * 27000 < 2**24 and (90000 // 2**shift) * 27000 < 2**24
+    assert exact.split_shift(weight, low, torch.full((3,), 2.0**24)) is None  # not a float32
+
+
+def test_transposed_kernel_phases_match_the_layer():
+    layer = _on_grid(LAYERS["deconv 5x5/2"](), spread=0.5, seed=3)
+    ints = _grid_input((1, 24, 4, 5), peak=1.0, seed=3)
+    assert exact._float32_layer(layer, ints, UNIT).shape == (1, 16, 8, 10)
+    assert exact.as_stride1_kernel(nn.ConvTranspose2d(4, 4, 3, stride=2)) is None  # not covered
