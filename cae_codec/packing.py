@@ -174,12 +174,23 @@ def packed_bytes(values: np.ndarray, widths: np.ndarray) -> bytes:
     """Zigzag values in `widths` bits each (MSB first, zero-padded to a byte), then the escapes."""
     if np.abs(values).max(initial=0) > MAX_SYMBOL:
         raise ValueError("latent value out of range; the weights are unsuitable for this image")
-    u = zigzag(values.astype(np.int64))
-    cap = (1 << widths) - 1
+    v = values.astype(np.int32)  # |v| <= 2**20, so zigzag fits an int32
+    u = (v << 1) ^ (v >> 31)
+    cap = (1 << widths.astype(np.int32)) - 1
     head = np.minimum(u, cap)
     bits = np.unpackbits(head.astype(np.uint8)[:, None], axis=1)
-    kept = bits[np.arange(8)[None, :] >= 8 - widths[:, None]]
-    return np.packbits(kept).tobytes() + _head_tail(u[u >= cap] - cap[u >= cap])
+    escaped = u >= cap
+    return np.packbits(_low_bits(bits, widths)).tobytes() + _head_tail((u - cap)[escaped])
+
+
+def _low_bits(bits: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """The last widths[i] of each row's 8 bits, row after row."""
+    starts = np.flatnonzero(np.diff(widths, prepend=-1))
+    if not 0 < len(starts) <= 64:
+        return bits[np.arange(8)[None, :] >= 8 - widths[:, None]]
+    # Widths come in runs (y sorted by scale, z channel by channel): slice each run's columns.
+    ends = [*starts[1:], len(widths)]
+    return np.concatenate([bits[s:e, 8 - widths[s] :].ravel() for s, e in zip(starts, ends, strict=True)])
 
 
 def read_packed(raw: bytes, offset: int, widths: np.ndarray) -> tuple[np.ndarray, int]:
