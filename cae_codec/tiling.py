@@ -19,8 +19,15 @@ def tiling(stride: int, tile: int | None = None) -> tuple[int, int, int]:
     return tile or default, halo, latent_halo
 
 
+WHOLE = 1.5  # a plane of at most this many tiles' area runs in one piece (a 768x512 photo at 512 px)
+
+
 def _tiles(height: int, width: int, tile: int, halo: int) -> Iterator[tuple[tuple, tuple]]:
     """(core, padded) boxes as (top, left, bottom, right) covering a height x width plane."""
+    if height * width <= WHOLE * tile * tile:
+        # Memory stays within WHOLE times a tile's, and no halo is computed twice.
+        yield (0, 0, height, width), (0, 0, height, width)
+        return
     for top in range(0, height, tile):
         for left in range(0, width, tile):
             core = (top, left, min(top + tile, height), min(left + tile, width))

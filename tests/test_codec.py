@@ -248,3 +248,11 @@ def test_same_bytes_with_one_or_two_threads():
     finally:
         torch.set_num_threads(before)
     assert results[0] == results[1]
+
+
+def test_a_photo_of_up_to_one_and_a_half_tiles_runs_in_one_piece():
+    from cae_codec.tiling import _tiles
+
+    assert [core for core, _ in _tiles(512, 768, 512, 16)] == [(0, 0, 512, 768)]
+    boxes = list(_tiles(768, 768, 512, 16))
+    assert len(boxes) == 4 and boxes[0] == ((0, 0, 512, 512), (0, 0, 528, 528))
