@@ -146,7 +146,7 @@ def to_pixel_tensor(rgb: np.ndarray, multiple: int) -> torch.Tensor:
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous().float().div_(255) if x.dtype == torch.uint8 else x
+    return x.float().div_(255) if x.dtype == torch.uint8 else x  # keeps x's memory format
 
 
 def _as_uint8(x_hat: torch.Tensor) -> torch.Tensor:
