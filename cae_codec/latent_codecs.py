@@ -187,7 +187,7 @@ class MeanScaleHyperprior:
         z_groups = list(symbols.z.reshape(len(symbols.z), -1))
         parts = [(z_groups, w.range_tables[quality - 1], range(len(z_groups)))]
         for pos in self.passes(symbols.y.shape):
-            used, counts = np.unique(index[pos], return_counts=True)
+            used, counts = packing.scale_counts(index[pos])
             groups = np.split(y[pos][packing.scale_order(index[pos])], np.cumsum(counts)[:-1])
             parts.append((groups, w.scale_tables, used))
         return range_coder.range_encode_parts(parts)
@@ -202,7 +202,7 @@ class MeanScaleHyperprior:
         z = z.reshape(z_shape)
 
         def take(part: Part) -> np.ndarray:
-            used, counts = np.unique(part.index, return_counts=True)
+            used, counts = packing.scale_counts(part.index)
             values = np.empty(len(part.index), dtype=np.int64)
             if len(values):
                 values[packing.scale_order(part.index)] = np.concatenate(

@@ -161,6 +161,14 @@ def scale_order(index: np.ndarray) -> np.ndarray:
     return np.argsort(index.ravel().astype(np.int16), kind="stable")
 
 
+def scale_counts(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scale indices in use, ascending, and how many values each has (np.unique's answer, without
+    a sort)."""
+    counts = np.bincount(index.ravel())
+    used = np.flatnonzero(counts)
+    return used, counts[used]
+
+
 # With a hyperprior, the zstd coder bit-packs: each value gets a width known to both sides (from its
 # z channel or its y scale table), so zstd's byte-wise Huffman coding sees several small values per
 # byte instead of one byte each. A value too large for its width escapes to a byte stream after the

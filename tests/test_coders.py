@@ -245,3 +245,12 @@ def test_kept_zstd_coders_write_what_fresh_ones_write():
     for t in workers:
         t.join()
     assert [out[i] for i in range(4)] == [fresh(raws[i], dictionary) for i in range(4)]
+
+
+def test_scale_counts_match_a_sorted_unique():
+    index = np.random.default_rng(13).integers(0, 64, 5000) * np.random.default_rng(14).integers(0, 2, 5000)
+    used, counts = packing.scale_counts(index)
+    expected = np.unique(index, return_counts=True)
+    np.testing.assert_array_equal(used, expected[0])
+    np.testing.assert_array_equal(counts, expected[1])
+    assert [len(a) for a in packing.scale_counts(index[:0])] == [0, 0]
