@@ -89,7 +89,7 @@ class Factorized:
 class Part(NamedTuple):
     """One coding pass over y: its flat positions and, for each, mu, log sigma and the table index."""
 
-    positions: np.ndarray
+    positions: np.ndarray | slice  # a slice where a pass takes all of y, in order: no gather then
     mu: torch.Tensor
     log_sigma: torch.Tensor
     index: np.ndarray
@@ -101,9 +101,9 @@ class MeanScaleHyperprior:
 
     name = "mean-scale"
 
-    def passes(self, shape: tuple[int, int, int]) -> list[np.ndarray]:
+    def passes(self, shape: tuple[int, int, int]) -> list[np.ndarray | slice]:
         """Flat positions of y, pass by pass in coding order: here all of y in one pass."""
-        return [np.arange(int(np.prod(shape)))]
+        return [slice(None)]
 
     def pass_params(
         self, w: Weights, hyper: torch.Tensor, y_hat: torch.Tensor, p: int, tile: int | None = None
