@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import packing
 from . import weights as weights_mod
-from .config import AUTO, CODER_CHOICES, DEFAULT_MAX_PIXELS
+from .config import AUTO, BATCH_PIXELS, CODER_CHOICES, DEFAULT_MAX_PIXELS
 from .container import CODERS, CaeFile, FormatError, Header, join_segments, pack, unpack
 from .latent_codecs import Symbols
 from .model import SEGMENT
@@ -160,8 +160,15 @@ def to_pixels(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def analyse(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: int | None = None) -> torch.Tensor:
-    """g_a, tile by tile: an image tensor (float in [0,1], or uint8) to the unquantized latent y."""
+def analyse(
+    w: weights_mod.Weights,
+    x: torch.Tensor,
+    quality: int,
+    tile: int | None = None,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """g_a, tile by tile: an image tensor (float in [0,1], or uint8) to the unquantized latent y;
+    `channels_last` for images over BATCH_PIXELS (tiling.run_tiled)."""
     level = torch.tensor([quality - 1])
     cfg = w.model.config
     tile, halo, _ = tiling(cfg.stride, tile)
@@ -173,6 +180,7 @@ def analyse(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: int | N
         tile,
         halo,
         torch.float32,
+        channels_last,
     )
 
 
@@ -184,7 +192,12 @@ def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: i
 
 @torch.inference_mode()
 def encode_segment(
-    w: weights_mod.Weights, pixels: torch.Tensor, box: Box, quality: int, tile: int | None = None
+    w: weights_mod.Weights,
+    pixels: torch.Tensor,
+    box: Box,
+    quality: int,
+    tile: int | None = None,
+    channels_last: bool = False,
 ) -> Symbols:
     """One segment's integers: g_a sees a halo across the segment's edges (so the latent is continuous
     over them), the latent codec only the segment's own latent."""
@@ -193,17 +206,23 @@ def encode_segment(
     halo = tiling(stride, tile)[1]
     ctop, cleft = max(0, top - halo), max(0, left - halo)
     crop = pixels[:, :, ctop : bottom + halo, cleft : right + halo]
-    y = analyse(w, crop, quality, tile)
+    y = analyse(w, crop, quality, tile, channels_last)
     core = y[:, :, (top - ctop) // stride : (bottom - ctop) // stride, (left - cleft) // stride :]
     return w.latent.quantize(w, core[:, :, :, : (right - left) // stride].contiguous(), quality, tile)
 
 
 @torch.inference_mode()
 def synthesize(
-    w: weights_mod.Weights, y_hat: torch.Tensor, quality: int, tile: int | None = None, pixels: bool = False
+    w: weights_mod.Weights,
+    y_hat: torch.Tensor,
+    quality: int,
+    tile: int | None = None,
+    pixels: bool = False,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """g_s, tile by tile: the dequantized latent to the decoder's output, as floats or (`pixels`)
-    as uint8 values, rounded tile by tile so a large image never exists as floats whole."""
+    as uint8 values, rounded tile by tile so a large image never exists as floats whole;
+    `channels_last` for images over BATCH_PIXELS (tiling.run_tiled)."""
     level = torch.tensor([quality - 1])
     cfg = w.model.config
     tile, _, latent_halo = tiling(cfg.stride, tile)
@@ -213,7 +232,7 @@ def synthesize(
         else (lambda part: w.model.synthesis(part, level))
     )
     dtype = torch.uint8 if pixels else torch.float32
-    return run_tiled(fn, y_hat, 3, cfg.stride, tile // cfg.stride, latent_halo, dtype)
+    return run_tiled(fn, y_hat, 3, cfg.stride, tile // cfg.stride, latent_halo, dtype, channels_last)
 
 
 @torch.inference_mode()
@@ -342,7 +361,7 @@ def _compress_source(
     pixels = to_pixel_tensor(source.rgb, w.model.config.pad_multiple)
     sections: dict[str, list[bytes]] = {coder: [] for coder in coders}
     for box in segment_boxes(w, source.width, source.height, side):
-        symbols = encode_segment(w, pixels, box, quality)
+        symbols = encode_segment(w, pixels, box, quality, channels_last=_alone(source.width, source.height))
         for coder in coders:
             sections[coder].append(encode_symbols(w, symbols, quality, coder))
     return {
@@ -392,9 +411,6 @@ def _pack(
     return pack(CaeFile(header, color, source.alpha))
 
 
-BATCH_PIXELS = 256 * 256  # images up to this size share forward passes in compress_many
-
-
 def compress_many(
     images: Iterable[ImageArg],
     quality: int | None = None,
@@ -437,7 +453,7 @@ def compress_many_each(
                 raise
             files[-1] = e
             continue
-        if source.width * source.height > BATCH_PIXELS:
+        if _alone(source.width, source.height):
             files[-1] = _compress_source(source, quality, weights, coders, None)
             continue
         key = (source.weights_id, source.height, source.width)
@@ -524,15 +540,23 @@ def _entropy_decode(
     return w, dequantize_segments(w, f), _decode_alpha(f.alpha, h) if h.mode == "RGBA" else None
 
 
-def _synthesize_quietly(w: weights_mod.Weights, y_hat: torch.Tensor, quality: int) -> torch.Tensor:
+def _synthesize_quietly(
+    w: weights_mod.Weights, y_hat: torch.Tensor, quality: int, channels_last: bool = False
+) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a garbage latent may overflow float math; pixels are clamped
-        return synthesize(w, y_hat, quality, pixels=True)
+        return synthesize(w, y_hat, quality, pixels=True, channels_last=channels_last)
 
 
 def _finish(h: Header, w: weights_mod.Weights, y_hat: torch.Tensor, plane: np.ndarray | None) -> Image.Image:
     """g_s on one image's latent, to a PIL image of its size and mode."""
-    return _to_image(h, to_pixels(_synthesize_quietly(w, y_hat, h.quality), h.height, h.width), plane)
+    pixels = _synthesize_quietly(w, y_hat, h.quality, _alone(h.width, h.height))
+    return _to_image(h, to_pixels(pixels, h.height, h.width), plane)
+
+
+def _alone(width: int, height: int) -> bool:
+    """Whether an image is too large for the batch API, so always runs alone (and channels-last)."""
+    return width * height > BATCH_PIXELS
 
 
 def _to_image(h: Header, rgb: np.ndarray, plane: np.ndarray | None) -> Image.Image:
@@ -567,7 +591,7 @@ def decompress_many(
                 raise
             images[-1] = e
             continue
-        if h.width * h.height > BATCH_PIXELS:
+        if _alone(h.width, h.height):
             images[-1] = _finish(h, w, y_hat, plane)
             continue
         key = (w.id, h.quality, h.width, h.height)

@@ -16,6 +16,10 @@ STRIDES = (4, 16)  # supported total downsamplings of g_a
 AUTO = "auto"  # not a coder: compress tries each coder and keeps the smaller file
 CODER_CHOICES = (AUTO, *CODERS)
 DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
+# Images up to this area share forward passes in the batch API. Larger ones always run alone, and only
+# they run channels-last (faster here, but its float rounding would differ between a batch and one
+# image, so a small image would decode differently alone and in a folder).
+BATCH_PIXELS = 256 * 256
 
 LOSSES = ("mse", "l1", "bce", "ms-ssim")  # distortion terms training can use (losses.py)
 

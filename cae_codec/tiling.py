@@ -48,16 +48,19 @@ def run_tiled(
     tile: int,
     halo: int,
     dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Apply a convolutional `fn` that maps an HxW input to (H*scale)x(W*scale), tile by tile, into
-    an output of `dtype` (default: the input's)."""
+    an output of `dtype` (default: the input's). `channels_last` hands fn its tiles in that memory
+    format, on which PyTorch's CPU convolutions run 1.2-1.7x faster here."""
     h, w = x.shape[2:]
     out = torch.empty(len(x), out_channels, int(h * scale), int(w * scale), dtype=dtype or x.dtype)
     for core, padded in _tiles(h, w, tile, halo):
         top, left, bottom, right = (int(v * scale) for v in core)
         ptop, pleft = int(padded[0] * scale), int(padded[1] * scale)
         part = x[:, :, padded[0] : padded[2], padded[1] : padded[3]]
-        # Channels-last: PyTorch's CPU convolutions run 1.4-1.7x faster on it here (the same values).
-        y = fn(part.contiguous(memory_format=torch.channels_last))
+        y = fn(
+            part.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        )
         out[:, :, top:bottom, left:right] = y[:, :, top - ptop : bottom - ptop, left - pleft : right - pleft]
     return out

@@ -256,3 +256,20 @@ def test_a_photo_of_up_to_one_and_a_half_tiles_runs_in_one_piece():
     assert [core for core, _ in _tiles(512, 768, 512, 16)] == [(0, 0, 512, 768)]
     boxes = list(_tiles(768, 768, 512, 16))
     assert len(boxes) == 4 and boxes[0] == ((0, 0, 512, 512), (0, 0, 528, 528))
+
+
+def test_only_images_too_large_for_a_batch_run_channels_last(monkeypatch):
+    # Channels-last rounds differently in a batch than alone, so images the batch API may group
+    # must never use it: else a small image would decode differently alone and in a folder.
+    seen = []
+    real = codec.run_tiled
+
+    def spy(*args):
+        seen.append(args[7])
+        return real(*args)
+
+    monkeypatch.setattr(codec, "run_tiled", spy)
+    for side, expected in ((32, False), (256, False), (257, True)):
+        seen.clear()
+        cae_codec.decompress(cae_codec.compress(sample_image(side, 256, "RGB"), quality=1))
+        assert seen == [expected, expected]  # g_a, then g_s
