@@ -17,6 +17,9 @@ from torch import Tensor, nn
 EXACT_LIMIT = float(1 << 15)  # |activation| bound that keeps every sum exact in float64
 WEIGHT_LIMIT = 8.0  # |weight| bound, applied when the weights are rounded onto the grid
 _F32_EXACT = float(1 << 24)  # every integer below this is a float32
+# Planes smaller than this run in float64: there the float32 way's set-up costs more than it saves
+# (a 32x32 image's z is 2x2; it made small images decode 2x slower).
+_FLOAT32_MIN_AREA = 32 * 32
 
 
 def run_exact(layers, x: Tensor, fraction_bits: int) -> Tensor:
@@ -53,8 +56,10 @@ def _float32_layer(layer: nn.Module, ints: Tensor, unit: float) -> Tensor | None
     """The layer's output times `unit` (float64, not yet floored) from the grid integers `ints`, by
     float32 products of integers; None where the layer's shape is not covered or a partial sum could
     reach 2**24."""
-    if ints.device.type != "cpu" or not ints.numel() or torch.get_float32_matmul_precision() != "highest":
+    if ints.device.type != "cpu" or torch.get_float32_matmul_precision() != "highest":
         return None  # elsewhere a float32 product may be rounded to fewer bits
+    if not ints.numel() or ints.shape[2] * ints.shape[3] < _FLOAT32_MIN_AREA:
+        return None
     kernel = as_stride1_kernel(layer)
     if kernel is None:
         return None

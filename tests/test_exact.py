@@ -39,7 +39,7 @@ LAYERS = {
 def test_float32_way_splits_and_equals_float64(name, seed):
     # Weights and inputs large enough that one float32 product could round, so the split is needed.
     layer = _on_grid(LAYERS[name](), spread=0.5, seed=seed)
-    ints = _grid_input((2, 24, 9, 7), peak=60.0, seed=seed)
+    ints = _grid_input((2, 24, 33, 37), peak=60.0, seed=seed)
     weight = exact.as_stride1_kernel(layer) * UNIT
     assert exact.split_shift(weight, ints.amin(dim=(0, 2, 3)), ints.amax(dim=(0, 2, 3))) > 0
     fast = exact._float32_layer(layer, ints, UNIT)
@@ -49,7 +49,7 @@ def test_float32_way_splits_and_equals_float64(name, seed):
 
 def test_float32_way_steps_aside_when_a_sum_could_round():
     layer = _on_grid(LAYERS["conv 3x3"](), spread=7.9, seed=0)
-    ints = _grid_input((1, 24, 6, 6), peak=30000.0, seed=0)
+    ints = _grid_input((1, 24, 32, 32), peak=30000.0, seed=0)
     assert exact._float32_layer(layer, ints, UNIT) is None
     # ... and run_exact still answers, by the float64 way.
     out = exact.run_exact([layer], ints / UNIT, 10)
@@ -60,7 +60,7 @@ def test_float32_way_refuses_weights_off_the_grid():
     layer = _on_grid(LAYERS["conv 3x3"](), spread=0.5, seed=0)
     with torch.no_grad():
         layer.weight[0, 0, 0, 0] += 0.25 / UNIT
-    assert exact._float32_layer(layer, _grid_input((1, 24, 5, 5), 2.0, 0), UNIT) is None
+    assert exact._float32_layer(layer, _grid_input((1, 24, 32, 32), 2.0, 0), UNIT) is None
 
 
 def test_split_shift_keeps_both_halves_below_two_to_the_24():
@@ -74,6 +74,13 @@ def test_split_shift_keeps_both_halves_below_two_to_the_24():
 
 def test_transposed_kernel_phases_match_the_layer():
     layer = _on_grid(LAYERS["deconv 5x5/2"](), spread=0.5, seed=3)
-    ints = _grid_input((1, 24, 4, 5), peak=1.0, seed=3)
-    assert exact._float32_layer(layer, ints, UNIT).shape == (1, 16, 8, 10)
+    ints = _grid_input((1, 24, 32, 40), peak=1.0, seed=3)
+    assert exact._float32_layer(layer, ints, UNIT).shape == (1, 16, 64, 80)
     assert exact.as_stride1_kernel(nn.ConvTranspose2d(4, 4, 3, stride=2)) is None  # not covered
+
+
+def test_small_planes_take_the_float64_way():
+    # There the float32 way's set-up costs more than it saves.
+    layer = _on_grid(LAYERS["conv 3x3"](), spread=0.5, seed=0)
+    assert exact._float32_layer(layer, _grid_input((8, 24, 16, 16), 2.0, 0), UNIT) is None
+    assert exact._float32_layer(layer, _grid_input((1, 24, 32, 32), 2.0, 0), UNIT) is not None
