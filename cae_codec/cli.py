@@ -21,7 +21,7 @@ import click
 
 from . import bulk, config
 from .config import DATA_DIR_ENV, PRIORS
-from .container import FormatError
+from .container import FormatError, check_magic
 from .files import (
     COMPRESSED_SUFFIX,
     DECODED_SUFFIX,
@@ -174,11 +174,22 @@ def _work(source: Path, target: Path, named: bool, job: bulk.Job, force: bool) -
     output refused (not skipped) unless forced."""
     if job.kind == "decompress":
         output_format(target)  # an unknown suffix is refused before anything else
+    _check_input(source, job)
     if target != STDIO:
         check_free(target, source, force, named)
     data, result, notes = bulk.code(job, _stdin() if source == STDIO else source, target)
     _write(target, data, source, force, named)
     return {"input": _name(source), "output": _name(target, output=True), **result, "warnings": notes}
+
+
+def _check_input(source: Path, job: bulk.Job) -> None:
+    """Name a decode's input that is not a .cae file as such, before any word about its output."""
+    if job.kind != "decompress" or source == STDIO:
+        return
+    with open(source, "rb") as f:
+        prefix = f.read(3)
+    if prefix:  # an empty file is reported as empty, later
+        check_magic(prefix)
 
 
 def _record(source: Path, target: Path, named: bool, job: bulk.Job, force: bool) -> dict:
@@ -207,6 +218,7 @@ def _chunk(pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: bo
         try:
             if job.kind == "decompress":
                 fmt = output_format(target)  # an unknown suffix is refused before anything else
+            _check_input(source, job)
             check_free(target, source, force, named)
             if job.kind == "compress":
                 items.append(source)

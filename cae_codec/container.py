@@ -157,10 +157,15 @@ def pack(f: CaeFile) -> bytes:
     return fields + _crc([fields, body]).to_bytes(2, "big") + body
 
 
+def check_magic(prefix: bytes) -> None:
+    """Raise FormatError unless `prefix` (at least the first 3 bytes) starts like a .cae file."""
+    if len(prefix) < 3 or prefix[0] != MAGIC >> 4 or prefix[1] >> 4 != MAGIC & 0xF:
+        raise FormatError("not a .cae file (wrong magic number)")
+
+
 def unpack(data: bytes) -> CaeFile:
     """Parse and check every field of a .cae file; raises FormatError on any defect."""
-    if len(data) < 3 or data[0] != MAGIC >> 4 or data[1] >> 4 != MAGIC & 0xF:
-        raise FormatError("not a .cae file (wrong magic number)")
+    check_magic(data)
     if (version := data[1] & 0xF) not in (VERSION, SEGMENTED):
         raise FormatError(f".cae version {version} is not supported (this reader knows 1 and 2)")
     mode_code, coder_code = data[2] >> 6, data[2] >> 4 & 0x3
@@ -201,8 +206,7 @@ def unpack(data: bytes) -> CaeFile:
 def peek_size(prefix: bytes) -> tuple[int, int]:
     """(width, height) from the first bytes of a .cae file (16 are enough), unchecked: for planning
     work, never for decoding."""
-    if len(prefix) < 3 or prefix[0] != MAGIC >> 4 or prefix[1] >> 4 != MAGIC & 0xF:
-        raise FormatError("not a .cae file (wrong magic number)")
+    check_magic(prefix)
     _, pos = get_varint(prefix, 3, 4, "weights id")
     width, pos = get_varint(prefix, pos, 4, "width")
     height, _ = get_varint(prefix, pos, 4, "height")

@@ -74,6 +74,21 @@ def test_a_named_existing_output_is_refused_without_advising_force(runner, png):
     assert result.exit_code == 0 and png.read_bytes() != before
 
 
+@pytest.mark.parametrize("count", [1, 2])  # one file alone, or several through the batch path
+def test_decompressing_an_image_says_it_is_not_a_cae_file_even_when_its_output_exists(runner, png, count):
+    """An image given to decompress by mistake is named as the wrong input, not as a name clash."""
+    inputs = [png]
+    for i in range(1, count):
+        inputs.append(png.with_name(f"img{i}.png"))
+        shutil.copy(png, inputs[-1])
+    for source in inputs:
+        source.with_name(source.stem + ".decoded.png").write_bytes(b"mine")
+    result = runner.invoke(main, ["decompress", *map(str, inputs), "--workers", "1"])
+    assert result.exit_code == 1
+    assert result.stderr.count("not a .cae file") == count and "exists" not in result.stderr
+    assert png.with_name("img.decoded.png").read_bytes() == b"mine"
+
+
 def test_output_option_file_and_folder(runner, png, tmp_path):
     target = tmp_path / "named.cae"
     assert runner.invoke(main, ["compress", str(png), "-o", str(target)]).exit_code == 0
