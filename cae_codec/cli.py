@@ -718,6 +718,13 @@ def _train_option(*names: str, key: str, **kwargs):
     "same --lambdas give comparable rates.",
 )
 @_train_option(
+    "--balance-levels",
+    key="balance_levels",
+    is_flag=True,
+    help="Weigh each level's loss by 1 / its running mean, so the high levels' larger losses do not "
+    "dominate the shared transforms and a 1 % gain counts alike at every level.",
+)
+@_train_option(
     "--noise",
     key="noise",
     type=click.FloatRange(min=0),

@@ -47,6 +47,7 @@ class TrainConfig:
     photos: Path | None = None  # train on random crops of the photos in this folder, not on CIFAR-10
     crop: int = 128  # side of the photo crops (a multiple of 64)
     loss: str = "mse"  # the distortion term, one of LOSSES; the rate term is always bpp
+    balance_levels: bool = False  # weigh each level's loss by 1 / its running mean (LevelBalance)
     noise: float = 0.0  # Gaussian noise (std, in 8-bit levels) added to inputs: a denoising codec
     checkpoint_minutes: float = 5.0  # also checkpoint after this much wall time, so a kill loses little
     checkpoint: Path | None = None

@@ -139,3 +139,35 @@ def test_torchrun_with_two_processes_matches_one_process(tiny_cifar, tmp_path):
     assert distance(states[0], states[1]) < 0.01 * distance(states[0], states[2])
     image = cae_codec.decompress(cae_codec.compress(batches["test_batch"][0], weights=two), weights=two)
     assert image.size == (32, 32)
+
+
+def test_level_balance_gives_each_level_the_same_relative_weight():
+    import torch
+
+    from cae_codec.train import LevelBalance
+
+    balance = LevelBalance(3)
+    level = torch.tensor([0, 0, 1, 1])
+    losses = torch.tensor([1.0, 1.0, 4.0, 4.0], requires_grad=True)
+    balance(losses, level).backward()
+    # Level 1's loss is 4 times level 0's, so each of its images weighs a quarter as much; weights average 1.
+    assert losses.grad[0] == pytest.approx(4 * losses.grad[2])
+    assert losses.grad[0] * 4 == pytest.approx(1.6) and balance.mean[2] == 0  # level 2 not yet seen
+    balance(torch.tensor([3.0, 8.0]), torch.tensor([0, 1]))
+    assert balance.mean[0] == pytest.approx(0.98 * 1 + 0.02 * 3) and balance.mean[1] == pytest.approx(4.08)
+
+
+def test_balanced_training_keeps_its_running_means_across_a_resume(tiny_cifar, tmp_path):
+    import torch
+
+    archive, _ = tiny_cifar
+    ckpt = tmp_path / "run.ckpt"
+    args = ["--lambdas", "0.01,0.05", "--balance-levels", "--eval-every", "2", "--checkpoint", str(ckpt)]
+    train(archive, tmp_path / "a.pt", *args, "--steps", "2")
+    state = torch.load(ckpt, weights_only=True)
+    assert state["balance"].shape == (2,) and (state["balance"] > 0).any()
+    state["balance"] = torch.tensor([1000.0, 1000.0])  # far from any real loss: shows it was read back
+    torch.save(state, ckpt)
+    train(archive, tmp_path / "a.pt", *args, "--steps", "4")
+    resumed = torch.load(ckpt, weights_only=True)["balance"]
+    assert (resumed > 900).all() and (resumed < 1000).any()
