@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import packing
 from . import weights as weights_mod
-from .config import AUTO, BATCH_PIXELS, CODER_CHOICES, DEFAULT_MAX_PIXELS
+from .config import AUTO, BATCH_PIXELS, CODER_CHOICES, DEFAULT_MAX_PIXELS, ZSTD_MIN_PIXELS
 from .container import CODERS, CaeFile, FormatError, Header, join_segments, pack, unpack
 from .latent_codecs import Symbols
 from .model import SEGMENT
@@ -331,12 +331,22 @@ def compress(
     segment: int | None = None,
 ) -> bytes:
     """Compress an image to .cae bytes: a PIL image, a uint8 array (HxW, HxWx3, HxWx4), or an image
-    file's path, bytes or open stream. coder "auto" keeps the smaller file of the two coders."""
+    file's path, bytes or open stream. coder "auto" keeps the smaller file of the coders worth
+    trying at the image's size (auto_coders)."""
     if coder not in CODER_CHOICES:
         raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
-    coders = CODERS if coder == AUTO else (coder,)
-    files = compress_each(image, quality, weights, coders, max_pixels, segment)
+    files = compress_each(image, quality, weights, (coder,), max_pixels, segment)
     return min(files.values(), key=len)  # ties go to the first coder (zstd)
+
+
+def auto_coders(width: int, height: int) -> tuple[str, ...]:
+    """The coders that `auto` tries on an image of this size: zstd only above ZSTD_MIN_PIXELS."""
+    return CODERS if width * height > ZSTD_MIN_PIXELS else tuple(c for c in CODERS if c != "zstd")
+
+
+def _resolve(coders: tuple[str, ...], width: int, height: int) -> tuple[str, ...]:
+    """("auto",) as the coders it tries at this size; any other tuple as it is."""
+    return auto_coders(width, height) if coders == (AUTO,) else coders
 
 
 def compress_each(
@@ -347,9 +357,9 @@ def compress_each(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     segment: int | None = None,
 ) -> dict[str, bytes]:
-    """The .cae file that each coder makes of one image; the network runs once. Without `weights`,
-    the shipped model for the image's size (weights.default_id); `segment` overrides the side in
-    pixels of the segments a large image is cut into (model.SEGMENT)."""
+    """The .cae file that each coder makes of one image (coders ("auto",): those auto_coders names);
+    the network runs once. Without `weights`, the shipped model for the image's size
+    (weights.default_id); `segment` overrides the side in pixels of a large image's segments."""
     return _compress_source(_prepare(image, weights, max_pixels), quality, weights, coders, segment)
 
 
@@ -357,6 +367,7 @@ def _compress_source(
     source: _Source, quality: int | None, weights: WeightsArg, coders: tuple[str, ...], segment: int | None
 ) -> dict[str, bytes]:
     w, quality = _model_for(source, weights, quality)
+    coders = _resolve(coders, source.width, source.height)
     side = segment_side(w, source.width, source.height, segment)
     pixels = to_pixel_tensor(source.rgb, w.model.config.pad_multiple)
     sections: dict[str, list[bytes]] = {coder: [] for coder in coders}
@@ -426,8 +437,7 @@ def compress_many(
     stopping the others."""
     if coder not in CODER_CHOICES:
         raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
-    coders = CODERS if coder == AUTO else (coder,)
-    each = compress_many_each(images, quality, weights, coders, max_pixels, batch_size, return_errors)
+    each = compress_many_each(images, quality, weights, (coder,), max_pixels, batch_size, return_errors)
     # ties go to the first coder (zstd)
     return [f if isinstance(f, Exception) else min(f.values(), key=len) for f in each]
 
@@ -468,6 +478,7 @@ def compress_many_each(
 def _compress_batch(group: list[tuple[int, _Source]], files: list, quality, weights, coders) -> None:
     """Same-size images through one forward pass; each gets every coder's file."""
     w, quality = _model_for(group[0][1], weights, quality)
+    coders = _resolve(coders, group[0][1].width, group[0][1].height)
     m = w.model.config.pad_multiple
     x = torch.cat([to_pixel_tensor(source.rgb, m) for _, source in group])
     y = analyse(w, x, quality)

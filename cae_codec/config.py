@@ -13,7 +13,11 @@ DATA_DIR_ENV = "CAE_CODEC_DATA_DIR"  # where CIFAR-10 is found when --data-dir i
 PRIORS = ("factorized", "mean-scale", "checkerboard")  # entropy models (ModelConfig.prior)
 STRIDES = (4, 16)  # supported total downsamplings of g_a
 
-AUTO = "auto"  # not a coder: compress tries each coder and keeps the smaller file
+AUTO = "auto"  # not a coder: compress tries each coder worth trying and keeps the smaller file
+# auto tries zstd only on images larger than this. Below it zstd never made the smaller file: not on
+# 4,064 CIFAR-10 test files nor on 896 photos shrunk to 32-256 px (benchmarks/coders.py), and
+# skipping it makes a 32x32 image's encode about a fifth faster.
+ZSTD_MIN_PIXELS = 256 * 256
 CODER_CHOICES = (AUTO, *CODERS)
 DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
 # Images up to this area share forward passes in the batch API. Larger ones always run alone, and only

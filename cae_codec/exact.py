@@ -17,8 +17,9 @@ from torch import Tensor, nn
 EXACT_LIMIT = float(1 << 15)  # |activation| bound that keeps every sum exact in float64
 WEIGHT_LIMIT = 8.0  # |weight| bound, applied when the weights are rounded onto the grid
 _F32_EXACT = float(1 << 24)  # every integer below this is a float32
-# Planes smaller than this run in float64: there the float32 way's set-up costs more than it saves
-# (a 32x32 image's z is 2x2; it made small images decode 2x slower).
+# Batches of planes smaller than this in all run in float64: there the float32 way's set-up costs
+# more than it saves (a 32x32 image's z is 2x2; alone, it made small images decode 2x slower). A batch
+# of 64 such images runs h_s's last two layers in float32, about 15 % faster than in float64.
 _FLOAT32_MIN_AREA = 32 * 32
 
 
@@ -58,7 +59,7 @@ def _float32_layer(layer: nn.Module, ints: Tensor, unit: float) -> Tensor | None
     reach 2**24."""
     if ints.device.type != "cpu" or torch.get_float32_matmul_precision() != "highest":
         return None  # elsewhere a float32 product may be rounded to fewer bits
-    if not ints.numel() or ints.shape[2] * ints.shape[3] < _FLOAT32_MIN_AREA:
+    if not ints.numel() or ints.shape[0] * ints.shape[2] * ints.shape[3] < _FLOAT32_MIN_AREA:
         return None
     kernel = as_stride1_kernel(layer)
     if kernel is None:

@@ -30,6 +30,11 @@ class RangeTables:
     freqs: tuple[np.ndarray, ...]  # M arrays of int64 frequencies, the last entry the escape
 
     @cached_property
+    def escapes(self) -> np.ndarray:
+        """Each table's escape symbol (its last)."""
+        return np.array([len(f) - 1 for f in self.freqs], dtype=np.int64)
+
+    @cached_property
     def models(self) -> list:
         """constriction's models, built once per table set (64 of them for a hyperprior's scales)."""
         return [
@@ -51,41 +56,44 @@ class RangeReader:
 
     def read(self, sizes: Sequence[int], tables: RangeTables, which: Sequence[int] | None = None):
         """The next part: groups of `sizes[i]` integers coded with table `which[i]` (default i)."""
-        which = range(len(sizes)) if which is None else which
-        groups, escaped = [], []
+        which = np.arange(len(sizes)) if which is None else np.asarray(which, dtype=np.int64)
         models = tables.models
         try:
-            for size, t in zip(sizes, which, strict=True):
-                index = self._decoder.decode(models[t], size).astype(np.int64) if size else np.zeros(0, int)
-                groups.append(index + tables.lo[t])
-                escaped.append(np.flatnonzero(index == len(tables.freqs[t]) - 1))
-            count = sum(len(where) for where in escaped)
-            if count:
-                codes = self._decoder.decode(constriction.stream.model.Uniform(1 << ESCAPE_BITS), count)
-                values = unzigzag(codes.astype(np.int64))
-                start = 0
-                for group, where in zip(groups, escaped, strict=True):
-                    group[where] = values[start : start + len(where)]
-                    start += len(where)
+            decoded = [
+                self._decoder.decode(models[t], size) for size, t in zip(sizes, which, strict=True) if size
+            ]
+            index = np.concatenate(decoded).astype(np.int64) if decoded else np.zeros(0, np.int64)
+            values = index + np.repeat(tables.lo[which], sizes)
+            escaped = np.flatnonzero(index == np.repeat(tables.escapes[which], sizes))
+            if len(escaped):
+                codes = self._decoder.decode(
+                    constriction.stream.model.Uniform(1 << ESCAPE_BITS), len(escaped)
+                )
+                values[escaped] = unzigzag(codes.astype(np.int64))
         except _BROKEN_STREAM as e:
             raise FormatError(f"range-coded payload is corrupt ({e})") from None
-        return groups
+        return np.split(values, np.cumsum(sizes)[:-1]) if len(sizes) else []
 
 
 def _encode_part(encoder, groups: Sequence[np.ndarray], tables: RangeTables, which: Sequence[int]) -> None:
+    """Each group with its table, then the part's escaped values (in group order) uniformly."""
+    which = np.asarray(which, dtype=np.int64)
+    sizes = np.array([len(g) for g in groups], dtype=np.int64)
+    values = np.concatenate(groups).astype(np.int64) if len(groups) else np.zeros(0, np.int64)
+    index = values - np.repeat(tables.lo[which], sizes)
+    escape = np.repeat(tables.escapes[which], sizes)
+    outside = (index < 0) | (index >= escape)
+    symbols = np.where(outside, escape, index).astype(np.int32)
     models = tables.models
-    escaped = []
-    for group, t in zip(groups, which, strict=True):
-        if not len(group):
-            continue
-        index = group.astype(np.int64) - tables.lo[t]
-        escape = len(tables.freqs[t]) - 1
-        outside = (index < 0) | (index >= escape)
-        encoder.encode(np.where(outside, escape, index).astype(np.int32), models[t])
-        escaped.append(group[outside])
-    values = np.concatenate(escaped) if escaped else np.zeros(0, np.int64)
-    if values.size:
-        encoder.encode(zigzag(values).astype(np.int32), constriction.stream.model.Uniform(1 << ESCAPE_BITS))
+    start = 0
+    for size, t in zip(sizes.tolist(), which.tolist(), strict=True):
+        if size:
+            encoder.encode(symbols[start : start + size], models[t])
+        start += size
+    if outside.any():
+        encoder.encode(
+            zigzag(values[outside]).astype(np.int32), constriction.stream.model.Uniform(1 << ESCAPE_BITS)
+        )
 
 
 def range_encode_parts(parts: Sequence[tuple[Sequence[np.ndarray], RangeTables, Sequence[int]]]) -> bytes:
@@ -117,7 +125,7 @@ def _decodes_to(data: bytes, parts) -> bool:
     try:
         for groups, tables, which in parts:
             back = reader.read([len(g) for g in groups], tables, which)
-            if not all(np.array_equal(a, b) for a, b in zip(back, groups, strict=True)):
+            if len(groups) and not np.array_equal(np.concatenate(back), np.concatenate(groups)):
                 return False
     except FormatError:
         return False
