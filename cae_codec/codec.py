@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -21,7 +21,7 @@ from . import packing
 from . import weights as weights_mod
 from .config import AUTO, BATCH_PIXELS, CODER_CHOICES, DEFAULT_MAX_PIXELS, ZSTD_MIN_PIXELS
 from .container import CODERS, CaeFile, FormatError, Header, join_segments, pack, unpack
-from .latent_codecs import Symbols
+from .latent_codecs import Symbols, hyper_features
 from .model import SEGMENT
 from .tiling import run_tiled, tiling
 
@@ -586,38 +586,82 @@ def decompress_many(
     return_errors: bool = False,
 ) -> list[Image.Image]:
     """Decode many .cae files, in order, to the images `decompress` gives: small images of one
-    size, model and quality share g_s's forward passes, `batch_size` at a time. With
+    size, model and quality share h_s's and g_s's forward passes, `batch_size` at a time. With
     `return_errors`, a file that cannot be decoded gets its exception in its place instead of
     stopping the others."""
     images: list[Image.Image | Exception | None] = []
-    waiting: dict[tuple, list] = {}
+    waiting: dict[tuple, list[tuple[int, _Pending]]] = {}
     for data in files:
         images.append(None)
         try:
-            f = unpack(_as_bytes(data))
-            h = f.header
-            w, y_hat, plane = _entropy_decode(f, weights, max_pixels)
+            pending = _start_decode(unpack(_as_bytes(data)), weights, max_pixels)
         except Exception as e:
             if not return_errors:
                 raise
             images[-1] = e
             continue
-        if _alone(h.width, h.height):
-            images[-1] = _finish(h, w, y_hat, plane)
+        if isinstance(pending, Image.Image):
+            images[-1] = pending
             continue
-        key = (w.id, h.quality, h.width, h.height)
-        waiting.setdefault(key, []).append((len(images) - 1, h, w, y_hat, plane))
+        h = pending.header
+        key = (pending.weights.id, h.quality, h.width, h.height)
+        waiting.setdefault(key, []).append((len(images) - 1, pending))
         if len(waiting[key]) == batch_size:
-            _decode_batch(waiting.pop(key), images)
+            _decode_batch(waiting.pop(key), images, return_errors)
     for group in waiting.values():
-        _decode_batch(group, images)
+        _decode_batch(group, images, return_errors)
     return images
 
 
-def _decode_batch(group: list, images: list) -> None:
-    _, h, w, _, _ = group[0]
-    pixels = _synthesize_quietly(w, torch.cat([item[3] for item in group]), h.quality)
-    for b, (i, h, _, _, plane) in enumerate(group):
+class _Pending(NamedTuple):
+    """A small file read up to its hyper-latent z (None without one), waiting for its batch."""
+
+    header: Header
+    weights: weights_mod.Weights
+    file: CaeFile
+    z: np.ndarray | None
+    finish: Callable[[torch.Tensor], Symbols] | None  # reads y, given h_s's output on z
+
+
+def _start_decode(f: CaeFile, weights: WeightsArg, max_pixels: int) -> Image.Image | _Pending:
+    """A large file decoded at once; a small one read as far as its batch's shared passes."""
+    h = f.header
+    if _alone(h.width, h.height) or h.segment:
+        return _finish(h, *_entropy_decode(f, weights, max_pixels))
+    _check_pixels(h.width, h.height, max_pixels, FormatError)
+    w = _weights_for(h, weights)
+    start = getattr(w.latent, "start_read", None)
+    if start is None:
+        return _Pending(h, w, f, None, None)
+    z, finish = start(w, f.segments[0], latent_shape(w, h.height, h.width), h.quality, h.coder)
+    return _Pending(h, w, f, z, finish)
+
+
+def _decode_batch(group: list[tuple[int, _Pending]], images: list, return_errors: bool) -> None:
+    """h_s once for the group's z, then each file's y, then g_s once for all that decoded."""
+    first = group[0][1]
+    w, quality = first.weights, first.header.quality
+    hyper = None
+    if first.z is not None:
+        hyper = hyper_features(w, np.stack([p.z for _, p in group]), quality)
+    decoded = []
+    for k, (i, p) in enumerate(group):
+        try:
+            if hyper is None:
+                y_hat = dequantize_segments(w, p.file)
+            else:
+                y_hat = w.latent.dequantize(w, p.finish(hyper[k]), quality)
+            plane = _decode_alpha(p.file.alpha, p.header) if p.header.mode == "RGBA" else None
+        except Exception as e:
+            if not return_errors:
+                raise
+            images[i] = e
+            continue
+        decoded.append((i, p.header, y_hat, plane))
+    if not decoded:
+        return
+    pixels = _synthesize_quietly(w, torch.cat([y_hat for _, _, y_hat, _ in decoded]), quality)
+    for b, (i, h, _, plane) in enumerate(decoded):
         images[i] = _to_image(h, to_pixels(pixels[b : b + 1], h.height, h.width), plane)
 
 

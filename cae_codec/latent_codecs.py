@@ -193,9 +193,17 @@ class MeanScaleHyperprior:
         return range_coder.range_encode_parts(parts)
 
     def read(self, w: Weights, data: bytes, shape: tuple[int, int, int], quality: int, coder: str) -> Symbols:
+        z, finish = self.start_read(w, data, shape, quality, coder)
+        return finish(hyper_features(w, z, quality))
+
+    def start_read(
+        self, w: Weights, data: bytes, shape: tuple[int, int, int], quality: int, coder: str
+    ) -> tuple[np.ndarray, Callable[[torch.Tensor], Symbols]]:
+        """z's integers, and what reads y from the rest given h_s's output on them: so that a batch
+        of files reads every z first and runs h_s once for all."""
         z_shape = (w.model.config.hyper_M, shape[1] // HYPER_STRIDE, shape[2] // HYPER_STRIDE)
         if coder == "zstd":
-            return self._read_zstd(w, data, quality, z_shape, shape)
+            return self._start_zstd(w, data, quality, z_shape, shape)
         reader = range_coder.RangeReader(data)
         z_count = int(np.prod(z_shape))
         z = np.stack(reader.read([z_count // z_shape[0]] * z_shape[0], w.range_tables[quality - 1]))
@@ -210,10 +218,13 @@ class MeanScaleHyperprior:
                 )
             return values
 
-        walked = self.walk(w, hyper_features(w, z, quality), take)
-        return Symbols(walked.y, z, walked.params)
+        def finish(hyper: torch.Tensor) -> Symbols:
+            walked = self.walk(w, hyper, take)
+            return Symbols(walked.y, z, walked.params)
 
-    def _read_zstd(self, w: Weights, data: bytes, quality: int, z_shape: tuple, shape: tuple) -> Symbols:
+        return z, finish
+
+    def _start_zstd(self, w: Weights, data: bytes, quality: int, z_shape: tuple, shape: tuple):
         layout = w.zstd_layouts[quality - 1]
         z_count, count = int(np.prod(z_shape)), int(np.prod(shape))
         # 1 byte of bits and 5 of escape at most per value, so expansion is bounded before it happens.
@@ -230,10 +241,13 @@ class MeanScaleHyperprior:
             values[order], offset = packing.read_packed(raw, offset, w.scale_widths[part.index[order]])
             return values
 
-        walked = self.walk(w, hyper_features(w, z, quality), take)
-        if offset != len(raw):
-            raise FormatError(f"latent payload has {len(raw) - offset} bytes past its values")
-        return Symbols(walked.y, z, walked.params)
+        def finish(hyper: torch.Tensor) -> Symbols:
+            walked = self.walk(w, hyper, take)
+            if offset != len(raw):
+                raise FormatError(f"latent payload has {len(raw) - offset} bytes past its values")
+            return Symbols(walked.y, z, walked.params)
+
+        return z, finish
 
     def export_tables(
         self, model, tables: list[range_coder.RangeTables]

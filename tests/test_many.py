@@ -79,3 +79,34 @@ def test_return_errors_keeps_the_others_going():
     assert isinstance(images[1], cae_codec.FormatError) and images[0].size == images[2].size == (32, 32)
     with pytest.raises(cae_codec.FormatError):
         cae_codec.decompress_many([files[0], b"CAE junk"])
+
+
+def test_decode_batches_share_h_s_and_g_s(monkeypatch):
+    calls = {"h_s": [], "g_s": []}
+    hyper, synthesize = codec.hyper_features, codec._synthesize_quietly
+    monkeypatch.setattr(
+        codec, "hyper_features", lambda w, z, q: calls["h_s"].append(len(z)) or hyper(w, z, q)
+    )
+    monkeypatch.setattr(
+        codec, "_synthesize_quietly", lambda w, y, *a: calls["g_s"].append(len(y)) or synthesize(w, y, *a)
+    )
+    images = [sample_image(32, 32, "RGB", seed=s) for s in range(10)]
+    files = [cae_codec.compress(image, 2, coder=("zstd", "range")[s % 2]) for s, image in enumerate(images)]
+    many = cae_codec.decompress_many(files, batch_size=4)
+    assert calls == {"h_s": [4, 4, 2], "g_s": [4, 4, 2]}  # z of both coders' files in one h_s pass
+    for data, image in zip(files, many, strict=True):
+        assert np.array_equal(np.asarray(image), np.asarray(cae_codec.decompress(data)))
+
+
+def test_a_file_that_fails_inside_a_batch_fails_alone():
+    from cae_codec.container import CaeFile, pack, unpack
+
+    files = [cae_codec.compress(sample_image(32, 32, "RGBA", seed=s), 2) for s in range(3)]
+    f = unpack(files[1])
+    files[1] = pack(CaeFile(f.header, f.color, b"\x28\xb5\x2f\xfd broken frame"))  # z and y intact
+    images = cae_codec.decompress_many(files, return_errors=True)
+    assert isinstance(images[1], cae_codec.FormatError)
+    for data, image in zip((files[0], files[2]), (images[0], images[2]), strict=True):
+        assert np.array_equal(np.asarray(image), np.asarray(cae_codec.decompress(data)))
+    with pytest.raises(cae_codec.FormatError, match="alpha"):
+        cae_codec.decompress_many(files)
