@@ -381,8 +381,9 @@ def main(threads: int | None) -> None:
     type=click.Choice(config.CODER_CHOICES),
     default=config.AUTO,
     show_default=True,
-    help="Entropy coder: auto codes the latent with both and keeps the smaller file; zstd or range "
-    "(the learned range coder) force one. The picture is the same either way.",
+    help="Entropy coder: auto codes the latent with both and keeps the smaller file (images of up to "
+    "65,536 pixels get the range coder alone: zstd never won there); zstd or range (the learned range "
+    "coder) force one. The picture is the same either way.",
 )
 @click.option("--psnr", is_flag=True, help="Also decode the result and print its PSNR against the input.")
 @JSON_OPTION

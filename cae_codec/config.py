@@ -14,9 +14,9 @@ PRIORS = ("factorized", "mean-scale", "checkerboard")  # entropy models (ModelCo
 STRIDES = (4, 16)  # supported total downsamplings of g_a
 
 AUTO = "auto"  # not a coder: compress tries each coder worth trying and keeps the smaller file
-# auto tries zstd only on images larger than this. Below it zstd never made the smaller file: not on
-# 4,064 CIFAR-10 test files nor on 896 photos shrunk to 32-256 px (benchmarks/coders.py), and
-# skipping it makes a 32x32 image's encode about a fifth faster.
+# auto tries zstd only on images larger than this. Up to it zstd never made the smaller file: not in
+# 4,064 CIFAR-10 test files nor in 768 files of photos shrunk to 32-256 px, where at 320 px it won 2
+# of 128 (benchmarks/coders.py). Skipping it makes a 32x32 image's encode about a fifth faster.
 ZSTD_MIN_PIXELS = 256 * 256
 CODER_CHOICES = (AUTO, *CODERS)
 DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
