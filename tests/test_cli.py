@@ -420,7 +420,10 @@ def test_workers_by_default_only_when_the_work_outweighs_their_start(monkeypatch
     big = tmp_path / "big.cae"
     big.write_bytes(cae_codec.compress(sample_image(4, 3, "RGB"))[:3] + bytes([3, 0x87, 0x27, 0x9F, 0x1F]))
     assert peek_size(big.read_bytes()[:16]) == (5000, 4000)
-    assert bulk.work_estimate([big], "decompress") == pytest.approx(0.015 + 3.5e-6 * 20e6)
+    assert bulk.work_estimate([big], "decompress") == pytest.approx(
+        bulk.SECONDS_PER_FILE + bulk.SECONDS_PER_PIXEL * 20e6
+    )
+    assert bulk.work_estimate([big], "decompress") > cli.PARALLEL_AFTER_S  # 20 MP: worth the workers
 
     used = []
 
