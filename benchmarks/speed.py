@@ -262,7 +262,7 @@ def markdown(r: dict) -> str:
             )
     c = r["cli_1000_pngs"]
     lines.append(
-        f"| one CLI call on {c['files']} 32x32 PNGs (a worker per core) | "
+        f"| one CLI call on {c['files']} 32x32 PNGs (default engine: one process, 2 threads) | "
         f"{c['images_per_s']:.0f} images/s ({c['seconds']:.1f} s) | | |"
     )
     for codecs, b in r.get("bench_cifar10", {}).items():
