@@ -49,7 +49,7 @@ def compress_image(source: Path | BinaryIO, job: Job) -> tuple[bytes, dict, list
 def compress_images(sources: list[Path], job: Job) -> list[tuple[bytes, dict, list[str]] | Exception]:
     """Many image files through the batch API (same-size small images share the network's passes):
     for each, what compress_image gives, or the exception that stopped it. A batch's time is shared
-    out evenly among its images."""
+    out among its images by their estimated cost (share_time)."""
     from . import codec
 
     results: list = [_attempt(_read, source, job) for source in sources]
@@ -64,8 +64,8 @@ def compress_images(sources: list[Path], job: Job) -> list[tuple[bytes, dict, li
             )
     except Exception as e:  # noqa: BLE001 (what stops a whole batch, a bad quality say, is each file's)
         files = [e] * len(images)
-    seconds = (time.perf_counter() - start) / max(1, len(good))
-    for i, image, data in zip(good, images, files, strict=True):
+    shares = share_time(time.perf_counter() - start, [image.width * image.height for image in images])
+    for i, image, data, seconds in zip(good, images, files, shares, strict=True):
         results[i] = (
             data
             if isinstance(data, Exception)
@@ -134,11 +134,20 @@ def decompress_images(
         )
     except Exception as e:  # noqa: BLE001 (what stops a whole batch is each file's)
         images = [e] * len(items)
-    seconds = (time.perf_counter() - start) / max(1, len(items))
+    sizes = [0 if isinstance(image, Exception) else image.width * image.height for image in images]
+    shares = share_time(time.perf_counter() - start, sizes)
     return [
         image if isinstance(image, Exception) else _attempt(_saved, image, fmt, seconds)
-        for image, (_, fmt) in zip(images, items, strict=True)
+        for image, (_, fmt), seconds in zip(images, items, shares, strict=True)
     ]
+
+
+def share_time(seconds: float, pixels: list[int]) -> list[float]:
+    """A batch's time shared out among its images in proportion to their estimated cost, so a
+    thumbnail coded beside photos is not reported as taking a photo's time."""
+    costs = [SECONDS_PER_FILE + SECONDS_PER_PIXEL * n for n in pixels]
+    total = sum(costs) or 1.0
+    return [seconds * c / total for c in costs]
 
 
 def _attempt(fn, *args):

@@ -516,3 +516,15 @@ def test_many_cae_files_decode_together_and_fail_alone(monkeypatch, tmp_path):
         alone = cae_codec.decompress(files[i])
         assert decoded.mode == alone.mode and records[i]["mode"] == alone.mode
         assert np.abs(np.asarray(decoded, int) - np.asarray(alone)).max() <= 1
+
+
+def test_a_batch_shares_its_time_by_each_images_cost(tmp_path):
+    from cae_codec import bulk
+
+    shares = bulk.share_time(2.0, [32 * 32, 768 * 512, 0])
+    assert sum(shares) == pytest.approx(2.0) and shares[1] > 100 * shares[0] > 0 and shares[2] > 0
+    small, big = tmp_path / "small.png", tmp_path / "big.png"
+    Image.fromarray(sample_image(32, 32, "RGB")).save(small)
+    Image.fromarray(sample_image(320, 256, "RGB")).save(big)
+    records = [r[1] for r in bulk.compress_images([small, big], bulk.Job("compress", 2))]
+    assert 0 < records[0]["ms"] < records[1]["ms"] / 10
