@@ -341,7 +341,7 @@ def compress(
 
 def auto_coders(width: int, height: int) -> tuple[str, ...]:
     """The coders that `auto` tries on an image of this size: zstd only above ZSTD_MIN_PIXELS."""
-    return CODERS if width * height > ZSTD_MIN_PIXELS else tuple(c for c in CODERS if c != "zstd")
+    return CODERS if width * height > ZSTD_MIN_PIXELS else ("range",)
 
 
 def _resolve(coders: tuple[str, ...], width: int, height: int) -> tuple[str, ...]:

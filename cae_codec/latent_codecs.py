@@ -206,16 +206,15 @@ class MeanScaleHyperprior:
             return self._start_zstd(w, data, quality, z_shape, shape)
         reader = range_coder.RangeReader(data)
         z_count = int(np.prod(z_shape))
-        z = np.stack(reader.read([z_count // z_shape[0]] * z_shape[0], w.range_tables[quality - 1]))
-        z = z.reshape(z_shape)
+        z = reader.read_flat([z_count // z_shape[0]] * z_shape[0], w.range_tables[quality - 1]).reshape(
+            z_shape
+        )
 
         def take(part: Part) -> np.ndarray:
             used, counts = packing.scale_counts(part.index)
             values = np.empty(len(part.index), dtype=np.int64)
             if len(values):
-                values[packing.scale_order(part.index)] = np.concatenate(
-                    reader.read(counts, w.scale_tables, used)
-                )
+                values[packing.scale_order(part.index)] = reader.read_flat(counts, w.scale_tables, used)
             return values
 
         def finish(hyper: torch.Tensor) -> Symbols:

@@ -56,6 +56,13 @@ class RangeReader:
 
     def read(self, sizes: Sequence[int], tables: RangeTables, which: Sequence[int] | None = None):
         """The next part: groups of `sizes[i]` integers coded with table `which[i]` (default i)."""
+        values = self.read_flat(sizes, tables, which)
+        return np.split(values, np.cumsum(sizes)[:-1]) if len(sizes) else []
+
+    def read_flat(
+        self, sizes: Sequence[int], tables: RangeTables, which: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """The next part as `read` gives it, its groups end to end in one array."""
         which = np.arange(len(sizes)) if which is None else np.asarray(which, dtype=np.int64)
         models = tables.models
         try:
@@ -72,7 +79,7 @@ class RangeReader:
                 values[escaped] = unzigzag(codes.astype(np.int64))
         except _BROKEN_STREAM as e:
             raise FormatError(f"range-coded payload is corrupt ({e})") from None
-        return np.split(values, np.cumsum(sizes)[:-1]) if len(sizes) else []
+        return values
 
 
 def _encode_part(encoder, groups: Sequence[np.ndarray], tables: RangeTables, which: Sequence[int]) -> None:
@@ -124,8 +131,8 @@ def _decodes_to(data: bytes, parts) -> bool:
     reader = RangeReader(data)
     try:
         for groups, tables, which in parts:
-            back = reader.read([len(g) for g in groups], tables, which)
-            if len(groups) and not np.array_equal(np.concatenate(back), np.concatenate(groups)):
+            back = reader.read_flat([len(g) for g in groups], tables, which)
+            if len(groups) and not np.array_equal(back, np.concatenate(groups)):
                 return False
     except FormatError:
         return False
@@ -142,5 +149,4 @@ def range_decode(data: bytes, tables: RangeTables, shape: tuple[int, ...]) -> np
     """A range-coded stream back to integers of `shape` (M, H, W)."""
     if len(tables.freqs) != shape[0]:
         raise FormatError(f"range tables have {len(tables.freqs)} channels, the latent {shape[0]}")
-    groups = RangeReader(data).read([math.prod(shape[1:])] * shape[0], tables)
-    return np.stack(groups).reshape(shape)
+    return RangeReader(data).read_flat([math.prod(shape[1:])] * shape[0], tables).reshape(shape)
