@@ -686,6 +686,12 @@ def _train_option(*names: str, key: str, **kwargs):
 @_train_option("--crop", key="crop", help="With --photos: side of the training crops, a multiple of 64.")
 @_train_option("--lr", key="lr", help="Peak learning rate (cosine decay).")
 @_train_option("--seed", key="seed")
+@_train_option(
+    "--device",
+    key="device",
+    help="Where training runs: cpu, or cuda (cuda:N for one GPU of several). A checkpoint made on "
+    "one resumes on the other, and the weight file is exported on the CPU either way.",
+)
 @click.option(
     "--lambdas",
     default=",".join(map(str, config.DEFAULT_LAMBDAS)),
@@ -798,6 +804,10 @@ def train(**options) -> None:
     except ValueError:
         raise click.BadParameter("must be numbers separated by commas", param_hint="--lambdas") from None
     cfg = config.TrainConfig(**options)
+    try:
+        train_mod.training_device(cfg.device)  # before the progress bar, so a bad one is the only line
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     if train_mod.process_rank() != 0:  # under torchrun, rank 0 alone reports
         try:
             train_mod.train(cfg)

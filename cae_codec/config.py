@@ -53,6 +53,7 @@ class TrainConfig:
     loss: str = "mse"  # the distortion term, one of LOSSES; the rate term is always bpp
     balance_levels: bool = False  # weigh each level's loss by 1 / its running mean (LevelBalance)
     noise: float = 0.0  # Gaussian noise (std, in 8-bit levels) added to inputs: a denoising codec
+    device: str = "cpu"  # where training runs: cpu, cuda or cuda:N (export always runs on the CPU)
     checkpoint_minutes: float = 5.0  # also checkpoint after this much wall time, so a kill loses little
     checkpoint: Path | None = None
     log_csv: Path | None = None

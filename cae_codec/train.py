@@ -132,21 +132,23 @@ class LevelBalance:
         self.decay = decay
 
     def __call__(self, losses: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        level = level.cpu()  # the running means live on the CPU, wherever training runs
         with torch.no_grad():
+            values = losses.detach().cpu()
             for q in level.unique():
-                batch_mean = losses[level == q].mean()
+                batch_mean = values[level == q].mean()
                 old = self.mean[q]
                 self.mean[q] = batch_mean if old == 0 else self.decay * old + (1 - self.decay) * batch_mean
             inverse = 1 / self.mean[self.mean > 0]
             weight = (1 / self.mean[level]) / inverse.mean()  # weights average 1 over the levels
-        return (losses * weight).mean()
+        return (losses * weight.to(losses.device)).mean()
 
 
 def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """x plus Gaussian noise of std `sigma` 8-bit levels, kept in [0, 1]."""
     if sigma <= 0:
         return x
-    noise = torch.randn(x.shape, generator=generator) * (sigma / 255)
+    noise = torch.randn(x.shape, generator=generator).to(x.device) * (sigma / 255)
     return (x + noise).clamp(0, 1)
 
 
@@ -161,11 +163,11 @@ def evaluate(
     """Held-out loss, entropy bpp and 8-bit PSNR (against the clean image) per level, with real
     rounding. With `noise`, the inputs get the same noise on every call (a fixed seed)."""
     model.eval()
-    clean = to_tensor(images)
+    clean = to_tensor(images).to(next(model.parameters()).device)
     x = add_noise(clean, noise, torch.Generator().manual_seed(0))
     out: dict[str, float] = {}
     for q in range(model.config.levels):
-        level = torch.full((len(x),), q)
+        level = torch.full((len(x),), q, device=x.device)
         parts = [model(x[i : i + 16], level[i : i + 16], noise=False) for i in range(0, len(x), 16)]
         x_hat, bits = (torch.cat(t) for t in zip(*parts, strict=True))
         x_hat = x_hat.clamp(0, 1).mul(255).round().div(255)
@@ -288,11 +290,29 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def _start_processes() -> tuple[int, int]:
-    """(rank, world size): under torchrun, joins its process group (gloo on CPU, NCCL on GPU)."""
+def training_device(name: str, world: int = 1) -> torch.device:
+    """The device a run trains on. Under torchrun, `cuda` gives each process its own GPU (LOCAL_RANK)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name}: this PyTorch sees no CUDA GPU (a CPU-only build, or no driver)")
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0)
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name}: there are only {torch.cuda.device_count()} CUDA GPUs")
+    elif device.type != "cpu":
+        raise ValueError(f"unsupported device {name!r}: use cpu, cuda or cuda:N")
+    return device
+
+
+def _start_processes(device: str) -> tuple[int, int]:
+    """(rank, world size): under torchrun, joins its process group (NCCL on CUDA, else gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
     return process_rank(), world
 
 
@@ -302,7 +322,7 @@ def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = Non
     Under torchrun, each of the N processes trains on its 1/N of every batch with
     DistributedDataParallel; only rank 0 validates, checkpoints, logs and exports (others return "").
     """
-    rank, world = _start_processes()
+    rank, world = _start_processes(cfg.device)
     try:
         return _train(cfg, rank, world, on_progress if rank == 0 else None)
     finally:
@@ -317,6 +337,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
     default_quality = cfg.default_quality or max(1, round(0.75 * levels))
     if not 1 <= default_quality <= levels:
         raise ValueError(f"default quality {default_quality} is outside the {levels} levels")
+    device = training_device(cfg.device, world)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     source = make_source(cfg)
@@ -326,14 +347,15 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
     )
     model = build(config)
     filled = init_network(model, cfg.init_from) if cfg.init_from else {n for n, _ in model.named_parameters()}
+    model.to(device)
     opt = torch.optim.Adam(_param_groups(model, filled), lr=cfg.lr)
-    lambdas = torch.tensor(cfg.lambdas)
+    lambdas = torch.tensor(cfg.lambdas, device=device)
     balance = LevelBalance(levels) if cfg.balance_levels else None
     step = 0
     if cfg.checkpoint and cfg.checkpoint.exists():
         state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
+        opt.load_state_dict(state["opt"])  # moves its moments to the parameters' device
         step = state["step"]
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
@@ -341,7 +363,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
             balance.mean = state["balance"]
     model.train()
     # Levels absent from a batch leave their densities unused, hence find_unused_parameters.
-    net = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    ids = [device.index] if device.type == "cuda" else None
+    net = DistributedDataParallel(model, ids, find_unused_parameters=True) if world > 1 else model
     mine = slice(rank, None, world)  # every process draws the same batch and keeps its rows
     running = 0.0
     saved_at = time.monotonic()
@@ -349,8 +372,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg) * group["scale"]
         batch = source.batch(rng, cfg.batch_size)
-        level = torch.from_numpy(rng.integers(0, config.levels, cfg.batch_size))
-        clean = to_tensor(batch[mine])
+        level = torch.from_numpy(rng.integers(0, config.levels, cfg.batch_size)).to(device)
+        clean = to_tensor(batch[mine]).to(device)
         losses = rd_loss(net, add_noise(clean, cfg.noise), level[mine], lambdas, cfg.loss, clean)
         loss = balance(losses, level[mine]) if balance else losses.mean()
         opt.zero_grad(set_to_none=True)
@@ -381,6 +404,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
     wid = cfg.weights_id if cfg.weights_id is not None else weights_mod.new_user_id()
     name = cfg.name or cfg.out.stem
     dictionary_images = source.dictionary_images(cfg.seed)
+    model.cpu()  # the exact parts are rounded and the tables built on the CPU, wherever training ran
     return export(model, cfg.out, cfg.lambdas, wid, name, default_quality, dictionary_images)
 
 

@@ -171,3 +171,31 @@ def test_balanced_training_keeps_its_running_means_across_a_resume(tiny_cifar, t
     train(archive, tmp_path / "a.pt", *args, "--steps", "4")
     resumed = torch.load(ckpt, weights_only=True)["balance"]
     assert (resumed > 900).all() and (resumed < 1000).any()
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("cuda", "sees no CUDA GPU"), ("meta", "unsupported device 'meta'"), ("gpu0", "unknown device 'gpu0'")],
+)
+def test_a_device_this_machine_cannot_train_on_is_one_clear_line(tiny_cifar, tmp_path, device, message):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    archive, _ = tiny_cifar
+    out = tmp_path / "mine.pt"
+    args = ["train", "--data-dir", str(archive), "--out", str(out), *TINY, "--steps", "1", "--device", device]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_training_on_the_cpu_device_by_name_matches_the_default(tiny_cifar, tmp_path):
+    archive, _ = tiny_cifar
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    train(archive, a, "--steps", "2", "--id", "70001")
+    train(archive, b, "--steps", "2", "--id", "70001", "--device", "cpu")
+    assert weights.tensor_digest(weights.load(a).model.state_dict()) == weights.tensor_digest(
+        weights.load(b).model.state_dict()
+    )
