@@ -7,23 +7,18 @@ original could have. `decompress photo.cae` writes `photo.decoded.png`, never `p
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
-import tempfile
+import secrets
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 COMPRESSED_SUFFIX = ".cae"
 DECODED_SUFFIX = ".decoded.png"
 STDIO = Path("-")  # as an input: standard input; as -o: standard output (a file named - needs its full path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
 
 
 class OutputExistsError(Exception):
@@ -115,42 +110,157 @@ def output_format(path: Path) -> OutputFormat:
 
 
 def write_atomic(path: Path, data: bytes, source: Path, force: bool, named: bool = False) -> None:
-    """Write via a temporary file in the same folder and a rename, so no half-written file remains.
+    """Put `data` at `path` whole or not at all: written, flushed and fsynced under no name (or a
+    temporary one), then linked or renamed into place. A device or FIFO there is written through.
 
     `named`: the user chose this path with -o. An existing file there was perhaps not written by us,
-    so the refusal does not suggest --force.
+    so the refusal does not suggest --force. Every OSError names `path`, never a temporary file.
     """
-    check_free(path, source, force, named)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:  # name the output the user asked for, not our temporary file
+        if check_free(path, source, force, named):
+            _write_through(path, data)
+        else:
+            _publish(path, data, force)
+    except FileExistsError:  # appeared since check_free: never replaced without --force
+        raise OutputExistsError(_exists_message(path, named)) from None
+    except OutputExistsError:
+        raise
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+
+
+def check_free(path: Path, source: Path, force: bool, named: bool = False) -> bool:
+    """Raise OutputExistsError unless `path` may be written (checked early, before slow work).
+
+    True when `path` is a device, FIFO or socket, written through rather than replaced (as cp does).
+    """
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as e:
         raise OSError(e.errno, e.strerror, str(path)) from None
+    if stat.S_ISLNK(mode):
+        raise OutputExistsError(f"{path} is a symbolic link and was left alone; name another output with -o")
+    if stat.S_ISDIR(mode):
+        raise OutputExistsError(f"{path} is a folder; name another output with -o")
+    if not stat.S_ISREG(mode):
+        return True
+    if os.path.samefile(path, source) if source.exists() else False:
+        raise OutputExistsError(f"{path} is the input itself; choose another output with -o")
+    if not force:
+        raise OutputExistsError(_exists_message(path, named))
+    return False
+
+
+def _write_through(path: Path, data: bytes) -> None:
+    """Write into an existing device or FIFO; never create or truncate a regular file here."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOCTTY)
     try:
-        os.chmod(tmp, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # replaced by a regular file since it was checked
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """os.write until every byte is out; a write that makes no progress is an error, not a loop."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "short write")
+        view = view[written:]
+
+
+# File systems without hard links answer link() with one of these; then a rename takes its place.
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
+
+
+def _publish(path: Path, data: bytes, force: bool) -> None:
+    """Write a new file's bytes under no name when the system allows it (Linux's O_TMPFILE), so a
+    process killed at any moment leaves nothing; else under a temporary name removed on failure."""
+    unnamed = _unnamed_file(path.parent)
+    if unnamed is not None:
+        try:
+            write_all(unnamed, data)
+            os.fsync(unnamed)
+            if _link_unnamed(unnamed, path, force):
+                return
+        finally:
+            os.close(unnamed)
+
+    def write_named(tmp: str) -> None:
+        with open(tmp, "xb") as f:
+            write_all(f.fileno(), data)
+            os.fsync(f.fileno())
+
+    _rename_into_place(write_named, path, force)
+
+
+def _link_unnamed(fd: int, path: Path, force: bool) -> bool:
+    """Give the unnamed file `fd` the name `path`; False where this system cannot (no /proc, no links)."""
+    try:
+        proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    # A directory descriptor makes os.link call linkat(), which follows /proc's link to the file.
+    link = functools.partial(os.link, str(fd), src_dir_fd=proc, follow_symlinks=True)
+    try:
+        try:
+            link(path)
+            return True
+        except FileExistsError:
+            if not force:
+                raise
+        _rename_into_place(link, path, force)
+        return True
+    except OSError as e:
+        if isinstance(e, FileExistsError) or e.errno not in _NO_LINKS | {errno.ENOENT}:
+            raise
+        return False
+    finally:
+        os.close(proc)
+
+
+def _unnamed_file(folder: Path) -> int | None:
+    """A descriptor of a new file in `folder` that has no name yet, or None where that is not had."""
+    if not hasattr(os, "O_TMPFILE"):
+        return None
+    try:
+        return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)  # the umask applies, as for open()
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS):
+            return None  # this file system or kernel has no O_TMPFILE
+        raise
+
+
+def _rename_into_place(make: Callable[[str], None], path: Path, force: bool) -> None:
+    """`make` a temporary file beside `path`, then put it in place: replacing (force) or not."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            make(tmp)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
+    try:
         if force:
             os.replace(tmp, path)
-        else:
-            # link() refuses an existing target, so a file that appeared meanwhile is not replaced.
-            os.link(tmp, path)
-    except FileExistsError:
-        raise OutputExistsError(_exists_message(path, named)) from None
-    except OSError:
-        # Some file systems have no hard links: fall back to check-then-rename.
-        if path.exists():
-            raise OutputExistsError(_exists_message(path, named)) from None
-        os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)  # link() refuses an existing target, so nothing is replaced
+        except OSError as e:
+            if e.errno not in _NO_LINKS:
+                raise
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+            os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-
-
-def check_free(path: Path, source: Path, force: bool, named: bool = False) -> None:
-    """Raise OutputExistsError unless `path` may be written (checked early, before slow work)."""
-    if path.exists() and os.path.samefile(path, source):
-        raise OutputExistsError(f"{path} is the input itself; choose another output with -o")
-    if path.exists() and not force:
-        raise OutputExistsError(_exists_message(path, named))
 
 
 def _exists_message(path: Path, named: bool) -> str:

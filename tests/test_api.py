@@ -3,7 +3,6 @@ shipped weights by name, an honest version."""
 
 import io
 import json
-import tempfile
 from importlib.metadata import version
 
 import numpy as np
@@ -13,7 +12,7 @@ from conftest import sample_image
 from PIL import Image
 
 import cae_codec
-from cae_codec import weights
+from cae_codec import files, weights
 from cae_codec.cli import main
 
 
@@ -98,7 +97,7 @@ def test_a_write_failure_names_the_output(image, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / ".a.cae.x.tmp"))
 
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files, "write_all", refuse)
     result = CliRunner().invoke(main, ["compress", str(png)])
     assert result.exit_code == 1
     assert f"cannot write {tmp_path / 'a.cae'}: permission denied" in result.stderr
