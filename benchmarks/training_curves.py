@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cae_codec.curves import read_log  # noqa: E402
+from cae_codec.training.curves import read_log  # noqa: E402
 
 
 def main() -> None:

@@ -654,6 +654,7 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     )
 
 
+BAR_UNITS = 1000  # the training bar counts thousandths of the run, whether it runs on steps or minutes
 TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(config.TrainConfig)}
 
 
@@ -681,7 +682,15 @@ def _train_option(*names: str, key: str, **kwargs):
     envvar=DATA_DIR_ENV,
     help=f"CIFAR-10 archive or folder (default: ${DATA_DIR_ENV}, else download to the cache).",
 )
-@_train_option("--steps", key="steps", help="Optimizer steps in all.")
+@_train_option("--steps", key="steps", help="Optimizer steps in all (at most, with --minutes).")
+@_train_option(
+    "--minutes",
+    key="minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Train for this many minutes of training time: the learning rate decays over the clock, "
+    "not the steps, and the run validates and saves at the end. A resumed run counts the time "
+    "it already had.",
+)
 @_train_option("--batch-size", key="batch_size")
 @_train_option("--crop", key="crop", help="With --photos: side of the training crops, a multiple of 64.")
 @_train_option("--lr", key="lr", help="Peak learning rate (cosine decay).")
@@ -794,10 +803,10 @@ def train(**options) -> None:
     """Train a model on CIFAR-10's training batches (or on photos) and write a weight file.
 
     CIFAR-10's test batch is never read. Resume an interrupted run by giving the same --checkpoint.
-    Under torchrun (torchrun --nproc_per_node=N -m cae_codec.train ...), N processes share each
+    Under torchrun (torchrun --nproc_per_node=N -m cae_codec.training ...), N processes share each
     batch with DistributedDataParallel.
     """
-    from . import train as train_mod
+    from . import training as train_mod
 
     try:
         options["lambdas"] = tuple(float(v) for v in options["lambdas"].split(","))
@@ -815,10 +824,10 @@ def train(**options) -> None:
             raise click.ClickException(bulk.describe(e)) from None
         return
     bar = click.progressbar(
-        length=cfg.steps,
+        length=BAR_UNITS,
         label="training",
         file=sys.stderr,
-        item_show_func=lambda p: p and f"loss {p.loss:.3f}",
+        item_show_func=lambda p: p and f"step {p.step}, loss {p.loss:.3f}",
     )
     with bar:
 
@@ -829,7 +838,7 @@ def train(**options) -> None:
                     err=True,
                 )
                 return
-            bar.update(p.step - bar.pos, p)
+            bar.update(round(BAR_UNITS * p.done) - bar.pos, p)
 
         try:
             sha = train_mod.train(cfg, on_progress)

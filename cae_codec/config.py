@@ -36,6 +36,7 @@ class TrainConfig:
     out: Path
     data_dir: str | None = None
     steps: int = 20000
+    minutes: float | None = None  # train this long (the schedule follows the clock), at most `steps`
     batch_size: int = 64
     lr: float = 3e-4
     seed: int = 0

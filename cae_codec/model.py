@@ -96,25 +96,20 @@ class FactorizedDensity(nn.Module):
             if i < len(dims) - 2:
                 self.factors.append(nn.Parameter(torch.zeros(channels, dims[i + 1], 1)))
 
+    def layers(self) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+        """Each layer's (softplus of the matrix, bias, tanh of the factor or None), shaped (C, out, in)."""
+        factors = [torch.tanh(f) for f in self.factors] + [None]
+        return list(zip((F.softplus(m) for m in self.matrices), self.biases, factors, strict=True))
+
     def logits_cdf(self, v: Tensor) -> Tensor:
         """Logit of the cumulative density at v, shaped (C, 1, K)."""
-        logits = v
-        for i, matrix in enumerate(self.matrices):
-            logits = torch.matmul(F.softplus(matrix), logits) + self.biases[i]
-            if i < len(self.factors):
-                logits = logits + torch.tanh(self.factors[i]) * torch.tanh(logits)
-        return logits
+        return _logits_cdf(self.layers(), v)
 
     def likelihood(self, y: Tensor) -> Tensor:
         """Probability mass of the unit bin around each element of y (B, C, H, W)."""
         b, c, h, w = y.shape
-        v = y.permute(1, 0, 2, 3).reshape(c, 1, -1)
-        lower = self.logits_cdf(v - 0.5)
-        upper = self.logits_cdf(v + 0.5)
-        # Subtracting in the tail where both sigmoids are near 1 loses precision; flip the sign there.
-        sign = -torch.sign(lower + upper).detach()
-        p = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
-        return p.clamp_min(1e-9).reshape(c, b, h, w).permute(1, 0, 2, 3)
+        p = _bin_mass(self.layers(), y.permute(1, 0, 2, 3).reshape(c, 1, -1))
+        return p.reshape(c, b, h, w).permute(1, 0, 2, 3)
 
     @torch.no_grad()
     def pmf_grid(self, centre: Tensor, half_width: int) -> Tensor:
@@ -216,12 +211,33 @@ def _quantize(v: Tensor, noise: bool) -> Tensor:
 
 
 def _factorized_bits(densities: nn.ModuleList, v: Tensor, level: Tensor) -> Tensor:
-    """Bits of each image's tensor under its level's factorized density."""
-    bits = torch.zeros(v.shape[0], device=v.device)
-    for q in level.unique().tolist():
-        rows = level == q
-        bits[rows] = -torch.log2(densities[q].likelihood(v[rows])).sum(dim=(1, 2, 3))
-    return bits
+    """Bits of each image's tensor under its level's factorized density, every level in one pass:
+    the levels' parameters are stacked and gathered per image, so no step waits on the host."""
+    per_level = [d.layers() for d in densities]
+    layers = [
+        tuple(None if part[0] is None else torch.stack(part)[level] for part in zip(*same, strict=True))
+        for same in zip(*per_level, strict=True)
+    ]  # each part (B, C, out, in): image b's level's parameters
+    b, c = v.shape[:2]
+    return -torch.log2(_bin_mass(layers, v.reshape(b, c, 1, -1))).sum(dim=(1, 2, 3))
+
+
+def _logits_cdf(layers: list[tuple[Tensor, Tensor, Tensor | None]], v: Tensor) -> Tensor:
+    """The factorized density's cumulative logit at v (..., C, 1, K), for parameters (..., C, out, in)."""
+    for matrix, bias, factor in layers:
+        v = torch.matmul(matrix, v) + bias
+        if factor is not None:
+            v = v + factor * torch.tanh(v)
+    return v
+
+
+def _bin_mass(layers: list[tuple[Tensor, Tensor, Tensor | None]], v: Tensor) -> Tensor:
+    """P(v - 1/2 < V < v + 1/2) under the factorized density `layers`, at least 1e-9."""
+    lower = _logits_cdf(layers, v - 0.5)
+    upper = _logits_cdf(layers, v + 0.5)
+    # Subtracting in the tail where both sigmoids are near 1 loses precision; flip the sign there.
+    sign = -torch.sign(lower + upper).detach()
+    return torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).clamp_min(1e-9)
 
 
 class CAE(_GainedAutoencoder):

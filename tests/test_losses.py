@@ -8,9 +8,9 @@ import torch
 from click.testing import CliRunner
 from conftest import sample_image
 
-from cae_codec import losses, metrics
+from cae_codec import metrics
 from cae_codec.cli import main
-from cae_codec.train import add_noise
+from cae_codec.training import add_noise, losses
 
 
 def _pair(size: int, seed: int = 0, error: float = 12.0):

@@ -13,7 +13,7 @@ from conftest import sample_image, write_photo_folder
 import cae_codec
 from cae_codec import benchmark, codec, datasets, model, published, weights
 from cae_codec.cli import main
-from cae_codec.train import init_network
+from cae_codec.training import init_network
 
 
 def test_photo_crops_hold_out_every_48th_photo_and_sample_crops(tmp_path):
@@ -125,7 +125,7 @@ def test_crop_must_be_a_multiple_of_64(tmp_path):
 
 
 def test_train_defaults_are_the_training_configs():
-    from cae_codec.train import TrainConfig
+    from cae_codec.config import TrainConfig
 
     params = {p.name: p.default for p in main.commands["train"].params}
     config = TrainConfig(out=None)

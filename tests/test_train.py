@@ -52,7 +52,7 @@ def test_bad_lambdas_are_a_usage_error(tiny_cifar, tmp_path):
 
 
 def test_split_rows_holds_out_validation_and_selects_first_rows():
-    from cae_codec.train import split_rows
+    from cae_codec.training import split_rows
 
     rows = np.arange(50000)[:, None]
     train_rows, val = split_rows(rows, 256)
@@ -95,7 +95,7 @@ def test_hyperprior_starts_from_a_factorized_bundle(tiny_cifar, tmp_path):
 
 
 def test_batches_mix_exact_and_other_rows_by_share():
-    from cae_codec.train import sample_batch
+    from cae_codec.training import sample_batch
 
     rng = np.random.default_rng(0)
     exact, other = np.zeros((5, 1, 1, 1)), np.ones((7, 1, 1, 1))
@@ -117,7 +117,7 @@ def test_torchrun_with_two_processes_matches_one_process(tiny_cifar, tmp_path):
     common = [*TINY, "--lambdas", "0.01,0.05", "--steps", "3", "--eval-every", "3"]
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     two = tmp_path / "two.pt"
-    args = ["-m", "cae_codec.train", "--data-dir", str(archive), "--out", str(two), *common, "--seed", "1"]
+    args = ["-m", "cae_codec.training", "--data-dir", str(archive), "--out", str(two), *common, "--seed", "1"]
     args += ["--checkpoint", str(tmp_path / "two.ckpt")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # Stopped after 2 steps, then resumed from rank 0's checkpoint to the third.
@@ -144,7 +144,7 @@ def test_torchrun_with_two_processes_matches_one_process(tiny_cifar, tmp_path):
 def test_level_balance_gives_each_level_the_same_relative_weight():
     import torch
 
-    from cae_codec.train import LevelBalance
+    from cae_codec.training import LevelBalance
 
     balance = LevelBalance(3)
     level = torch.tensor([0, 0, 1, 1])

@@ -15,18 +15,17 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from . import weights as weights_mod
-from .config import DEFAULT_LAMBDAS, TrainConfig  # noqa: F401  (DEFAULT_LAMBDAS: part of train's API)
+from .. import weights as weights_mod
+from ..config import DEFAULT_LAMBDAS, TrainConfig  # noqa: F401  (DEFAULT_LAMBDAS: part of train's API)
+from ..export import export
+from ..model import CAE, HyperCAE, ModelConfig, build
+from . import state as state_mod
 from .curves import plot_log
-from .datasets import VAL_CROP, PhotoCrops, load_cifar10
-from .export import export
 from .losses import distortion
-from .model import CAE, HyperCAE, ModelConfig, build
+from .sources import make_source, to_device, to_tensor
 
 FRESH_LR_SCALE = 5  # parts that --init-from did not fill learn this much faster, to catch up
-DICTIONARY_ROWS = 3000  # training rows whose latents train each level's zstd dictionary
-DICTIONARY_CROPS = 96  # or, for photos, training crops (VAL_CROP pixels a side)
-VAL_BATCH = 4  # validation rows come from the start of data_batch_5 (training rows 40000..)
+REPORT_EVERY = 20  # steps between reading the running loss back from the device (each read waits for it)
 
 
 @dataclass
@@ -34,73 +33,9 @@ class Progress:
     step: int
     steps: int
     loss: float
+    done: float = 0.0  # the share of the run behind us: of its steps, or of its --minutes
     metrics: dict[str, float] | None = None  # set after a validation pass
     exporting: bool = False  # set once, after the last step: the bundle is being written
-
-
-def split_rows(
-    train: np.ndarray, val_rows: int, first_rows: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out `val_rows` rows of the training batches (never the test batch) for validation.
-
-    With `first_rows`, training keeps only the first that many rows of each 10,000-row batch.
-    """
-    start = VAL_BATCH * 10000 if len(train) >= 50000 else 0
-    index = np.arange(len(train))
-    keep = (index < start) | (index >= start + val_rows)
-    if first_rows is not None:
-        keep &= index % 10000 < first_rows
-    return train[keep], train[start : start + val_rows]
-
-
-def sample_batch(
-    rng: np.random.Generator, pools: tuple[np.ndarray, np.ndarray], share: float, size: int
-) -> np.ndarray:
-    """A batch with about `share` of its rows from pools[0] (the exact rows) and the rest from pools[1]."""
-    from_first = rng.random(size) < share
-    rows = [pool[rng.integers(0, len(pool), size)] for pool in pools]
-    return np.where(from_first[:, None, None, None], rows[0], rows[1])
-
-
-class CifarRows:
-    """Training batches of CIFAR-10 rows (optionally mixing in only the exact first rows), with flips."""
-
-    def __init__(self, cfg: TrainConfig) -> None:
-        all_rows = load_cifar10("train", cfg.data_dir)
-        self.rows, self.validation = split_rows(all_rows, cfg.val_rows, cfg.first_rows)
-        self.pools = (self.rows, split_rows(all_rows, cfg.val_rows)[0])
-        self.share = cfg.first_rows_share if cfg.first_rows is not None else 1.0
-
-    def batch(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        batch = sample_batch(rng, self.pools, self.share, size)
-        flip = rng.random(size) < 0.5
-        batch[flip] = batch[flip, :, ::-1]
-        return np.ascontiguousarray(batch)
-
-    def dictionary_images(self, seed: int) -> np.ndarray:
-        return self.rows[np.random.default_rng(seed).permutation(len(self.rows))[:DICTIONARY_ROWS]]
-
-
-class PhotoSource(PhotoCrops):
-    """Random crops of a photo folder (datasets.PhotoCrops) as a training source."""
-
-    def dictionary_images(self, seed: int) -> np.ndarray:
-        side = min(VAL_CROP, *(min(im.shape[:2]) for im in self.images))
-        return self.batch(np.random.default_rng(seed), DICTIONARY_CROPS, side - side % 64)
-
-
-def make_source(cfg: TrainConfig) -> CifarRows | PhotoSource:
-    """The training data a config names: a photo folder, else CIFAR-10's training batches."""
-    if cfg.photos is None:
-        return CifarRows(cfg)
-    if cfg.crop % 64:
-        raise ValueError(f"crop must be a multiple of 64, not {cfg.crop}")
-    return PhotoSource(cfg.photos, cfg.crop)
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (B,H,W,3) to float (B,3,H,W) in [0,1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
 
 
 def rd_loss(
@@ -132,23 +67,25 @@ class LevelBalance:
         self.decay = decay
 
     def __call__(self, losses: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        level = level.cpu()  # the running means live on the CPU, wherever training runs
+        """The weighted mean loss; the running means stay on the losses' device, so no step waits."""
         with torch.no_grad():
-            values = losses.detach().cpu()
-            for q in level.unique():
-                batch_mean = values[level == q].mean()
-                old = self.mean[q]
-                self.mean[q] = batch_mean if old == 0 else self.decay * old + (1 - self.decay) * batch_mean
-            inverse = 1 / self.mean[self.mean > 0]
-            weight = (1 / self.mean[level]) / inverse.mean()  # weights average 1 over the levels
-        return (losses * weight.to(losses.device)).mean()
+            mean = self.mean.to(losses.device)
+            sums = torch.zeros_like(mean).index_add_(0, level, losses.detach().to(mean.dtype))
+            counts = torch.zeros_like(mean).index_add_(0, level, torch.ones_like(sums[level]))
+            batch_mean = sums / counts.clamp_min(1)
+            moved = torch.where(mean == 0, batch_mean, self.decay * mean + (1 - self.decay) * batch_mean)
+            self.mean = mean = torch.where(counts > 0, moved, mean)
+            seen = mean > 0
+            inverse_mean = torch.where(seen, 1 / mean.clamp_min(1e-12), 0).sum() / seen.sum()
+            weight = (1 / mean[level]) / inverse_mean  # weights average 1 over the levels
+        return (losses * weight).mean()
 
 
 def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """x plus Gaussian noise of std `sigma` 8-bit levels, kept in [0, 1]."""
     if sigma <= 0:
         return x
-    noise = torch.randn(x.shape, generator=generator).to(x.device) * (sigma / 255)
+    noise = to_device(torch.randn(x.shape, generator=generator), x.device) * (sigma / 255)
     return (x + noise).clamp(0, 1)
 
 
@@ -231,41 +168,33 @@ def _param_groups(model: CAE | HyperCAE, filled: set[str]) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def _lr_at(step: int, cfg: TrainConfig) -> float:
-    """Cosine decay from lr to lr/20 over the run."""
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+def _lr_at(done: float, cfg: TrainConfig) -> float:
+    """Cosine decay from lr to lr/20 over the run, `done` being the share of it behind us."""
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(done, 1.0))))
 
 
-def _save_checkpoint(
-    path: Path,
-    model,
-    opt,
-    step: int,
-    rng: np.random.Generator,
-    cfg: TrainConfig,
-    balance: LevelBalance | None,
-):
+def _run_state(model, opt, step: int, seconds: float, rng: np.random.Generator, cfg: TrainConfig, balance):
+    """What a checkpoint holds: enough to resume the run exactly where it stopped."""
     state = {
         "model": model.state_dict(),
         "opt": opt.state_dict(),
         "step": step,
+        "seconds": seconds,  # training time so far, which a --minutes schedule runs on
         "rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
         "config": {
             "N": cfg.N,
             "M": cfg.M,
             "hyper_N": cfg.hyper_N,
+            "hyper_M": cfg.hyper_M,
             "prior": model.config.prior,
             "stride": cfg.stride,
             "lambdas": list(cfg.lambdas),
         },
     }
     if balance:
-        state["balance"] = balance.mean
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+        state["balance"] = balance.mean.cpu()
+    return state
 
 
 def curves_path(log_csv: Path) -> Path:
@@ -351,12 +280,12 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
     opt = torch.optim.Adam(_param_groups(model, filled), lr=cfg.lr)
     lambdas = torch.tensor(cfg.lambdas, device=device)
     balance = LevelBalance(levels) if cfg.balance_levels else None
-    step = 0
-    if cfg.checkpoint and cfg.checkpoint.exists():
-        state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=True)
+    step, seconds = 0, 0.0
+    if cfg.checkpoint and state_mod.exists(cfg.checkpoint):
+        state = state_mod.load(cfg.checkpoint)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])  # moves its moments to the parameters' device
-        step = state["step"]
+        step, seconds = state["step"], state.get("seconds", 0.0)
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         if balance and "balance" in state:
@@ -366,14 +295,24 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
     ids = [device.index] if device.type == "cuda" else None
     net = DistributedDataParallel(model, ids, find_unused_parameters=True) if world > 1 else model
     mine = slice(rank, None, world)  # every process draws the same batch and keeps its rows
-    running = 0.0
-    saved_at = time.monotonic()
-    while step < cfg.steps:
+    on_device = source.on(device) if device.type == "cuda" else None  # crops cut on the GPU
+    running = torch.zeros((), device=device)
+    reported = math.nan
+    started, saved_at = time.monotonic(), time.monotonic()
+
+    def done() -> float:
+        if cfg.minutes:
+            return (seconds + time.monotonic() - started) / (60 * cfg.minutes)
+        return step / cfg.steps
+
+    while step < cfg.steps and done() < 1:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg) * group["scale"]
-        batch = source.batch(rng, cfg.batch_size)
-        level = torch.from_numpy(rng.integers(0, config.levels, cfg.batch_size)).to(device)
-        clean = to_tensor(batch[mine]).to(device)
+            group["lr"] = _lr_at(done(), cfg) * group["scale"]
+        level = to_device(torch.from_numpy(rng.integers(0, config.levels, cfg.batch_size)), device)
+        if on_device is not None:
+            clean = on_device.batch(rng, cfg.batch_size)[mine]
+        else:
+            clean = to_device(to_tensor(source.batch(rng, cfg.batch_size)[mine]), device)
         losses = rd_loss(net, add_noise(clean, cfg.noise), level[mine], lambdas, cfg.loss, clean)
         loss = balance(losses, level[mine]) if balance else losses.mean()
         opt.zero_grad(set_to_none=True)
@@ -381,36 +320,33 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        plain = losses.mean().item()  # unweighted, so that runs with and without balance compare
-        running = plain if step == 1 else 0.98 * running + 0.02 * plain
+        with torch.no_grad():  # unweighted, so that runs with and without balance compare
+            plain = losses.detach().mean()
+            running = plain if step == 1 else 0.98 * running + 0.02 * plain
+        last = step >= cfg.steps or done() >= 1
+        evaluate_now = rank == 0 and (step % cfg.eval_every == 0 or last)
+        if step % REPORT_EVERY == 0 or evaluate_now or step == 1:
+            reported = running.item()
         metrics = None
-        evaluate_now = rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps)
         if evaluate_now:
             metrics = evaluate(model, source.validation, cfg.lambdas, cfg.loss, cfg.noise)
-            _write_log(cfg.log_csv, step, "train", {"loss": running})
+            _write_log(cfg.log_csv, step, "train", {"loss": reported})
             _write_log(cfg.log_csv, step, "val", metrics)
             if cfg.log_csv:
                 plot_log(cfg.log_csv, curves_path(cfg.log_csv))
         due = evaluate_now or time.monotonic() - saved_at > 60 * cfg.checkpoint_minutes
         if cfg.checkpoint and rank == 0 and due:
-            _save_checkpoint(cfg.checkpoint, model, opt, step, rng, cfg, balance)
+            elapsed = seconds + time.monotonic() - started
+            state_mod.save(cfg.checkpoint, _run_state(model, opt, step, elapsed, rng, cfg, balance))
             saved_at = time.monotonic()
         if on_progress:
-            on_progress(Progress(step, cfg.steps, running, metrics))
+            on_progress(Progress(step, cfg.steps, reported, done=min(done(), 1.0), metrics=metrics))
     if rank != 0:
         return ""
     if on_progress:
-        on_progress(Progress(step, cfg.steps, running, exporting=True))
+        on_progress(Progress(step, cfg.steps, reported, done=1.0, exporting=True))
     wid = cfg.weights_id if cfg.weights_id is not None else weights_mod.new_user_id()
     name = cfg.name or cfg.out.stem
     dictionary_images = source.dictionary_images(cfg.seed)
     model.cpu()  # the exact parts are rounded and the tables built on the CPU, wherever training ran
     return export(model, cfg.out, cfg.lambdas, wid, name, default_quality, dictionary_images)
-
-
-if (
-    __name__ == "__main__"
-):  # torchrun --nproc_per_node=N -m cae_codec.train --out ... (cae-codec train's options)
-    from .cli import train as command
-
-    command()

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .metrics import MS_SSIM_WEIGHTS
+from ..metrics import MS_SSIM_WEIGHTS
 
 _WINDOW, _SIGMA = 11, 1.5
 

@@ -1,0 +1,117 @@
+"""Training that outlives machines: runs on the clock, state in committable parts, crops cut on the device."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cae_codec.cli import main
+from cae_codec.config import TrainConfig
+from cae_codec.model import ModelConfig, build
+from cae_codec.training import loop, state
+from cae_codec.training.sources import DeviceCrops
+
+TINY = ["--channels", "8", "--latent-channels", "4", "--batch-size", "4", "--val-rows", "4"]
+
+
+def train(archive, out, *extra):
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(archive), "--out", str(out), *TINY, *extra])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_run_on_the_clock_stops_on_time_validates_and_saves(tiny_cifar, tmp_path):
+    archive, _ = tiny_cifar
+    ckpt, log = tmp_path / "run.ckpt", tmp_path / "log.csv"
+    args = ["--minutes", "0.03", "--steps", "1000000", "--eval-every", "1000000", "--lambdas", "0.01,0.05"]
+    train(archive, tmp_path / "mine.pt", *args, "--checkpoint", str(ckpt), "--log", str(log))
+    saved = state.load(ckpt)
+    assert 1.8 <= saved["seconds"] < 10 and 1 < saved["step"] < 1000000
+    rows = list(csv.DictReader(log.open()))
+    assert {r["step"] for r in rows} == {str(saved["step"])}  # validated once, at the end
+    assert "psnr_q2" in {r["metric"] for r in rows}
+
+
+def test_the_learning_rate_follows_the_share_of_the_run_behind_us():
+    cfg = TrainConfig(out=None, lr=1e-3)
+    assert loop._lr_at(0.0, cfg) == pytest.approx(1e-3)
+    assert loop._lr_at(0.5, cfg) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    assert loop._lr_at(1.0, cfg) == pytest.approx(5e-5) == loop._lr_at(3.0, cfg)
+
+
+def _trained_state() -> dict:
+    model = build(ModelConfig(N=32, M=16, hyper_N=16, hyper_M=8, levels=3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(3, 3, 64, 64)
+    _, bits = model(x, torch.tensor([0, 1, 2]))
+    bits.sum().backward()
+    opt.step()
+    return {
+        "model": model.state_dict(),
+        "opt": opt.state_dict(),
+        "step": 7,
+        "seconds": 12.5,
+        "config": {"N": 32},
+    }
+
+
+def test_state_in_parts_round_trips_within_half_precision(tmp_path):
+    saved = _trained_state()
+    files = state.save_parts(tmp_path / "run", saved, part_bytes=120_000)
+    parts = [f for f in files if f.name.startswith("part-")]
+    assert len(parts) > 2 and all(f.stat().st_size <= 120_000 for f in parts)
+    back = state.load(tmp_path / "run")
+    assert back["step"] == 7 and back["seconds"] == 12.5 and back["config"] == {"N": 32}
+    for name, tensor in saved["model"].items():
+        assert back["model"][name].dtype == tensor.dtype
+        torch.testing.assert_close(back["model"][name], tensor, rtol=1e-3, atol=1e-4)
+    moments = saved["opt"]["state"][0]
+    torch.testing.assert_close(
+        back["opt"]["state"][0]["exp_avg_sq"], moments["exp_avg_sq"], rtol=1e-2, atol=0
+    )
+    assert back["opt"]["param_groups"] == saved["opt"]["param_groups"]
+
+
+def test_a_stale_or_missing_part_is_refused(tmp_path):
+    folder = tmp_path / "run"
+    state.save_parts(folder, _trained_state(), part_bytes=120_000)
+    victim = folder / "part-01.pt"
+    victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ValueError, match="part-01.pt does not match"):
+        state.load(folder)
+    state.save_parts(folder, _trained_state(), part_bytes=1_000_000)  # fewer parts: old ones removed
+    assert sorted(p.name for p in folder.iterdir()) == ["part-00.pt", "state.pt"]
+
+
+def test_a_run_resumes_from_parts_as_from_one_file(tiny_cifar, tmp_path):
+    """Parts are what a fresh clone resumes from: two steps, then two more, from the folder alone."""
+    archive, _ = tiny_cifar
+    parts = f"{tmp_path / 'run'}/"
+    common = ["--lambdas", "0.01,0.05", "--eval-every", "2", "--checkpoint", parts]
+    train(archive, tmp_path / "a.pt", *common, "--steps", "2")
+    assert state.load(tmp_path / "run")["step"] == 2
+    train(archive, tmp_path / "b.pt", *common, "--steps", "4")
+    resumed = state.load(tmp_path / "run")
+    assert resumed["step"] == 4 and resumed["seconds"] > 0
+
+
+def test_device_crops_cut_exact_windows_and_box_averages():
+    rng = np.random.default_rng(0)
+    photos = [
+        rng.integers(0, 256, (40, 50, 3), dtype=np.uint8),
+        rng.integers(0, 256, (36, 34, 3), dtype=np.uint8),
+    ]
+    crops = DeviceCrops(photos, 16, torch.device("cpu"))
+    index, top, left = np.array([0, 1, 1, 0]), np.array([3, 20, 0, 0]), np.array([5, 18, 1, 18])
+    side, flip = np.array([16, 16, 16, 32]), np.array([False, False, True, False])
+    got = (crops.cut(index, top, left, side, flip) * 255).permute(0, 2, 3, 1).numpy()
+    want = [photos[0][3:19, 5:21], photos[1][20:36, 18:34], photos[1][0:16, 1:17][:, ::-1]]
+    for g, w in zip(got, want, strict=False):
+        np.testing.assert_allclose(g, w, atol=1e-3)
+    region = photos[0][0:32, 18:50].astype(float)
+    box = region.reshape(16, 2, 16, 2, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(got[3], box, atol=1e-3)
+    batch = crops.batch(rng, 6)
+    assert batch.shape == (6, 3, 16, 16) and batch.min() >= 0 and batch.max() <= 1
