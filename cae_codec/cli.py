@@ -758,8 +758,11 @@ def _train_option(*names: str, key: str, **kwargs):
 )
 @click.option(
     "--checkpoint",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Checkpoint to resume from and save to.",
+    # A string, not a Path: a trailing slash says "folder of parts" and Path would drop it.
+    type=click.Path(),
+    help="Checkpoint to resume from and save to: a file, or a folder (an existing one, or a name "
+    "ending in /) that keeps the run in parts of at most 15 MiB (float16 network, bfloat16 optimizer "
+    "moments) that can be committed and resumed on another machine.",
 )
 @_train_option(
     "--checkpoint-minutes",
@@ -769,9 +772,9 @@ def _train_option(*names: str, key: str, **kwargs):
 )
 @click.option(
     "--init-from",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Start from a checkpoint's or weight file's network (the tensors that fit; g_s is matched "
-    "from the output end), with a fresh optimizer and schedule.",
+    type=click.Path(exists=True, path_type=Path),
+    help="Start from the network of a checkpoint (a file or a folder of parts) or a weight file (the "
+    "tensors that fit; g_s is matched from the output end), with a fresh optimizer and schedule.",
 )
 @click.option(
     "--first-rows",

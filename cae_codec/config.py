@@ -31,9 +31,15 @@ LOSSES = ("mse", "l1", "bce", "ms-ssim")  # distortion terms training can use (l
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 
 
+def shipped_dir() -> Path:
+    """Where the shipped weights live: inside the installed package, or `weights/` in a checkout."""
+    installed = Path(__file__).parent / "weights"
+    return installed if installed.is_dir() else Path(__file__).parent.parent / "weights"
+
+
 @dataclass
 class TrainConfig:
-    out: Path
+    out: Path | None  # the weight file written at the end; None: no export (a timed window's run)
     data_dir: str | None = None
     steps: int = 20000
     minutes: float | None = None  # train this long (the schedule follows the clock), at most `steps`
@@ -56,7 +62,8 @@ class TrainConfig:
     noise: float = 0.0  # Gaussian noise (std, in 8-bit levels) added to inputs: a denoising codec
     device: str = "cpu"  # where training runs: cpu, cuda or cuda:N (export always runs on the CPU)
     checkpoint_minutes: float = 5.0  # also checkpoint after this much wall time, so a kill loses little
-    checkpoint: Path | None = None
+    checkpoint: str | Path | None = None  # a file, or a folder (ending in /) of parts small enough to commit
+    checkpoint_optimizer: bool = True  # False: checkpoints hold the network without Adam's moments
     log_csv: Path | None = None
     init_from: Path | None = None  # start from this checkpoint's or bundle's network (the parts that fit)
     first_rows: int | None = None  # the first N rows of each 10,000-row training batch (the exact ones)

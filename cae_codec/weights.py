@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import packing, range_coder
+from .config import shipped_dir
 from .latent_codecs import LATENT_CODECS, Factorized, MeanScaleHyperprior, unpack_tables
 from .model import CAE, HyperCAE, ModelConfig, build
 
@@ -120,12 +121,6 @@ class Weights:
     def latent(self) -> Factorized | MeanScaleHyperprior:
         """The latent codec of this model's prior: integers, coders and bit estimates."""
         return LATENT_CODECS[self.model.config.prior]
-
-
-def shipped_dir() -> Path:
-    """Where the shipped weights live: inside the installed package, or `weights/` in a checkout."""
-    installed = Path(__file__).parent / "weights"
-    return installed if installed.is_dir() else Path(__file__).parent.parent / "weights"
 
 
 def sha256(data: bytes) -> str:

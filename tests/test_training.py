@@ -91,6 +91,7 @@ def test_a_run_resumes_from_parts_as_from_one_file(tiny_cifar, tmp_path):
     parts = f"{tmp_path / 'run'}/"
     common = ["--lambdas", "0.01,0.05", "--eval-every", "2", "--checkpoint", parts]
     train(archive, tmp_path / "a.pt", *common, "--steps", "2")
+    assert (tmp_path / "run" / "state.pt").is_file() and (tmp_path / "run" / "part-00.pt").is_file()
     assert state.load(tmp_path / "run")["step"] == 2
     train(archive, tmp_path / "b.pt", *common, "--steps", "4")
     resumed = state.load(tmp_path / "run")
@@ -115,3 +116,58 @@ def test_device_crops_cut_exact_windows_and_box_averages():
     np.testing.assert_allclose(got[3], box, atol=1e-3)
     batch = crops.batch(rng, 6)
     assert batch.shape == (6, 3, 16, 16) and batch.min() >= 0 and batch.max() <= 1
+
+
+BLOCK_CODERS = """
+import runpy, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("zstandard", "constriction"):
+            raise ImportError(f"{name} is not on the GPU machine")
+sys.meta_path.insert(0, Block())
+sys.argv = ["window", *sys.argv[1:]]
+runpy.run_module("cae_codec.training.window", run_name="__main__")
+"""
+
+
+def test_the_gpu_window_packs_runs_without_the_coders_and_resumes_its_own_state(tmp_path):
+    """The window's CPU dry run: pack a photo folder, train from the recipe, then resume that state."""
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        smooth = np.kron(rng.integers(0, 256, (20, 25, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+        Image.fromarray(smooth).save(photos / f"p{i}.png")  # 200x160
+    window = [sys.executable, "-c", BLOCK_CODERS]
+    packed = subprocess.run(
+        [*window, "pack", str(photos), str(tmp_path / "pack")], capture_output=True, text=True
+    )
+    assert packed.returncode == 0, packed.stderr
+    assert json.loads(packed.stdout)["train"] == 3 and len(list((tmp_path / "pack/val").glob("*.png"))) == 1
+    with Image.open(next((tmp_path / "pack/train").glob("*.jpg"))) as small:
+        assert small.size == (100, 80)
+    common = ["--data", str(tmp_path / "pack"), "--minutes", "0.04", "--batch-size", "2", "--crop", "64"]
+    first = subprocess.run(
+        [*window, "run", *common, "--out", str(tmp_path / "w1"), "--resume", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+    )
+    assert first.returncode == 0, first.stderr
+    one = json.loads((tmp_path / "w1/window.json").read_text())
+    assert one["from_step"] == 0 and one["to_step"] > 0 and "loss_q8" in one["validation"]
+    assert "opt" not in state.load(tmp_path / "w1/state")  # the network alone: it must fit in a call
+    second = subprocess.run(
+        [*window, "run", *common, "--out", str(tmp_path / "w2"), "--resume", str(tmp_path / "w1/state")],
+        capture_output=True,
+        text=True,
+    )
+    assert second.returncode == 0, second.stderr
+    two = json.loads((tmp_path / "w2/window.json").read_text())
+    assert two["from_step"] == one["to_step"] < two["to_step"]
+    assert (tmp_path / "w2/log.csv").is_file()

@@ -15,14 +15,12 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import weights as weights_mod
 from ..config import DEFAULT_LAMBDAS, TrainConfig  # noqa: F401  (DEFAULT_LAMBDAS: part of train's API)
-from ..export import export
 from ..model import CAE, HyperCAE, ModelConfig, build
 from . import state as state_mod
 from .curves import plot_log
 from .losses import distortion
-from .sources import make_source, to_device, to_tensor
+from .sources import CifarRows, PhotoSource, make_source, to_device, to_tensor
 
 FRESH_LR_SCALE = 5  # parts that --init-from did not fill learn this much faster, to catch up
 REPORT_EVERY = 20  # steps between reading the running loss back from the device (each read waits for it)
@@ -123,7 +121,7 @@ def init_network(model: CAE | HyperCAE, path: Path) -> set[str]:
     This lets a hyperprior model start from a factorized model's g_a, g_s and gains. Returns the
     names of the parameters it filled.
     """
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = state_mod.load(path)  # a checkpoint file, a folder of parts, or a weight bundle
     state = saved.get("model") or saved.get("state_dict")
     if state is None:
         raise ValueError(f"{path} holds neither a checkpoint nor a weight bundle")
@@ -245,21 +243,26 @@ def _start_processes(device: str) -> tuple[int, int]:
     return process_rank(), world
 
 
-def train(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = None) -> str:
-    """Train (resuming from cfg.checkpoint if it exists) and export the bundle; returns its sha256.
+def train(
+    cfg: TrainConfig,
+    on_progress: Callable[[Progress], None] | None = None,
+    source: CifarRows | PhotoSource | None = None,
+) -> str:
+    """Train (resuming from cfg.checkpoint if it exists) and export the bundle to cfg.out (none if
+    None); returns its sha256. `source` replaces the data the config names.
 
     Under torchrun, each of the N processes trains on its 1/N of every batch with
     DistributedDataParallel; only rank 0 validates, checkpoints, logs and exports (others return "").
     """
     rank, world = _start_processes(cfg.device)
     try:
-        return _train(cfg, rank, world, on_progress if rank == 0 else None)
+        return _train(cfg, rank, world, on_progress if rank == 0 else None, source)
     finally:
         if world > 1:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progress], None] | None) -> str:
+def _train(cfg: TrainConfig, rank: int, world: int, on_progress, source) -> str:
     if cfg.batch_size % world:
         raise ValueError(f"batch size {cfg.batch_size} does not split evenly over {world} processes")
     levels = len(cfg.lambdas)
@@ -269,7 +272,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
     device = training_device(cfg.device, world)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    source = make_source(cfg)
+    source = source or make_source(cfg)
     hyper = {"hyper_N": cfg.hyper_N, "hyper_M": cfg.hyper_M} if cfg.hyper_N else {}
     config = ModelConfig(
         N=cfg.N, M=cfg.M, levels=len(cfg.lambdas), stride=cfg.stride, prior=cfg.prior, **hyper
@@ -284,7 +287,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
     if cfg.checkpoint and state_mod.exists(cfg.checkpoint):
         state = state_mod.load(cfg.checkpoint)
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])  # moves its moments to the parameters' device
+        if "opt" in state:  # a committed state may hold the network alone: then Adam starts afresh
+            opt.load_state_dict(state["opt"])  # moves its moments to the parameters' device
         step, seconds = state["step"], state.get("seconds", 0.0)
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
@@ -337,14 +341,21 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
         due = evaluate_now or time.monotonic() - saved_at > 60 * cfg.checkpoint_minutes
         if cfg.checkpoint and rank == 0 and due:
             elapsed = seconds + time.monotonic() - started
-            state_mod.save(cfg.checkpoint, _run_state(model, opt, step, elapsed, rng, cfg, balance))
+            saved = _run_state(model, opt, step, elapsed, rng, cfg, balance)
+            if not cfg.checkpoint_optimizer:
+                del saved["opt"]
+            state_mod.save(cfg.checkpoint, saved)
             saved_at = time.monotonic()
         if on_progress:
             on_progress(Progress(step, cfg.steps, reported, done=min(done(), 1.0), metrics=metrics))
-    if rank != 0:
+    if rank != 0 or cfg.out is None:
         return ""
     if on_progress:
         on_progress(Progress(step, cfg.steps, reported, done=1.0, exporting=True))
+    # The entropy coders (zstandard, constriction) are needed only here: training runs without them.
+    from .. import weights as weights_mod
+    from ..export import export
+
     wid = cfg.weights_id if cfg.weights_id is not None else weights_mod.new_user_id()
     name = cfg.name or cfg.out.stem
     dictionary_images = source.dictionary_images(cfg.seed)

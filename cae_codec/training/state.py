@@ -24,27 +24,26 @@ FLOAT16_MAX = 65504.0
 FILE_OVERHEAD, TENSOR_OVERHEAD = 4096, 1024  # what torch.save adds to a file and to each tensor in it
 
 
-def is_parts(path: Path) -> bool:
+def is_parts(path: str | os.PathLike) -> bool:
     """A checkpoint path that names a folder of parts: an existing folder, or a name ending in /."""
-    return path.is_dir() or os.fspath(path).endswith(("/", os.sep))
+    return Path(path).is_dir() or os.fspath(path).endswith(("/", os.sep))
 
 
-def exists(path: Path) -> bool:
-    return (path / STATE_FILE).is_file() if is_parts(path) else path.is_file()
+def exists(path: str | os.PathLike) -> bool:
+    return (Path(path) / STATE_FILE).is_file() if is_parts(path) else Path(path).is_file()
 
 
-def save(path: Path, state: dict) -> None:
+def save(path: str | os.PathLike, state: dict) -> None:
     """Write a run's state atomically: one file, or a folder of parts (is_parts)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     if is_parts(path):
         save_parts(Path(path), state)
         return
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_atomic(state, path)
 
 
-def load(path: Path) -> dict:
+def load(path: str | os.PathLike) -> dict:
     """A run's state from one file or a folder of parts, on the CPU, tensors in their training dtypes."""
     if is_parts(path):
         return load_parts(Path(path))
@@ -53,7 +52,7 @@ def load(path: Path) -> dict:
 
 def save_parts(folder: Path, state: dict, part_bytes: int = PART_BYTES) -> list[Path]:
     """Write `state` as state.pt and parts of at most `part_bytes`; the folder's old parts go after."""
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)  # parents too: a fresh clone has no runs/ yet
     tensors: dict[str, torch.Tensor] = {}
     skeleton = {key: _strip(value, key, tensors) for key, value in state.items()}
     groups: list[dict[str, torch.Tensor]] = [{}]
@@ -140,6 +139,5 @@ def _sha256(path: Path) -> str:
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: python -m cae_codec.training.state CHECKPOINT FOLDER/  (either way round)")
-    source, target = Path(sys.argv[1]), Path(sys.argv[2])
-    save(target, load(source))
-    print(f"wrote {target}")
+    save(sys.argv[2], load(sys.argv[1]))
+    print(f"wrote {sys.argv[2]}")
