@@ -7,6 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from cae_codec import weights
 from cae_codec.cli import main
 from cae_codec.config import TrainConfig
 from cae_codec.model import ModelConfig, build
@@ -96,6 +97,11 @@ def test_a_run_resumes_from_parts_as_from_one_file(tiny_cifar, tmp_path):
     train(archive, tmp_path / "b.pt", *common, "--steps", "4")
     resumed = state.load(tmp_path / "run")
     assert resumed["step"] == 4 and resumed["seconds"] > 0
+    # --steps 0 exports a state as it is: how a GPU window's state becomes a weight file here.
+    out = tmp_path / "exported.pt"
+    train(archive, out, "--lambdas", "0.01,0.05", "--init-from", str(tmp_path / "run"), "--steps", "0")
+    exported = weights.load(out).model.state_dict()
+    torch.testing.assert_close(exported["g_a.0.weight"], resumed["model"]["g_a.0.weight"])
 
 
 def test_device_crops_cut_exact_windows_and_box_averages():
@@ -141,18 +147,25 @@ def test_the_gpu_window_packs_runs_without_the_coders_and_resumes_its_own_state(
     photos = tmp_path / "photos"
     photos.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(4):
-        smooth = np.kron(rng.integers(0, 256, (20, 25, 3)), np.ones((8, 8, 1))).astype(np.uint8)
-        Image.fromarray(smooth).save(photos / f"p{i}.png")  # 200x160
+    for i in range(4):  # 200x160 with blocky texture: more than 5 KB each as PNG, so a part each
+        texture = np.kron(rng.integers(0, 256, (40, 50, 3)), np.ones((4, 4, 1))).astype(np.uint8)
+        Image.fromarray(texture).save(photos / f"p{i}.png")
     window = [sys.executable, "-c", BLOCK_CODERS]
-    packed = subprocess.run(
-        [*window, "pack", str(photos), str(tmp_path / "pack")], capture_output=True, text=True
-    )
+    args = [*window, "pack", str(photos), str(tmp_path / "pack"), "--part-mib", "0.005"]
+    packed = subprocess.run(args, capture_output=True, text=True)
     assert packed.returncode == 0, packed.stderr
-    assert json.loads(packed.stdout)["train"] == 3 and len(list((tmp_path / "pack/val").glob("*.png"))) == 1
-    with Image.open(next((tmp_path / "pack/train").glob("*.jpg"))) as small:
-        assert small.size == (100, 80)
+    manifest = json.loads((tmp_path / "pack/pack.json").read_text())
+    assert manifest["train"] == 3 and len(list((tmp_path / "pack/val").glob("*.png"))) == 1
+    assert [p["files"] for p in manifest["parts"]] == [1, 1, 1]
+    assert (tmp_path / "pack/part-02/0001.png").read_bytes() == (photos / "p2.png").read_bytes()
     common = ["--data", str(tmp_path / "pack"), "--minutes", "0.04", "--batch-size", "2", "--crop", "64"]
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "pack/part-03").rename(moved)  # a part that has not travelled yet
+    lacking = subprocess.run(
+        [*window, "run", *common, "--out", str(tmp_path / "w0")], capture_output=True, text=True
+    )
+    assert lacking.returncode != 0 and "lacks part-03: carry each part in a call first" in lacking.stderr
+    moved.rename(tmp_path / "pack/part-03")
     first = subprocess.run(
         [*window, "run", *common, "--out", str(tmp_path / "w1"), "--resume", str(tmp_path / "none")],
         capture_output=True,

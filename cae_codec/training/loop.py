@@ -256,7 +256,10 @@ def train(
     """
     rank, world = _start_processes(cfg.device)
     try:
-        return _train(cfg, rank, world, on_progress if rank == 0 else None, source)
+        sha = _train(cfg, rank, world, on_progress if rank == 0 else None, source)
+        if world > 1:  # the others wait for rank 0's export: gloo aborted a process leaving first
+            dist.barrier()
+        return sha
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -280,7 +283,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress, source) -> str:
     model = build(config)
     filled = init_network(model, cfg.init_from) if cfg.init_from else {n for n, _ in model.named_parameters()}
     model.to(device)
-    opt = torch.optim.Adam(_param_groups(model, filled), lr=cfg.lr)
+    opt = torch.optim.Adam(_param_groups(model, filled), lr=cfg.lr, fused=device.type == "cuda")
     lambdas = torch.tensor(cfg.lambdas, device=device)
     balance = LevelBalance(levels) if cfg.balance_levels else None
     step, seconds = 0, 0.0

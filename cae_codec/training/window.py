@@ -1,23 +1,23 @@
-"""One timed training run on a lent GPU, prepared on the CPU and run in a single call.
+"""One timed training run on a lent GPU, prepared here and run there in a single call.
 
-    python -m cae_codec.training.window pack ../shared/data/photos-train window-data/   # CPU, once
+    python -m cae_codec.training.window pack ../shared/data/photos-train window-data/   # here, once
     python -m cae_codec.training.window run --data window-data/ --out OUT/ --minutes 9 --device cuda
     python -m cae_codec.training.window run --data window-data/ --out /tmp/w/ --minutes 1   # dry run
 
-`run` resumes the committed state (runs/photo-s16/, or starts the stride-16 recipe from cae-msh8-v3),
-trains for --minutes on the pack's crops, validates on the pack's 16 held-out crops, and leaves in
---out: state/ (the network in parts, ready to commit over runs/photo-s16/), log.csv, its curves, and
-window.json (steps, Mpixel/s, validation). It needs torch, numpy and Pillow only, not the entropy
-coders, so it runs on a machine where cae-codec is not installed. The README's "Training on a lent
-GPU" says how to run it.
+`pack` copies the training photos into parts small enough that each travels in one GPU call, with
+the 16 validation crops. `run` resumes the committed state (runs/photo-s16/; without one, the
+stride-16 recipe from cae-msh8-v3), trains for --minutes on random crops of the pack, validates on
+its 16 crops, and leaves in --out: state/ (the network in parts, to commit over runs/photo-s16/),
+log.csv, its curves, and window.json (steps, Mpixel/s, validation). It needs torch, numpy and Pillow,
+not the entropy coders, so it runs where cae-codec is not installed. README: "Training on a lent GPU".
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from ..config import DEFAULT_LAMBDAS, TrainConfig, shipped_dir
-from ..datasets import VAL_CROP, centre_crop, read_rgb, split_photos
+from ..datasets import IMAGE_SUFFIXES, VAL_CROP, centre_crop, read_rgb, split_photos
 from . import state as state_mod
 from .loop import train
 from .sources import PhotoSource
@@ -35,45 +35,81 @@ RUN = Path("runs/photo-s16")  # the committed state of the stride-16 photo netwo
 INIT = "cae-msh8-v3.pt"  # the shipped weights the recipe starts a network from when it has no state
 # The README's stride-16 network (Ballé et al. 2018 shapes, N=128, M=192).
 NETWORK = {"N": 128, "M": 192, "hyper_N": 128, "hyper_M": 96, "stride": 16}
-# What a GPU call can carry besides the repository's tracked files (about 40 MiB of its 64 MiB) and
-# the committed state (about 10 MB): the pack must fit in the rest.
-PACK_BUDGET = 14 * 2**20
-PACK_SCALE, PACK_QUALITY = 0.5, 90  # measured: 752 photos at full size take 54 MiB as quality-90 JPEG
+# A GPU call carries at most 64 MiB: the repository's tracked files (about 40 MiB) and the committed
+# state (about 10 MB) leave room for one part of the pack a call. Parts carried by earlier calls stay
+# on the machine while it is warm, so the training photos travel whole over a few calls.
+PART_BYTES = 10 * 2**20
 
 
 class PackSource(PhotoSource):
-    """PhotoSource over a pack: every photo of train/ for training, the crops of val/ for validation."""
+    """PhotoSource over a pack: every photo of its parts for training, the crops of val/ for validation."""
 
     def __init__(self, folder: Path, crop: int) -> None:
+        missing = check_pack(folder)
+        if missing:
+            raise ValueError(f"{folder} lacks {', '.join(missing)}: carry each part in a call first")
         self.crop = crop
-        images = [read_rgb(p) for p in sorted((folder / "train").glob("*.jpg"))]
+        paths = sorted(p for p in folder.glob("part-*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = [read_rgb(p) for p in paths]
         self.images = [im for im in images if min(im.shape[:2]) >= crop]
         if not self.images:
-            raise ValueError(f"no photo in {folder / 'train'} is at least {crop} pixels a side")
+            raise ValueError(f"no photo in {folder} is at least {crop} pixels a side")
         self.validation = np.stack([read_rgb(p) for p in sorted((folder / "val").glob("*.png"))])
 
 
-def pack(photos: Path, out: Path, scale: float = PACK_SCALE, quality: int = PACK_QUALITY) -> dict:
-    """Write a compact copy of a photo folder: its training photos shrunk by `scale` as JPEG, and
-    the exact centre crops that validation uses (as PhotoCrops cuts them) as PNG."""
+def check_pack(folder: Path) -> list[str]:
+    """The parts of a pack that are not (or not wholly) in `folder`."""
+    try:
+        manifest = json.loads((folder / "pack.json").read_text())
+    except OSError:
+        return ["pack.json"]
+    missing = []
+    for part in manifest["parts"]:
+        files = [p for p in (folder / part["name"]).glob("*") if p.is_file()]
+        if len(files) != part["files"] or sum(p.stat().st_size for p in files) != part["bytes"]:
+            missing.append(part["name"])
+    return missing
+
+
+def pack(
+    photos: Path, out: Path, scale: float = 1.0, quality: int | None = None, part_bytes: int = PART_BYTES
+) -> dict:
+    """Copy a photo folder's training photos into parts of at most `part_bytes`, with the exact centre
+    crops that validation uses (as PhotoCrops cuts them) as PNG in val/. By default the photos are
+    copied as they are; with `quality`, each is shrunk by `scale` and saved as a JPEG of that quality."""
     training, held_out = split_photos(photos)
-    (out / "train").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "val").mkdir(exist_ok=True)
-    for i, path in enumerate(training):
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            size = (round(image.width * scale), round(image.height * scale))
-            small = image.resize(size, Image.Resampling.LANCZOS) if scale != 1 else image
-            small.save(out / "train" / f"{i:04d}.jpg", quality=quality, subsampling=0)
     val = [read_rgb(p) for p in held_out]
     side = min(VAL_CROP, *(min(im.shape[:2]) for im in val))
     for i, image in enumerate(val):
         Image.fromarray(centre_crop(image, side - side % 64)).save(out / "val" / f"{i:02d}.png")
-    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    parts: list[dict] = []
+    for i, path in enumerate(training):
+        data = path.read_bytes() if quality is None else _shrunk(path, scale, quality)
+        if not parts or parts[-1]["bytes"] + len(data) > part_bytes:
+            parts.append({"name": f"part-{len(parts) + 1:02d}", "files": 0, "bytes": 0})
+            (out / parts[-1]["name"]).mkdir(exist_ok=True)
+        suffix = path.suffix.lower() if quality is None else ".jpg"
+        (out / parts[-1]["name"] / f"{i:04d}{suffix}").write_bytes(data)
+        parts[-1]["files"] += 1
+        parts[-1]["bytes"] += len(data)
+    val_bytes = sum(p.stat().st_size for p in (out / "val").iterdir())
     summary = {"photos": str(photos), "scale": scale, "quality": quality, "train": len(training)}
-    summary |= {"val": len(val), "bytes": total}
+    summary |= {"val": len(val), "val_bytes": val_bytes, "parts": parts}
     (out / "pack.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _shrunk(path: Path, scale: float, quality: int) -> bytes:
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if scale != 1:
+            size = (round(image.width * scale), round(image.height * scale))
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=quality, subsampling=0)
+        return buffer.getvalue()
 
 
 def run(
@@ -155,11 +191,12 @@ def run(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cae_codec.training.window", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("pack", help="a compact copy of a photo folder, to carry to the GPU")
+    p = commands.add_parser("pack", help="the training photos in parts, to carry to the GPU")
     p.add_argument("photos", type=Path)
     p.add_argument("out", type=Path)
-    p.add_argument("--scale", type=float, default=PACK_SCALE)
-    p.add_argument("--quality", type=int, default=PACK_QUALITY)
+    p.add_argument("--scale", type=float, default=1.0, help="with --quality: shrink each photo so much")
+    p.add_argument("--quality", type=int, help="re-encode each photo as a JPEG of this quality")
+    p.add_argument("--part-mib", type=float, default=PART_BYTES / 2**20, help="the most a part takes")
     r = commands.add_parser("run", help="resume the committed state and train for some minutes")
     r.add_argument("--data", type=Path, required=True, help="a folder that `pack` wrote")
     r.add_argument("--out", type=Path, required=True)
@@ -171,10 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--lr", type=float, default=1e-4)
     args = parser.parse_args(argv)
     if args.command == "pack":
-        summary = pack(args.photos, args.out, args.scale, args.quality)
-        print(json.dumps(summary))
-        if summary["bytes"] > PACK_BUDGET:
-            sys.exit(f"the pack takes {summary['bytes']} bytes; a GPU call has room for {PACK_BUDGET}")
+        summary = pack(args.photos, args.out, args.scale, args.quality, int(args.part_mib * 2**20))
+        sizes = ", ".join(f"{p['name']} {p['bytes'] / 2**20:.1f} MiB" for p in summary["parts"])
+        print(f"wrote {args.out}: {summary['train']} training photos in {sizes}; {summary['val']} in val/")
         return
     summary = run(
         args.data, args.out, args.minutes, args.device, args.resume, args.batch_size, args.crop, args.lr
