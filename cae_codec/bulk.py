@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import time
 import warnings
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .config import AUTO, DEFAULT_MAX_PIXELS
+from .container import read_limited
 from .files import OutputFormat, output_format, write_atomic
 
 RAY_EXTRA = "pip install 'cae-codec[ray]'"
@@ -179,10 +182,37 @@ def code(job: Job, source: Path | bytes, target: Path) -> tuple[bytes, dict, lis
     format `target`'s suffix names), a record of the result, and warnings."""
     if job.kind == "compress":
         return compress_image(io.BytesIO(source) if isinstance(source, bytes) else source, job)
-    data = source if isinstance(source, bytes) else source.read_bytes()
-    if not data:
-        raise ValueError("empty input")
+    data = source if isinstance(source, bytes) else read_cae(source)
     return decompress_image(data, output_format(target), job)
+
+
+def read_cae(source: Path) -> bytes:
+    """A .cae file read once, in pieces: the header first, then no more than it allows (a FIFO or
+    a process substitution works; a huge or endless file is refused without filling memory)."""
+    with open(source, "rb") as f:
+        status = os.fstat(f.fileno())
+        return read_limited(f, status.st_size if stat.S_ISREG(status.st_mode) else None)
+
+
+# An image file holds at most 8 bytes a pixel (16-bit RGBA, uncompressed) and some metadata.
+IMAGE_BYTES_PER_PIXEL, IMAGE_SLACK = 8, 2**20
+
+
+def read_image_stream(stream: BinaryIO, max_pixels: int) -> bytes:
+    """An image file from a stream (standard input), refused once it is larger than any image
+    within `max_pixels` can be."""
+    limit = IMAGE_BYTES_PER_PIXEL * max_pixels + IMAGE_SLACK
+    chunks, size = [], 0
+    while chunk := stream.read(min(2**20, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(
+                f"input is larger than an image of {max_pixels:,} pixels can be ({limit:,} bytes)"
+            )
+    if not size:
+        raise ValueError("empty input")
+    return b"".join(chunks)
 
 
 def process_file(source: Path, target: Path, job: Job, force: bool, named: bool) -> dict:

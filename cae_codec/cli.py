@@ -7,10 +7,13 @@ need them, so `cae-codec --help` and usage errors come back fast.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import io
 import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +24,7 @@ import click
 
 from . import bulk, config
 from .config import DATA_DIR_ENV, PRIORS
-from .container import FormatError, check_magic
+from .container import FormatError, read_limited
 from .files import (
     COMPRESSED_SUFFIX,
     DECODED_SUFFIX,
@@ -30,6 +33,7 @@ from .files import (
     check_free,
     output_format,
     plan_outputs,
+    write_all,
     write_atomic,
 )
 from .peers import CLASSICS, PEERS_EXTRA
@@ -123,16 +127,35 @@ class Report:
     quiet: bool = False
     to_stderr: bool = False  # standard output carries the image
 
+    broken: bool = False  # a report could not be written (standard output full or closed)
+
     def done(self, record: dict) -> None:
         if self.json:
-            click.echo(json.dumps(record))
+            self._out(json.dumps(record))
         elif not self.quiet:
-            click.echo(_line(record), err=self.to_stderr)
+            self._out(_line(record), err=self.to_stderr)
 
     def failed(self, name: str, message: str) -> None:
         click.echo(f"cae-codec: {name}: {message}", err=True)
         if self.json:
-            click.echo(json.dumps({"input": name, "error": message}))
+            self._out(json.dumps({"input": name, "error": message}))
+
+    def _out(self, line: str, err: bool = False) -> None:
+        """A report line; a report channel that fails (a full disk, a closed descriptor) is said once
+        on stderr, and the run goes on and ends with status 1. A reader that left ends the run."""
+        if self.broken and not err:
+            return
+        stream = sys.stderr if err else sys.stdout
+        try:
+            if stream is None:
+                raise OSError(errno.EBADF, "it is closed")
+            stream.write(line + "\n")
+            stream.flush()
+        except BrokenPipeError:
+            raise ReaderLeftError from None
+        except OSError as e:
+            self.broken = True
+            click.echo(f"cae-codec: cannot write reports to standard output: {bulk.describe(e)}", err=True)
 
 
 def _line(record: dict) -> str:
@@ -156,20 +179,43 @@ def _warn(name: str, notes: list[str]) -> None:
         click.echo(f"cae-codec: warning: {name}: {note}", err=True)
 
 
-def _stdin() -> bytes:
-    data = sys.stdin.buffer.read()
-    if not data:
-        raise ValueError("empty input")
-    return data
-
-
 def _write(target: Path, data: bytes, source: Path, force: bool, named: bool) -> None:
     """An output: standard output for -o -, else a file written atomically (files.write_atomic)."""
-    if target == STDIO:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
+    if target != STDIO:
         write_atomic(target, data, source, force, named)
+        return
+    if sys.stdout is None:
+        raise OSError(errno.EBADF, "standard output is closed", "<stdout>")
+    sys.stdout.flush()
+    try:
+        try:
+            fd = sys.stdout.fileno()
+        except (AttributeError, io.UnsupportedOperation):  # a stream in memory (tests, embedding)
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return
+        write_all(fd, data)  # every byte, or an error: a short write is no success
+    except BrokenPipeError:
+        raise ReaderLeftError from None
+
+
+class ReaderLeftError(Exception):
+    """The reader of standard output closed it early (head -c 10): the run ends quietly, status 141."""
+
+
+def _input(source: Path, job: bulk.Job) -> Path | bytes:
+    """What a file's coding reads: a decode's input read once, in bounded pieces (so a FIFO or a
+    process substitution works, and its header is checked before anything about its output); a
+    compression's file is left to Pillow, which reads its header first; standard input is bounded."""
+    if job.kind == "decompress":
+        return read_limited(sys.stdin.buffer) if source == STDIO else bulk.read_cae(source)
+    if source == STDIO:
+        if sys.stdin.isatty():
+            raise ValueError(
+                "standard input is a terminal: pipe an image in, as in cae-codec compress - < a.png"
+            )
+        return bulk.read_image_stream(sys.stdin.buffer, job.max_pixels)
+    return source
 
 
 def _work(source: Path, target: Path, named: bool, job: bulk.Job, force: bool) -> dict:
@@ -177,22 +223,12 @@ def _work(source: Path, target: Path, named: bool, job: bulk.Job, force: bool) -
     output refused (not skipped) unless forced."""
     if job.kind == "decompress":
         output_format(target)  # an unknown suffix is refused before anything else
-    _check_input(source, job)
+    data = _input(source, job)
     if target != STDIO:
         check_free(target, source, force, named)
-    data, result, notes = bulk.code(job, _stdin() if source == STDIO else source, target)
-    _write(target, data, source, force, named)
+    coded, result, notes = bulk.code(job, data, target)
+    _write(target, coded, source, force, named)
     return {"input": _name(source), "output": _name(target, output=True), **result, "warnings": notes}
-
-
-def _check_input(source: Path, job: bulk.Job) -> None:
-    """Name a decode's input that is not a .cae file as such, before any word about its output."""
-    if job.kind != "decompress" or source == STDIO:
-        return
-    with open(source, "rb") as f:
-        prefix = f.read(3)
-    if prefix:  # an empty file is reported as empty, later
-        check_magic(prefix)
 
 
 def _record(source: Path, target: Path, named: bool, job: bulk.Job, force: bool) -> dict:
@@ -221,14 +257,9 @@ def _chunk(pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: bo
         try:
             if job.kind == "decompress":
                 fmt = output_format(target)  # an unknown suffix is refused before anything else
-            _check_input(source, job)
+            data = _input(source, job)
             check_free(target, source, force, named)
-            if job.kind == "compress":
-                items.append(source)
-            elif not (data := source.read_bytes()):
-                raise ValueError("empty input")
-            else:
-                items.append((data, fmt))
+            items.append(data if job.kind == "compress" else (data, fmt))
             ready.append(i)
         except (*_user_errors(), OutputExistsError) as e:
             records[i] = _failure(source, e)
@@ -254,8 +285,17 @@ def _chunk(pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: bo
 CHUNK = 32  # files a local worker codes through the batch API at a time
 
 
-def _one_thread() -> None:
+def _start_worker(parent: int) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"  # read when the worker first imports torch
+    threading.Thread(target=_end_with, args=(parent,), daemon=True).start()
+
+
+def _end_with(parent: int) -> None:
+    """A worker's watch over its parent: once the parent is gone (even by kill -9) the worker is
+    re-parented, and then it ends at once, leaving no half-written output (files.write_atomic)."""
+    while os.getppid() == parent:
+        time.sleep(0.25)
+    os._exit(1)
 
 
 def _local(
@@ -278,7 +318,9 @@ def _local(
             yield from work(chunk, named, job, force)
         return
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold torch's threads
-    with ProcessPoolExecutor(min(workers, len(chunks)), context, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(
+        min(workers, len(chunks)), context, initializer=_start_worker, initargs=(os.getpid(),)
+    ) as pool:
         n = len(chunks)
         for records in pool.map(work, chunks, [named] * n, [job] * n, [force] * n):
             yield from records
@@ -288,11 +330,25 @@ def _records(pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: 
     return [_record(source, target, named, job, force) for source, target in pairs]
 
 
+def _make_folder(folder: Path) -> None:
+    """Create the folder -o names (its parent exists: plan_outputs checked); one clear line if not."""
+    try:
+        folder.mkdir(exist_ok=True)
+    except FileExistsError:
+        raise click.UsageError(f"-o {folder}/ names a folder, but {folder} is a file") from None
+    except OSError as e:
+        raise click.ClickException(f"cannot create folder {folder}: {bulk.describe(e)}") from None
+
+
+def _isatty(stream) -> bool:
+    return stream is not None and stream.isatty()  # a stream closed by the shell (>&-) is None
+
+
 def _with_progress(records: Iterator[dict], count: int, report: Report, kind: str) -> Iterator[dict]:
     """The records, with a progress bar on stderr for long runs when stderr is a terminal and the
     per-file lines do not go to that terminal too (--quiet, --json, or standard output redirected)."""
-    lines_on_terminal = not (report.quiet or report.json) and sys.stdout.isatty()
-    if count < PROGRESS_FROM or not sys.stderr.isatty() or lines_on_terminal:
+    lines_on_terminal = not (report.quiet or report.json) and _isatty(sys.stdout)
+    if count < PROGRESS_FROM or not _isatty(sys.stderr) or lines_on_terminal:
         yield from records
         return
     label = "compressing" if kind == "compress" else "decompressing"
@@ -324,21 +380,30 @@ def _run_batch(
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     report.to_stderr = plan.targets == [STDIO]
+    if plan.targets == [STDIO] and sys.stdout is None:
+        raise click.ClickException("standard output is closed: -o - has nowhere to write")
     if plan.folder is not None:
-        plan.folder.mkdir(exist_ok=True)
+        _make_folder(plan.folder)
     pairs = list(zip(inputs, plan.targets, strict=True))
     records = (
         on_ray(pairs, plan.named) if on_ray is not None else _local(pairs, plan.named, job, force, workers)
     )
     failed = 0
-    for record in _with_progress(records, len(pairs), report, job.kind):
-        if "error" in record:
-            failed += 1
-            report.failed(record["input"], record["error"])
-            continue
-        # A decode's warnings are about its output's format, a compression's about its input.
-        _warn(record["input" if job.kind == "compress" else "output"], record.pop("warnings", []))
-        report.done(record)
+    try:
+        for record in _with_progress(records, len(pairs), report, job.kind):
+            if "error" in record:
+                failed += 1
+                report.failed(record["input"], record["error"])
+                continue
+            # A decode's warnings are about its output's format, a compression's about its input.
+            _warn(record["input" if job.kind == "compress" else "output"], record.pop("warnings", []))
+            report.done(record)
+    except ReaderLeftError:
+        # As Unix tools end when their reader goes (SIGPIPE): quietly, with 128 + 13.
+        sys.stdout = None
+        raise SystemExit(141) from None
+    if report.broken:
+        failed += 1
     if failed:
         if len(inputs) > 1:
             click.echo(f"cae-codec: {failed} of {len(inputs)} files failed", err=True)
@@ -487,7 +552,7 @@ def info(inputs, list_weights, model, size) -> None:
     failed = False
     for source in inputs:
         try:
-            data = source.read_bytes()
+            data = read_limited(sys.stdin.buffer) if source == STDIO else bulk.read_cae(source)
             h = unpack(data).header
         except (OSError, FormatError) as e:
             failed = True

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import packing
 from . import weights as weights_mod
-from .config import AUTO, BATCH_PIXELS, CODER_CHOICES, DEFAULT_MAX_PIXELS, ZSTD_MIN_PIXELS
+from .config import AUTO, BATCH_PIXELS, CODER_CHOICES, DEFAULT_MAX_PIXELS, STRIDES, ZSTD_MIN_PIXELS
 from .container import CODERS, CaeFile, FormatError, Header, join_segments, pack, unpack
 from .latent_codecs import Symbols, hyper_features
 from .model import SEGMENT
@@ -287,6 +287,23 @@ def _check_pixels(width: int, height: int, max_pixels: int, error: type[ValueErr
         raise TypeError(f"max_pixels must be an integer, not {type(max_pixels).__name__}")
     if width * height > max_pixels:
         raise error(f"{width}x{height} is over the limit of {max_pixels} pixels (max_pixels, --max-pixels)")
+    m = min(STRIDES)  # every model pads to at least this multiple: refused before any weights load
+    if -(-width // m) * m * (-(-height // m) * m) > max_pixels:
+        raise error(f"{width}x{height} pads to over the limit of {max_pixels} pixels (--max-pixels)")
+
+
+def _check_padded(
+    w: weights_mod.Weights, width: int, height: int, max_pixels: int, error: type[ValueError] = ValueError
+) -> None:
+    """The limit counts the padded area the networks run on: a 16,777,216 x 1 image passes
+    _check_pixels but pads to 16 or 64 rows, hundreds of millions of pixels."""
+    m = w.model.config.pad_multiple
+    padded_w, padded_h = -(-width // m) * m, -(-height // m) * m
+    if padded_w * padded_h > max_pixels:
+        raise error(
+            f"{width}x{height} pads to {padded_w}x{padded_h} for its model, over the limit of {max_pixels} "
+            "pixels (max_pixels, --max-pixels)"
+        )
 
 
 ImageArg = Image.Image | np.ndarray | str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
@@ -402,10 +419,10 @@ def _prepare(image: ImageArg, weights: WeightsArg, max_pixels: int) -> _Source:
     rgb, alpha, mode = split_image(_as_image(image, max_pixels))
     height, width = rgb.shape[:2]
     _check_pixels(width, height, max_pixels)
+    weights_id = None if weights is not None else weights_mod.default_id(width, height)
+    _check_padded(weights_mod.load(weights, weights_id), width, height, max_pixels)
     alpha_frame = packing.zstd_pack(alpha.tobytes()) if alpha is not None else None
-    return _Source(
-        rgb, alpha_frame, mode, None if weights is not None else weights_mod.default_id(width, height)
-    )
+    return _Source(rgb, alpha_frame, mode, weights_id)
 
 
 def _model_for(source: _Source, weights: WeightsArg, quality: int | None) -> tuple[weights_mod.Weights, int]:
@@ -548,6 +565,7 @@ def _entropy_decode(
     h = f.header
     _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)
+    _check_padded(w, h.width, h.height, max_pixels, FormatError)
     return w, dequantize_segments(w, f), _decode_alpha(f.alpha, h) if h.mode == "RGBA" else None
 
 
@@ -630,6 +648,7 @@ def _start_decode(f: CaeFile, weights: WeightsArg, max_pixels: int) -> Image.Ima
         return _finish(h, *_entropy_decode(f, weights, max_pixels))
     _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)
+    _check_padded(w, h.width, h.height, max_pixels, FormatError)
     start = getattr(w.latent, "start_read", None)
     if start is None:
         return _Pending(h, w, f, None, None)

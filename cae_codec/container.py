@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 from dataclasses import dataclass
+from typing import BinaryIO
 
 MAGIC = 0xCAE  # 12 bits; the low 4 bits of the first two bytes hold the version
 VERSION = 1  # the colour section whole
@@ -165,6 +166,31 @@ def check_magic(prefix: bytes) -> None:
 
 def unpack(data: bytes) -> CaeFile:
     """Parse and check every field of a .cae file; raises FormatError on any defect."""
+    header, pos = _parse_header(data)
+    if pos + 2 > len(data):
+        raise FormatError("file ends inside the checksum field")
+    width, height = header.width, header.height
+    if len(data) > (limit := max_file_bytes(width, height)):
+        raise FormatError(f"{len(data):,} bytes is more than a {width}x{height} file may take ({limit:,})")
+    stored = int.from_bytes(data[pos : pos + 2], "big")
+    body = data[pos + 2 :]
+    if not body:
+        raise FormatError("file has a header but no payload (truncated)")
+    if _crc([data[:pos], body]) != stored:
+        raise FormatError("checksum mismatch: the file is corrupt, truncated or has trailing bytes")
+    if header.mode != "RGBA":
+        f = CaeFile(header, body, None)
+    else:
+        color_len, start = get_varint(body, 0, 4, "colour length")
+        if start + color_len >= len(body):
+            raise FormatError("colour section runs past the end of the file (truncated)")
+        f = CaeFile(header, body[start : start + color_len], body[start + color_len :])
+    f.segments  # noqa: B018 -- checks the segment lengths now, before any decoding
+    return f
+
+
+def _parse_header(data: bytes) -> tuple[Header, int]:
+    """The header's fields, each checked, and where the checksum starts; the body is not looked at."""
     check_magic(data)
     if (version := data[1] & 0xF) not in (VERSION, SEGMENTED):
         raise FormatError(f".cae version {version} is not supported (this reader knows 1 and 2)")
@@ -181,26 +207,54 @@ def unpack(data: bytes) -> CaeFile:
         segment, pos = get_varint(data, pos, 4, "segment side")
         if segment == 0:
             raise FormatError("segment side is 0")
-    if pos + 2 > len(data):
-        raise FormatError("file ends inside the checksum field")
     header = Header(
         MODES[mode_code], CODERS[coder_code], (data[2] & 0xF) + 1, weights_id, width + 1, height + 1, segment
     )
-    stored = int.from_bytes(data[pos : pos + 2], "big")
-    body = data[pos + 2 :]
-    if not body:
-        raise FormatError("file has a header but no payload (truncated)")
-    if _crc([data[:pos], body]) != stored:
-        raise FormatError("checksum mismatch: the file is corrupt, truncated or has trailing bytes")
-    if header.mode != "RGBA":
-        f = CaeFile(header, body, None)
-    else:
-        color_len, start = get_varint(body, 0, 4, "colour length")
-        if start + color_len >= len(body):
-            raise FormatError("colour section runs past the end of the file (truncated)")
-        f = CaeFile(header, body[start : start + color_len], body[start + color_len :])
-    f.segments  # noqa: B018 -- checks the segment lengths now, before any decoding
-    return f
+    return header, pos
+
+
+HEADER_MAX = 3 + 4 * 4 + 2  # the longest header: magic and mode byte, four 4-byte varints, checksum
+# The largest file a reader accepts for an image: 4 bytes a pixel (32 bpp; cae-codec's files stay
+# under 1 byte a pixel, even an alpha plane of noise) and 64 KiB. It bounds what is read and held
+# before the checksum can be tested.
+BYTES_PER_PIXEL_MAX, BYTES_SLACK = 4, 2**16
+
+
+def peek_header(prefix: bytes) -> Header:
+    """The header from a file's first bytes (HEADER_MAX are always enough), its fields checked but
+    not its checksum, which covers the whole file."""
+    return _parse_header(prefix)[0]
+
+
+def max_file_bytes(width: int, height: int) -> int:
+    """The most bytes a .cae file of a width x height image may take (docs/format.md, Limits)."""
+    return BYTES_PER_PIXEL_MAX * width * height + BYTES_SLACK
+
+
+def read_limited(stream: BinaryIO, size: int | None = None) -> bytes:
+    """A .cae file from a stream read once, in pieces: the header first, then no more than
+    max_file_bytes allows for its size. `size`: the stream's length where known (a regular file),
+    so that a file too large is refused before it is read."""
+    prefix = _read_up_to(stream, HEADER_MAX)
+    if not prefix:
+        raise FormatError("empty input")
+    width, height = peek_size(prefix)
+    limit = max_file_bytes(width, height)
+    if (size is not None and size > limit) or len(prefix) > limit:
+        raise FormatError(f"{size:,} bytes is more than a {width}x{height} file may take ({limit:,})")
+    rest = _read_up_to(stream, limit - len(prefix) + 1)
+    if len(prefix) + len(rest) > limit:
+        raise FormatError(f"more than the {limit:,} bytes a {width}x{height} .cae file may take")
+    return prefix + rest
+
+
+def _read_up_to(stream: BinaryIO, count: int) -> bytes:
+    """Up to `count` bytes, fewer only at the end of the stream (a pipe may return less per read)."""
+    chunks, left = [], count
+    while left > 0 and (chunk := stream.read(min(left, 2**20))):
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def peek_size(prefix: bytes) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """A Pillow plugin: after `import cae_codec.pillow`, Image.open reads .cae files and save writes them.
 
-im = Image.open("photo.cae")        # size and mode come from the header; nothing is decoded yet
+im = Image.open("photo.cae")        # size and mode from the header, the only part read yet
 im.load()                           # decodes (with the shipped weights the file names)
 im.save("copy.cae", quality=4)      # also coder="zstd" | "range" | "auto", weights=...
 """
@@ -12,7 +12,7 @@ from typing import IO
 
 from PIL import Image, ImageFile
 
-from .container import MAGIC, FormatError, unpack
+from .container import HEADER_MAX, MAGIC, FormatError, peek_header, read_limited
 
 FORMAT = "CAE"
 EXTENSION = ".cae"
@@ -24,15 +24,14 @@ def _accept(prefix: bytes) -> bool:
 
 
 class CaeImageFile(ImageFile.ImageFile):
-    """A .cae file: the header is read and checked on open, the image is decoded on load."""
+    """A .cae file: the header is read and checked on open; load() reads the rest, checks it and decodes."""
 
     format = FORMAT
     format_description = "cae-codec learned image"
 
     def _open(self) -> None:
-        data = self.fp.read()
         try:
-            header = unpack(data).header
+            header = peek_header(self.fp.read(HEADER_MAX))  # the rest is read by load()
         except FormatError as e:
             raise SyntaxError(f"not a valid .cae file: {e}") from None
         self._size = (header.width, header.height)
@@ -40,18 +39,19 @@ class CaeImageFile(ImageFile.ImageFile):
         self.info["quality"] = header.quality
         self.info["coder"] = header.coder
         self.info["weights_id"] = header.weights_id
-        self._data: bytes | None = data
+        self._pending = True
         self.tile = []
 
     def load(self):
-        if self._data is not None:
+        if self._pending:
             from .codec import decompress  # torch is imported only when a .cae image is decoded
 
             try:
-                image = decompress(self._data)
+                self.fp.seek(0)
+                image = decompress(read_limited(self.fp))
             except Exception as e:  # weights missing or damaged, a corrupt payload: Pillow's OSError
                 raise OSError(f"cannot decode .cae image: {e}") from None
-            self._data = None
+            self._pending = False
             if self._exclusive_fp:  # opened by name: the file is ours to close
                 self.fp.close()
             self.fp = io.BytesIO(image.tobytes())

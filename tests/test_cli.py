@@ -428,7 +428,7 @@ def test_workers_by_default_only_when_the_work_outweighs_their_start(monkeypatch
     used = []
 
     class Pool:  # runs the "workers" here, recording how many were asked for
-        def __init__(self, workers, context, initializer):
+        def __init__(self, workers, context, initializer, initargs=()):
             used.append(workers)
 
         def __enter__(self):

@@ -3,12 +3,15 @@
 Each test runs without root; the real full disk (a tiny tmpfs) is tried only where it can be mounted.
 """
 
+import io
 import os
 import resource
+import signal
 import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +169,215 @@ def test_a_real_full_disk(tmp_path, photo, cae):
         assert (disk / "photo.cae").read_bytes() == cae.read_bytes()  # a file that fits is whole
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of a process group, from /proc (zombies do not count)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_killing_the_main_process_ends_its_workers(tmp_path):
+    """kill -9 of cae-codec while two workers code: within seconds no process of the run is left,
+    no temporary file, and every output there is whole."""
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (384, 384, 3), dtype=np.uint8)).save(tmp_path / f"n{i}.png")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "cae_codec", "compress", *map(str, sorted(tmp_path.glob("*.png")))]
+    run = subprocess.Popen([*command, "-o", f"{out}/", "--workers", "2"], start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(_group(run.pid)) < 3 and time.monotonic() < deadline:  # the main process and 2 workers
+        time.sleep(0.2)
+    assert len(_group(run.pid)) >= 3, "the workers never started"
+    time.sleep(1.0)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 10
+    while _group(run.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _group(run.pid) == []
+    assert _leftovers(out) == []
+    for cae in out.glob("*.cae"):  # whatever was written is whole
+        assert CliRunner().invoke(main, ["info", str(cae)]).exit_code == 0
+
+
+def test_a_fifo_and_a_process_substitution_are_inputs_like_files(tmp_path, cae, runner):
+    fifo = tmp_path / "in.cae"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(cae.read_bytes()), daemon=True)
+    writer.start()
+    result = _cli(["decompress", str(fifo), "-o", str(tmp_path / "back.png")])
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "back.png") as image:
+        assert image.size == (PHOTO_SIDE, PHOTO_SIDE)
+    reader, writer_fd = os.pipe()  # what bash's <(cat x.cae) hands over: /dev/fd/N of a pipe
+    feeder = threading.Thread(target=lambda: (os.write(writer_fd, cae.read_bytes()), os.close(writer_fd)))
+    feeder.start()
+    result = _cli(["decompress", f"/dev/fd/{reader}", "-o", str(tmp_path / "sub.png")], pass_fds=(reader,))
+    os.close(reader)
+    assert result.returncode == 0, result.stderr
+
+
+def _limited_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compress", "-", "-o", "x.cae"], "input is larger than an image of 16,777,216 pixels can be"),
+        (["decompress", "-", "-o", "x.png"], "not a .cae file"),
+        (["info", "/dev/zero"], "not a .cae file"),
+    ],
+)
+def test_endless_input_is_refused_within_bounded_memory(tmp_path, args, message):
+    with open("/dev/zero", "rb") as zero:
+        result = subprocess.run(
+            [sys.executable, "-m", "cae_codec", *args],
+            stdin=zero,
+            capture_output=True,
+            text=True,
+            preexec_fn=_limited_memory,
+            cwd=tmp_path,
+            timeout=120,
+        )
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_endless_cae_stream_with_a_sound_header_is_cut_at_its_limit(cae):
+    from cae_codec.container import FormatError, max_file_bytes, read_limited
+
+    class Endless(io.RawIOBase):
+        def readinto(self, buffer):
+            buffer[:] = b"\0" * len(buffer)
+            return len(buffer)
+
+    stream = io.BufferedReader(io.BytesIO(cae.read_bytes()[:16]))
+    limit = max_file_bytes(PHOTO_SIDE, PHOTO_SIDE)
+    with pytest.raises(FormatError, match=f"more than the {limit:,} bytes"):
+        read_limited(io.BufferedReader(_Chain(stream, Endless())))
+
+
+class _Chain(io.RawIOBase):
+    """One stream, then another."""
+
+    def __init__(self, *streams):
+        self.streams = list(streams)
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        while self.streams:
+            n = self.streams[0].readinto(buffer)
+            if n:
+                return n
+            self.streams.pop(0)
+        return 0
+
+
+def test_a_huge_sparse_file_is_refused_before_it_is_read(tmp_path, cae):
+    huge = tmp_path / "huge.cae"
+    huge.write_bytes(cae.read_bytes()[:16])
+    os.truncate(huge, 20 * 2**30)
+    started = time.monotonic()
+    for args in (["info", str(huge)], ["decompress", str(huge), "-o", str(tmp_path / "h.png")]):
+        result = CliRunner().invoke(main, args)
+        assert (
+            result.exit_code == 1
+            and "21,474,836,480 bytes is more than a 160x160 file may take" in result.stderr
+        )
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "segment"),
+    [(2**24, 1, 0), (1, 2**24, 0), (2**24, 1, 1024), (4096, 4096, 64)],
+)
+def test_crafted_headers_are_refused_before_any_allocation(width, height, segment):
+    """A 1-pixel row of 2^24 pixels passes width x height but pads to 16 rows or more; a 64-pixel
+    segment side on 4096x4096 asks for 4,096 segments."""
+    import cae_codec
+    import cae_codec.codec  # noqa: F401  (torch loaded first: what is timed is the refusal)
+    from cae_codec.container import CODERS, MAGIC, MODES, SEGMENTED, VERSION, put_varint, reseal
+
+    version = SEGMENTED if segment else VERSION
+    fields = bytes(
+        [MAGIC >> 4, (MAGIC & 0xF) << 4 | version, MODES.index("RGB") << 6 | CODERS.index("range") << 4]
+    )
+    fields += put_varint(5) + put_varint(width - 1) + put_varint(height - 1)
+    fields += put_varint(segment) if segment else b""
+    data = reseal(fields + b"\0\0" + b"\0" * 64)  # a sound checksum over a crafted header
+    started = time.monotonic()
+    with pytest.raises(cae_codec.FormatError):
+        cae_codec.decompress(data)
+    assert time.monotonic() - started < 0.5
+
+
+def test_pipes_that_close_early_end_quietly(tmp_path, runner):
+    """The decode (about 0.5 MB as PNG) is larger than a pipe holds, so the writer sees head leave."""
+    noisy = tmp_path / "noisy.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (400, 400, 3), dtype=np.uint8)).save(noisy)
+    cae = tmp_path / "noisy.cae"
+    assert runner.invoke(main, ["compress", str(noisy), "-o", str(cae), "-q", "8"]).exit_code == 0
+    command = f"{sys.executable} -m cae_codec decompress {cae} -o - | head -c 10 > {tmp_path / 'ten'}"
+    result = subprocess.run(
+        ["bash", "-c", f"{command}; echo ${{PIPESTATUS[0]}}"], capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "141" and result.stderr == ""
+    assert (tmp_path / "ten").stat().st_size == 10
+
+
+def test_a_full_or_closed_report_channel_is_one_line(tmp_path, photo, cae):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cae_codec",
+                "compress",
+                str(photo),
+                "-o",
+                str(tmp_path / "a.cae"),
+                "--json",
+            ],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    assert result.returncode == 1
+    assert result.stderr == "cae-codec: cannot write reports to standard output: no space left on device\n"
+    assert (tmp_path / "a.cae").is_file()  # the file itself was written
+    closed = f"{sys.executable} -m cae_codec decompress {cae} -o - >&-"
+    result = subprocess.run(["bash", "-c", closed], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.strip().endswith(
+        "standard output is closed: -o - has nowhere to write"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_a_folder_that_cannot_be_made_is_one_line(tmp_path, photo, runner):
+    (tmp_path / "tiny.cae").write_bytes(b"x")
+    result = runner.invoke(main, ["compress", str(photo), "-o", f"{tmp_path / 'tiny.cae'}/"])
+    assert result.exit_code == 2 and "is a file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_pillow_plugin_opens_a_huge_file_by_its_header(tmp_path, cae):
+    """Image.open reads the header alone; load() stops at the most a file of that size may take."""
+    import cae_codec.pillow  # noqa: F401
+
+    huge = tmp_path / "huge.cae"
+    huge.write_bytes(cae.read_bytes()[:16])
+    os.truncate(huge, 20 * 2**30)
+    with Image.open(huge) as image:
+        assert image.size == (PHOTO_SIDE, PHOTO_SIDE)
+        with pytest.raises(OSError, match="more than the"):
+            image.load()

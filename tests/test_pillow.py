@@ -39,9 +39,33 @@ def test_open_reads_only_the_header(tmp_path):
 
 def test_a_corrupt_or_foreign_file_is_pillows_usual_error(tmp_path):
     data = cae_codec.compress(sample_image(20, 20, "RGB"))
-    for bad in (data[:-2], data[:3] + bytes([data[3] ^ 1]) + data[4:], b"GIF89a" + data):
-        with pytest.raises(UnidentifiedImageError):
+    for bad in (b"GIF89a" + data, data[:2] + bytes([0xF0 | data[2] & 0xF]) + data[3:], data[:4]):
+        with pytest.raises(UnidentifiedImageError):  # the header is wrong: refused on open
             Image.open(io.BytesIO(bad))
+    for bad in (data[:-2], data[:9] + bytes([data[9] ^ 1]) + data[10:]):
+        im = Image.open(io.BytesIO(bad))  # a sound header opens; the damage shows on load
+        with pytest.raises(OSError, match="cannot decode .cae image: checksum mismatch"):
+            im.load()
+
+
+class _Counting(io.BytesIO):
+    """A stream that remembers how far it was read."""
+
+    furthest = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self.furthest = max(self.furthest, self.tell())
+        return data
+
+
+def test_open_reads_no_further_than_the_header():
+    data = cae_codec.compress(sample_image(64, 48, "RGB"))
+    stream = _Counting(data)
+    with Image.open(stream) as im:
+        assert im.size == (64, 48) and stream.furthest <= 32 < len(data)
+        im.load()
+    assert stream.furthest == len(data)
 
 
 def test_the_extension_picks_the_format_and_bad_options_are_refused(tmp_path):
