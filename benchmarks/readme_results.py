@@ -1,7 +1,7 @@
 """Regenerate the README's results from the shipped weights: CIFAR-10 test rows, the photos, Kodak.
 
     python benchmarks/readme_results.py [--shared ../shared/data] [--limit N] [--only kodak,...]
-                                        [--reuse-peers]
+                                        [--reuse-peers] [--tables-only]
 
 Writes benchmarks/results/{cifar10,photos,kodak}.json, *-rd.png, *-grid.png and {name}.md (the
 Markdown the README shows). Same library code as `cae-codec bench`; each data set runs the model
@@ -113,6 +113,20 @@ def run(name: str, images, title: str, published: bool = False, reuse_peers: boo
     return table
 
 
+def tables_only(name: str, published: bool) -> str:
+    """Rebuild the BD table of {name}.md from the last run's points, measuring nothing (after a
+    change in how BD figures are computed); the per-level table above it stays as measured."""
+    points = [benchmark.Point(**p) for p in json.loads((RESULTS / f"{name}.json").read_text())["points"]]
+    shown = points + (benchmark.published_points() if published else [])
+    old = (RESULTS / f"{name}.md").read_text().splitlines()
+    new = markdown(shown, old[0].removeprefix("#### ")).splitlines()
+    head = "| cae-codec against"
+    start = next(i for i, line in enumerate(old) if line.startswith(head))
+    table = "\n".join(old[:start] + new[next(i for i, line in enumerate(new) if line.startswith(head)) :])
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -123,7 +137,14 @@ def main() -> None:
         action="store_true",
         help="take the other codecs' points from the last run on the same images; measure only ours",
     )
+    parser.add_argument(
+        "--tables-only", action="store_true", help="rebuild the Markdown tables from the last run's points"
+    )
     args = parser.parse_args()
+    if args.tables_only:
+        for name in args.only.split(","):
+            print(tables_only(name, published=name == "kodak"))
+        return
     shared = Path(args.shared)
     RESULTS.mkdir(exist_ok=True)
     only = args.only.split(",")

@@ -328,15 +328,58 @@ def interpolate(points: list[Point], x: str, y: str, at: float) -> float | None:
 
 
 def _bd_average(xa, ya, xt, yt) -> float | None:
-    """Mean of (fit_t - fit_a) over the shared x range; each y(x) a cubic fit (Bjøntegaard, VCEG-M33)."""
+    """Mean of (curve_t - curve_a) over the shared x range, each y(x) interpolated piecewise-cubically
+    (pchip), as the current Bjøntegaard reference tools do: a cubic fit through many points (as in
+    VCEG-M33) can swing between them."""
     if len(xa) < 2 or len(xt) < 2:
         return None
     lo, hi = max(min(xa), min(xt)), min(max(xa), max(xt))
     if lo >= hi:
         return None
-    fits = [np.polyint(np.polyfit(x, y, min(3, len(x) - 1))) for x, y in ((xa, ya), (xt, yt))]
-    area = [np.polyval(f, hi) - np.polyval(f, lo) for f in fits]
+    area = [pchip_integral(x, y, lo, hi) for x, y in ((xa, ya), (xt, yt))]
     return float((area[1] - area[0]) / (hi - lo))
+
+
+def pchip_integral(x, y, lo: float, hi: float) -> float:
+    """The integral from lo to hi of the monotone piecewise cubic through (x, y) (Fritsch and
+    Carlson 1980, with the end slopes of Moler's pchip, as scipy's PchipInterpolator)."""
+    order = np.argsort(x)
+    x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    h = np.diff(x)
+    m = np.diff(y) / h
+    d = np.empty_like(x)
+    if len(x) == 2:
+        d[:] = m[0]
+    else:
+        w1, w2 = 2 * h[1:] + h[:-1], h[1:] + 2 * h[:-1]
+        flat = (np.sign(m[1:]) != np.sign(m[:-1])) | (m[1:] == 0) | (m[:-1] == 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d[1:-1] = np.where(flat, 0.0, (w1 + w2) / (w1 / m[:-1] + w2 / m[1:]))
+        d[0] = _end_slope(h[0], h[1], m[0], m[1])
+        d[-1] = _end_slope(h[-1], h[-2], m[-1], m[-2])
+    total = 0.0
+    for k in range(len(h)):  # each piece as y_k + d_k t + c2 t^2 + c3 t^3, t = x - x_k
+        a, b = max(lo, x[k]) - x[k], min(hi, x[k + 1]) - x[k]
+        if a >= b:
+            continue
+        c2 = (3 * m[k] - 2 * d[k] - d[k + 1]) / h[k]
+        c3 = (d[k] + d[k + 1] - 2 * m[k]) / h[k] ** 2
+
+        def primitive(t: float, k: int = k, c2: float = c2, c3: float = c3) -> float:
+            return y[k] * t + d[k] * t**2 / 2 + c2 * t**3 / 3 + c3 * t**4 / 4
+
+        total += primitive(b) - primitive(a)
+    return total
+
+
+def _end_slope(h0: float, h1: float, m0: float, m1: float) -> float:
+    """A one-sided three-point slope at an end, kept monotone."""
+    d = ((2 * h0 + h1) * m0 - h0 * m1) / (h0 + h1)
+    if np.sign(d) != np.sign(m0):
+        return 0.0
+    if np.sign(m0) != np.sign(m1) and abs(d) > 3 * abs(m0):
+        return 3 * m0
+    return d
 
 
 def bd_rate(anchor: list[Point], test: list[Point]) -> float | None:

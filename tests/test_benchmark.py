@@ -142,3 +142,18 @@ def test_cae_rows_agree_between_coders_and_processes():
     assert auto.psnr == zstd.psnr == rng.psnr  # one decode's pixels, whichever coder wrote the file
     assert auto.bpp <= min(zstd.bpp, rng.bpp) + 1e-12 and one[1].bpp > auto.bpp
     assert 0 < auto.entropy_bpp < 2 * auto.bpp
+
+
+def test_pchip_integral_matches_scipy():
+    # Reference values from scipy 1.17.1: PchipInterpolator(x, y).integrate(lo, hi).
+    rates = [np.log(v) for v in (0.21, 0.35, 0.55, 0.81, 1.4, 2.6)]
+    cases = [
+        ([26.0, 28.5, 31.0, 33.2, 36.9, 41.3], rates, 27.0, 40.0, -2.7503531265913894),
+        ([1, 2, 3, 5], [1, 4, 2, 2.5], 1.5, 4.5, 7.941080729166667),  # not monotone: flat at the turn
+        ([0, 1, 2], [0, 1, 0], 0, 2, 1.3333333333333335),
+        ([0, 1], [0, 2], 0.25, 0.75, 0.5),
+    ]
+    for x, y, lo, hi, want in cases:
+        assert abs(benchmark.pchip_integral(x, y, lo, hi) - want) < 1e-12
+    # The order of the points does not matter.
+    assert abs(benchmark.pchip_integral([3, 1, 5, 2], [2, 1, 2.5, 4], 1.5, 4.5) - 7.941080729166667) < 1e-12
