@@ -377,6 +377,8 @@ def _run_batch(
             raise ValueError("--json writes to standard output, which -o - already uses")
         if on_ray is not None and (STDIO in inputs or plan.targets == [STDIO]):
             raise ValueError("--engine ray reads and writes files, not standard streams")
+        if job.kind == "decompress" and plan.named:
+            output_format(plan.targets[0])  # an -o whose format is unknown is a usage error
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     report.to_stderr = plan.targets == [STDIO]
@@ -410,15 +412,30 @@ def _run_batch(
         raise SystemExit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="cae-codec")
-@click.option(
+def _set_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    """--threads, before or after the subcommand: torch reads OMP_NUM_THREADS when it is first
+    imported (never while options are parsed, so usage errors stay fast); set it too if it was."""
+    if value is None:
+        return
+    os.environ["OMP_NUM_THREADS"] = str(value)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(value)
+
+
+THREADS_OPTION = click.option(
     "--threads",
     type=click.IntRange(1),
+    expose_value=False,
+    callback=_set_threads,
     help="CPU threads for the network (default: $OMP_NUM_THREADS, else all cores). On a busy "
-    "machine 1 is often fastest.",
+    "machine 1 is often fastest. Before or after the command's name.",
 )
-def main(threads: int | None) -> None:
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="cae-codec")
+@THREADS_OPTION
+def main() -> None:
     """cae-codec: a learned image codec that writes real .cae files.
 
     \b
@@ -426,13 +443,10 @@ def main(threads: int | None) -> None:
       cae-codec decompress photo.cae        writes photo.decoded.png (never photo.png)
       cae-codec info photo.cae              shows what a .cae file holds
     """
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 @main.command()
+@THREADS_OPTION
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @OUTPUT_OPTION
 @click.option(
@@ -474,13 +488,16 @@ def compress(
     their low 8 bits. EXIF orientation is applied; of an animation, only the first
     frame is kept.
     """
-    from . import weights as weights_mod
+    levels = config.SHIPPED_LEVELS
+    if weights is not None:
+        from . import weights as weights_mod
 
-    try:
-        if weights is not None:
-            weights_mod.load(weights)  # a bad --weights fails once, before any file is read
-    except weights_mod.WeightsError as e:
-        raise click.ClickException(str(e)) from None
+        try:
+            levels = weights_mod.load(weights).levels  # a bad --weights fails once, before any file
+        except weights_mod.WeightsError as e:
+            raise click.ClickException(str(e)) from None
+    if quality is not None and not 1 <= quality <= levels:
+        raise click.BadParameter(f"{quality} is not a level: 1 to {levels}", param_hint="-q")
 
     job = bulk.Job("compress", quality, weights, coder, max_pixels, psnr)
 
@@ -488,6 +505,7 @@ def compress(
 
 
 @main.command()
+@THREADS_OPTION
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @OUTPUT_OPTION
 @WEIGHTS_OPTION
@@ -516,6 +534,7 @@ def decompress(inputs, output, weights, force, max_pixels, as_json, quiet, engin
 
 
 @main.command()
+@THREADS_OPTION
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--weights", "list_weights", is_flag=True, help="List the shipped weights instead.")
 @click.option(
@@ -628,6 +647,7 @@ def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list
 
 
 @main.command()
+@THREADS_OPTION
 @click.argument("dataset")
 @click.option(
     "--data-dir",
@@ -729,6 +749,7 @@ def _train_option(*names: str, key: str, **kwargs):
 
 
 @main.command()
+@THREADS_OPTION
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -25,6 +25,9 @@ DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations g
 # image, so a small image would decode differently alone and in a folder).
 BATCH_PIXELS = 256 * 256
 
+# Quality levels of every shipped model (a test checks), so that -q is checked before torch loads.
+SHIPPED_LEVELS = 8
+
 LOSSES = ("mse", "l1", "bce", "ms-ssim")  # distortion terms training can use (losses.py)
 
 # Lambdas of CompressAI's factorized-prior ladder: loss = lambda * 255^2 * MSE + bpp.

@@ -134,7 +134,7 @@ def test_decompress_output_formats(runner, png, tmp_path):
     result = runner.invoke(main, ["decompress", cae, "-o", str(tmp_path / "a.jpg")])
     assert result.exit_code == 0 and "warning" in result.stderr and "losing more" in result.stderr
     result = runner.invoke(main, ["decompress", cae, "-o", str(tmp_path / "a.xyz")])
-    assert result.exit_code == 1 and "cannot tell an image format" in result.stderr
+    assert result.exit_code == 2 and "cannot tell an image format" in result.stderr  # a usage error
     assert not (tmp_path / "a.xyz").exists()
 
 
@@ -187,7 +187,40 @@ def test_info_and_weights_option(runner, png, tmp_path):
 
 def test_quality_out_of_range(runner, png):
     result = runner.invoke(main, ["compress", str(png), "-q", "99"])
-    assert result.exit_code == 1 and "quality must be" in result.stderr
+    assert result.exit_code == 2 and "99 is not a level: 1 to 8" in result.stderr
+    assert not png.with_suffix(".cae").exists()
+
+
+def test_usage_errors_are_status_2_before_torch_loads(png, tmp_path):
+    """One rule: a bad option or value, an impossible -o or an unknown format is status 2, found
+    before any file is read or PyTorch imported; a failure on a file is status 1."""
+    probe = (
+        "import sys\nfrom cae_codec.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+        "    print(e.code, 'torch' in sys.modules)"
+    )
+    cae = tmp_path / "x.cae"
+    cae.write_bytes(b"not really")
+    cases = [
+        ["compress", str(png), str(png), "-q", "9"],
+        ["compress", str(png), "-q", "high"],
+        ["decompress", str(cae), "-o", str(tmp_path / "a.gif")],
+        ["compress", str(png), "--threads", "0"],
+        ["compress", str(png), str(png), "-o", str(tmp_path / "one.cae")],
+    ]
+    for args in cases:
+        result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
+        assert result.stdout.split() == ["2", "False"], (args, result.stdout, result.stderr)
+    failed = subprocess.run(
+        [sys.executable, "-c", probe, "decompress", str(cae)], capture_output=True, text=True
+    )
+    assert failed.stdout.split()[0] == "1"
+
+
+def test_every_shipped_model_has_the_levels_the_command_line_checks_against():
+    from cae_codec import config
+
+    assert {weights.load(weights_id=i).levels for i in weights.REGISTRY} == {config.SHIPPED_LEVELS}
 
 
 def test_installed_script_and_module(png, tmp_path):
