@@ -135,9 +135,12 @@ class Report:
         elif not self.quiet:
             self._out(_line(record), err=self.to_stderr)
 
-    def failed(self, name: str, message: str) -> None:
-        click.echo(f"cae-codec: {name}: {message}", err=True)
-        if self.json:
+    def failed(self, name: str, message: str, quietly: bool = False, json_too: bool = True) -> None:
+        """A file's failure: a line on stderr (unless `quietly`: said in a summary instead) and,
+        with --json, its object on stdout."""
+        if not quietly:
+            click.echo(f"cae-codec: {name}: {message}", err=True)
+        if self.json and json_too:
             self._out(json.dumps({"input": name, "error": message}))
 
     def _out(self, line: str, err: bool = False) -> None:
@@ -207,15 +210,15 @@ def _input(source: Path, job: bulk.Job) -> Path | bytes:
     """What a file's coding reads: a decode's input read once, in bounded pieces (so a FIFO or a
     process substitution works, and its header is checked before anything about its output); a
     compression's file is left to Pillow, which reads its header first; standard input is bounded."""
+    if source != STDIO:
+        return bulk.read_cae(source) if job.kind == "decompress" else source
+    if sys.stdin is None:
+        raise ValueError("standard input is closed")
+    if sys.stdin.isatty():  # as gzip: no waiting on a terminal for data nobody will type
+        raise ValueError(f"standard input is a terminal: pipe a file in, as in cae-codec {job.kind} - < FILE")
     if job.kind == "decompress":
-        return read_limited(sys.stdin.buffer) if source == STDIO else bulk.read_cae(source)
-    if source == STDIO:
-        if sys.stdin.isatty():
-            raise ValueError(
-                "standard input is a terminal: pipe an image in, as in cae-codec compress - < a.png"
-            )
-        return bulk.read_image_stream(sys.stdin.buffer, job.max_pixels)
-    return source
+        return read_limited(sys.stdin.buffer)
+    return bulk.read_image_stream(sys.stdin.buffer, job.max_pixels)
 
 
 def _work(source: Path, target: Path, named: bool, job: bulk.Job, force: bool) -> dict:
@@ -245,6 +248,8 @@ def _failure(source: Path, e: Exception) -> dict:
         raise e
     if isinstance(e, OSError) and e.filename and Path(e.filename) != source:
         return {"input": _name(source), "error": f"cannot write {e.filename}: {bulk.describe(e)}"}
+    if isinstance(e, OutputExistsError) and e.forceable:
+        return {"input": _name(source), "error": bulk.describe(e), "exists": True}
     return {"input": _name(source), "error": bulk.describe(e)}
 
 
@@ -384,15 +389,22 @@ def _run_batch(
     report.to_stderr = plan.targets == [STDIO]
     if plan.targets == [STDIO] and sys.stdout is None:
         raise click.ClickException("standard output is closed: -o - has nowhere to write")
+    if plan.targets == [STDIO] and _isatty(sys.stdout):
+        raise click.UsageError("-o - would write binary data to the terminal; redirect it: -o - > FILE")
     if plan.folder is not None:
         _make_folder(plan.folder)
     pairs = list(zip(inputs, plan.targets, strict=True))
     records = (
         on_ray(pairs, plan.named) if on_ray is not None else _local(pairs, plan.named, job, force, workers)
     )
-    failed = 0
+    failed, existing = 0, []
     try:
         for record in _with_progress(records, len(pairs), report, job.kind):
+            if record.pop("exists", False) and len(pairs) > 1:
+                failed += 1
+                existing.append(record)  # said once, at the end
+                report.failed(record["input"], record["error"], quietly=True)
+                continue
             if "error" in record:
                 failed += 1
                 report.failed(record["input"], record["error"])
@@ -404,11 +416,14 @@ def _run_batch(
         # As Unix tools end when their reader goes (SIGPIPE): quietly, with 128 + 13.
         sys.stdout = None
         raise SystemExit(141) from None
-    if report.broken:
-        failed += 1
-    if failed:
-        if len(inputs) > 1:
-            click.echo(f"cae-codec: {failed} of {len(inputs)} files failed", err=True)
+    if len(existing) == 1:
+        report.failed(existing[0]["input"], existing[0]["error"], quietly=False, json_too=False)
+    elif existing:
+        left = f"{len(existing)} of {len(inputs)} outputs exist and were left alone"
+        click.echo(f"cae-codec: {left}; --force replaces them", err=True)
+    if failed > len(existing) and len(inputs) > 1:
+        click.echo(f"cae-codec: {failed - len(existing)} of {len(inputs)} files failed", err=True)
+    if failed or report.broken:
         raise SystemExit(1)
 
 
@@ -544,7 +559,12 @@ def decompress(inputs, output, weights, force, max_pixels, as_json, quiet, engin
     help="Print the network layer by layer (output shape, parameters): of every shipped model, or "
     "of the weight file or shipped name given.",
 )
-@click.option("--size", default="32x32", show_default=True, help="With --model: the input, HxW.")
+@click.option(
+    "--size",
+    default="32x32",
+    show_default=True,
+    help="With --model: the input, WIDTHxHEIGHT as reports print it.",
+)
 def info(inputs, list_weights, model, size) -> None:
     """Show the header of .cae files without decoding them, list the shipped weights, or print a
     model's layers."""
@@ -593,11 +613,11 @@ def _print_models(choice: str, size: str) -> None:
     from . import weights as weights_mod
 
     try:
-        height, width = (int(v) for v in size.lower().split("x"))
+        width, height = (int(v) for v in size.lower().split("x"))
         if height < 1 or width < 1:
             raise ValueError
     except ValueError:
-        raise click.BadParameter("must be HEIGHTxWIDTH, e.g. 32x32", param_hint="--size") from None
+        raise click.BadParameter("must be WIDTHxHEIGHT, e.g. 768x512", param_hint="--size") from None
     try:
         chosen = (
             [weights_mod.load(weights_id=i) for i in weights_mod.REGISTRY]
@@ -610,11 +630,13 @@ def _print_models(choice: str, size: str) -> None:
         cfg = w.model.config
         m = cfg.pad_multiple
         h, wd = -(-height // m) * m, -(-width // m) * m
-        padded = f" ({height}x{width} padded to a multiple of {m})" if (h, wd) != (height, width) else ""
+        padded = f" ({width}x{height} padded to a multiple of {m})" if (h, wd) != (height, width) else ""
         click.echo(
             f"{w.name} (id {w.id}): stride {cfg.stride}, {cfg.prior} prior, {cfg.levels} quality levels"
         )
-        click.echo(f"  {'input':<8} {'image':<15} {f'3x{h}x{wd}':>12}{padded}")
+        click.echo(
+            f"  {'input':<8} {'image':<15} {f'3x{h}x{wd}':>12}{padded}  (shapes: channels x height x width)"
+        )
         last = {  # the layers whose outputs are the latent and the hyper-latent
             f"g_a.{len(w.model.g_a) - 1}": "latent y",
             f"h_a.{len(getattr(w.model, 'h_a', ())) - 1}": "hyper-latent z",

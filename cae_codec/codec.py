@@ -53,7 +53,8 @@ def _foreign_profile(icc: bytes | None) -> bool:
 
 
 def warn_about_losses(image: Image.Image) -> None:
-    """Say what the .cae file will not keep: a colour profile, and a 1-bit image's compactness."""
+    """Say what the .cae file will not keep: a colour profile, a 1-bit image's compactness, and the
+    low bits of 16-bit samples."""
     if _foreign_profile(image.info.get("icc_profile")):
         warnings.warn(
             "its ICC colour profile is not kept; colour-managed viewers may show colours slightly "
@@ -64,6 +65,12 @@ def warn_about_losses(image: Image.Image) -> None:
     if image.mode == "1":
         warnings.warn(
             "a 1-bit image is coded as 8-bit grayscale; a lossless 1-bit format is likely far smaller",
+            InputWarning,
+            stacklevel=3,
+        )
+    if image.mode in SIXTEEN_BIT:
+        warnings.warn(
+            f"a {image.mode} image keeps only the high 8 bits of each sample (cae-codec codes 8 bits)",
             InputWarning,
             stacklevel=3,
         )

@@ -22,7 +22,12 @@ STDIO = Path("-")  # as an input: standard input; as -o: standard output (a file
 
 
 class OutputExistsError(Exception):
-    """The output file exists and overwriting was not asked for."""
+    """The output file exists and overwriting was not asked for. `forceable`: --force would replace
+    it (a file of our own naming), so a run may say so once for all such files."""
+
+    def __init__(self, message: str, forceable: bool = False) -> None:
+        super().__init__(message)
+        self.forceable = forceable
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ def write_atomic(path: Path, data: bytes, source: Path, force: bool, named: bool
         else:
             _publish(path, data, force)
     except FileExistsError:  # appeared since check_free: never replaced without --force
-        raise OutputExistsError(_exists_message(path, named)) from None
+        raise OutputExistsError(_exists_message(path, named), forceable=not named) from None
     except OutputExistsError:
         raise
     except OSError as e:
@@ -149,7 +154,7 @@ def check_free(path: Path, source: Path, force: bool, named: bool = False) -> bo
     if os.path.samefile(path, source) if source.exists() else False:
         raise OutputExistsError(f"{path} is the input itself; choose another output with -o")
     if not force:
-        raise OutputExistsError(_exists_message(path, named))
+        raise OutputExistsError(_exists_message(path, named), forceable=not named)
     return False
 
 

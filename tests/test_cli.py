@@ -329,11 +329,11 @@ def test_help_and_usage_errors_do_not_load_torch():
 def test_info_model_prints_every_layer_with_shapes_and_totals():
     from cae_codec import model, weights
 
-    result = CliRunner().invoke(main, ["info", "--model", "cae-msh8-v3", "--size", "40x24"])
+    result = CliRunner().invoke(main, ["info", "--model", "cae-msh8-v3", "--size", "24x40"])  # W x H
     assert result.exit_code == 0, result.output
     w = weights.load("cae-msh8-v3")
     rows = model.summary(w.model, 48, 32)
-    assert "3x48x32 (40x24 padded to a multiple of 16)" in result.output
+    assert "3x48x32 (24x40 padded to a multiple of 16)" in result.output
     assert "latent y                        6,144 values, 4.000 per pixel" in result.output
     assert "hyper-latent z                    192 values, 0.125 per pixel" in result.output
     assert f"{sum(p.numel() for p in w.model.parameters()):,} parameters" in result.output
@@ -346,7 +346,7 @@ def test_info_model_prints_every_layer_with_shapes_and_totals():
     every = CliRunner().invoke(main, ["info", "--model"])
     assert all(f"(id {i})" in every.output for i in weights.REGISTRY)
     bad = CliRunner().invoke(main, ["info", "--model", "--size", "12"])
-    assert bad.exit_code == 2 and "HEIGHTxWIDTH" in bad.output
+    assert bad.exit_code == 2 and "WIDTHxHEIGHT" in bad.output
 
 
 def test_pipes_standard_input_to_standard_output(png, tmp_path):
@@ -561,3 +561,52 @@ def test_a_batch_shares_its_time_by_each_images_cost(tmp_path):
     Image.fromarray(sample_image(320, 256, "RGB")).save(big)
     records = [r[1] for r in bulk.compress_images([small, big], bulk.Job("compress", 2))]
     assert 0 < records[0]["ms"] < records[1]["ms"] / 10
+
+
+def test_a_rerun_says_once_that_outputs_exist(runner, tmp_path):
+    pngs = []
+    for name in "abc":
+        pngs.append(tmp_path / f"{name}.png")
+        Image.fromarray(sample_image(20, 16, "RGB")).save(pngs[-1])
+    assert runner.invoke(main, ["compress", *map(str, pngs), "-q", "1"]).exit_code == 0
+    result = runner.invoke(main, ["compress", *map(str, pngs), str(tmp_path / "none.png"), "-q", "1"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1
+    assert lines == [
+        f"cae-codec: {tmp_path / 'none.png'}: no such file or directory",
+        "cae-codec: 3 of 4 outputs exist and were left alone; --force replaces them",
+        "cae-codec: 1 of 4 files failed",
+    ]
+    assert runner.invoke(main, ["compress", *map(str, pngs), "-q", "1", "--force"]).exit_code == 0
+
+
+def test_a_16_bit_image_is_said_to_lose_its_low_bits(runner, tmp_path):
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50).save(deep)
+    with Image.open(deep) as image:
+        assert image.mode.startswith("I")
+    result = runner.invoke(main, ["compress", str(deep)])
+    assert result.exit_code == 0
+    assert "keeps only the high 8 bits of each sample" in result.stderr
+
+
+def test_binary_output_to_a_terminal_is_refused_and_input_from_one_gets_a_hint(tmp_path, png):
+    import pty
+
+    def on_terminal(args, where):
+        leader, follower = pty.openpty()
+        streams = (
+            {"stdout": follower} if where == "stdout" else {"stdin": follower, "stdout": subprocess.PIPE}
+        )
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "cae_codec", *args], stderr=subprocess.PIPE, text=True, **streams
+            )
+        finally:
+            os.close(leader)
+            os.close(follower)
+
+    result = on_terminal(["compress", str(png), "-o", "-"], "stdout")
+    assert result.returncode == 2 and "binary data to the terminal" in result.stderr
+    result = on_terminal(["compress", "-", "-o", str(tmp_path / "x.cae")], "stdin")
+    assert result.returncode == 1 and "standard input is a terminal: pipe a file in" in result.stderr

@@ -1,0 +1,37 @@
+"""The README's figures that come from the code are checked against the code, so they cannot drift."""
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cae_codec import cli
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chelsea.png"
+
+
+@pytest.fixture(scope="module")
+def readme() -> str:
+    if not README.is_file():
+        pytest.skip("no README.md beside the tests (an installed package without its repository)")
+    return README.read_text()
+
+
+def test_the_headline_example_prints_what_the_readme_shows(readme, tmp_path):
+    shown = re.search(
+        r"chelsea\.png -> chelsea\.cae: (\d+) bytes, ([\d.]+) bpp, \d+ ms, PSNR ([\d.]+) dB", readme
+    )
+    assert shown, "the README's headline example is gone"
+    out = tmp_path / "chelsea.cae"
+    result = CliRunner().invoke(cli.main, ["compress", str(EXAMPLE), "-o", str(out), "--psnr"])
+    assert result.exit_code == 0, result.output
+    printed = re.search(r"(\d+) bytes, ([\d.]+) bpp, \d+ ms, PSNR ([\d.]+) dB", result.output)
+    assert printed.groups() == shown.groups()
+
+
+def test_the_readme_states_the_thresholds_the_code_uses(readme):
+    assert f"more than about {cli.PARALLEL_AFTER_S:g} s" in readme
+    assert f"A run of {cli.PROGRESS_FROM} files or more" in readme
+    assert "--size HxW" not in readme and "HEIGHTxWIDTH" not in readme  # sizes are width x height
