@@ -761,6 +761,42 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     )
 
 
+def _check_train_outputs(cfg: config.TrainConfig, force: bool) -> None:
+    """Before any data loads: --out may be written (never a shipped weight file, nor an existing file
+    without --force), a shipped id is not claimed, and the folders the run writes to exist."""
+    from . import weights as weights_mod
+
+    shipped = {entry.file for entry in weights_mod.REGISTRY.values()}
+    if cfg.weights_id in weights_mod.REGISTRY:
+        name = weights_mod.REGISTRY[cfg.weights_id].name
+        raise click.UsageError(f"id {cfg.weights_id} is {name}'s; new weights need an id of their own")
+    if cfg.out.name in shipped or any((cfg.out.parent / name).exists() for name in shipped):
+        raise click.UsageError(
+            f"{cfg.out} is among the shipped weights; train to another folder (checkpoints/, say) and "
+            "ship a model deliberately (weights/README.md)"
+        )
+    if cfg.out.is_dir():
+        raise click.UsageError(f"--out {cfg.out} is a folder; name the weight file to write")
+    if cfg.out.exists() and not force:
+        raise click.UsageError(f"{cfg.out} exists; --force replaces it")
+    folders = [cfg.out.parent, *(p.parent for p in (cfg.log_csv,) if p)]
+    if cfg.checkpoint:
+        parts = Path(cfg.checkpoint)
+        folders.append(parts if os.fspath(cfg.checkpoint).endswith(("/", os.sep)) else parts.parent)
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise click.ClickException(f"cannot create folder {folder}: {bulk.describe(e)}") from None
+
+
+def _with_path(e: Exception) -> str:
+    """An error as one line, naming the file an OS error was about."""
+    if isinstance(e, OSError) and e.filename:
+        return f"{e.filename}: {bulk.describe(e)}"
+    return bulk.describe(e)
+
+
 BAR_UNITS = 1000  # the training bar counts thousandths of the run, whether it runs on steps or minutes
 TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(config.TrainConfig)}
 
@@ -910,7 +946,8 @@ def _train_option(*names: str, key: str, **kwargs):
     help="Quality used when -q is not given (default: 3/4 of the way up, 6 of 8).",
 )
 @click.option("--id", "weights_id", type=int, hidden=True, help="Registry id (maintainers only).")
-def train(**options) -> None:
+@click.option("-f", "--force", is_flag=True, help="Replace an existing --out file.")
+def train(force: bool, **options) -> None:
     """Train a model on CIFAR-10's training batches (or on photos) and write a weight file.
 
     CIFAR-10's test batch is never read. Resume an interrupted run by giving the same --checkpoint.
@@ -924,6 +961,7 @@ def train(**options) -> None:
     except ValueError:
         raise click.BadParameter("must be numbers separated by commas", param_hint="--lambdas") from None
     cfg = config.TrainConfig(**options)
+    _check_train_outputs(cfg, force)
     try:
         train_mod.training_device(cfg.device)  # before the progress bar, so a bad one is the only line
     except ValueError as e:
@@ -932,7 +970,7 @@ def train(**options) -> None:
         try:
             train_mod.train(cfg)
         except _user_errors() as e:
-            raise click.ClickException(bulk.describe(e)) from None
+            raise click.ClickException(_with_path(e)) from None
         return
     bar = click.progressbar(
         length=BAR_UNITS,
@@ -954,7 +992,7 @@ def train(**options) -> None:
         try:
             sha = train_mod.train(cfg, on_progress)
         except _user_errors() as e:
-            raise click.ClickException(bulk.describe(e)) from None
+            raise click.ClickException(_with_path(e)) from None
     click.echo(f"wrote {cfg.out} (sha256 {sha})")
     if cfg.log_csv:
         curves = train_mod.curves_path(cfg.log_csv)

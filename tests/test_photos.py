@@ -106,7 +106,7 @@ def test_train_on_a_photo_folder_resumes_and_writes_usable_weights(tmp_path):
     args += ["--batch-size", "2", "--lambdas", "0.01,0.05", "--eval-every", "2", "--checkpoint", str(ckpt)]
     args += ["--log", str(log)]
     for steps in ("2", "3"):
-        result = CliRunner().invoke(main, [*args, "--steps", steps])
+        result = CliRunner().invoke(main, [*args, "--steps", steps, "--force"])
         assert result.exit_code == 0, result.output
         assert torch.load(ckpt, weights_only=True)["step"] == int(steps)
     w = weights.load(out)

@@ -25,7 +25,7 @@ def test_train_writes_usable_weights_and_resumes(tiny_cifar, tmp_path):
     assert "exporting: range tables and zstd dictionaries" in result.stderr
     first = weights.load(out)
     assert first.levels == 2 and first.id >= weights.FIRST_USER_ID and first.default_quality == 2
-    train(archive, out, *resumable, "--steps", "4")
+    train(archive, out, *resumable, "--steps", "4", "--force")
     rows = list(csv.DictReader(log.open()))
     assert {r["step"] for r in rows} == {"2", "4"}
     from PIL import Image
@@ -124,7 +124,7 @@ def test_torchrun_with_two_processes_matches_one_process(tiny_cifar, tmp_path):
     first = subprocess.run(run + args + ["--steps", "2"], env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]
     assert torch.load(tmp_path / "two.ckpt", weights_only=True)["step"] == 2
-    done = subprocess.run(run + args, env=env, capture_output=True, text=True)
+    done = subprocess.run(run + args + ["--force"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("wrote ") == 1  # rank 0 alone exports and reports
     train(archive, tmp_path / "one.pt", *common[len(TINY) :], "--seed", "1")
@@ -168,7 +168,7 @@ def test_balanced_training_keeps_its_running_means_across_a_resume(tiny_cifar, t
     assert state["balance"].shape == (2,) and (state["balance"] > 0).any()
     state["balance"] = torch.tensor([1000.0, 1000.0])  # far from any real loss: shows it was read back
     torch.save(state, ckpt)
-    train(archive, tmp_path / "a.pt", *args, "--steps", "4")
+    train(archive, tmp_path / "a.pt", *args, "--steps", "4", "--force")
     resumed = torch.load(ckpt, weights_only=True)["balance"]
     assert (resumed > 900).all() and (resumed < 1000).any()
 
@@ -199,3 +199,37 @@ def test_training_on_the_cpu_device_by_name_matches_the_default(tiny_cifar, tmp_
     assert weights.tensor_digest(weights.load(a).model.state_dict()) == weights.tensor_digest(
         weights.load(b).model.state_dict()
     )
+
+
+def test_training_never_replaces_shipped_weights_or_an_existing_file_and_makes_its_folders(
+    tiny_cifar, tmp_path
+):
+    from cae_codec import weights as weights_mod
+
+    archive, _ = tiny_cifar
+    runner = CliRunner()
+    base = ["train", "--data-dir", str(archive), *TINY, "--steps", "1", "--lambdas", "0.01,0.05"]
+    shipped = weights_mod.shipped_dir() / "cae-msh8-v3.pt"
+    before = shipped.read_bytes()
+    for out in (shipped, weights_mod.shipped_dir() / "mine.pt"):
+        result = runner.invoke(main, [*base, "--out", str(out), "--force"])
+        assert result.exit_code == 2 and "among the shipped weights" in result.stderr
+    assert shipped.read_bytes() == before and not (weights_mod.shipped_dir() / "mine.pt").exists()
+    result = runner.invoke(main, [*base, "--out", str(tmp_path / "x.pt"), "--id", "4"])
+    assert result.exit_code == 2 and "id 4 is cae-msh8-photo-v4's" in result.stderr
+    existing = tmp_path / "taken.pt"
+    existing.write_bytes(b"mine")
+    result = runner.invoke(main, [*base, "--out", str(existing)])
+    assert result.exit_code == 2 and "taken.pt exists; --force replaces it" in result.stderr
+    assert existing.read_bytes() == b"mine"
+    fresh = tmp_path / "fresh"  # a fresh clone has no checkpoints/: the run makes what it writes to
+    args = [
+        "--out",
+        str(fresh / "w" / "x.pt"),
+        "--checkpoint",
+        str(fresh / "c" / "x.ckpt"),
+        "--log",
+        str(fresh / "l" / "x.csv"),
+    ]
+    assert runner.invoke(main, [*base, *args]).exit_code == 0
+    assert all((fresh / d / f).is_file() for d, f in (("w", "x.pt"), ("c", "x.ckpt"), ("l", "x.csv")))
