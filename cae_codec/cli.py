@@ -770,7 +770,7 @@ def _check_train_outputs(cfg: config.TrainConfig, force: bool) -> None:
     if cfg.weights_id in weights_mod.REGISTRY:
         name = weights_mod.REGISTRY[cfg.weights_id].name
         raise click.UsageError(f"id {cfg.weights_id} is {name}'s; new weights need an id of their own")
-    if cfg.out.name in shipped or any((cfg.out.parent / name).exists() for name in shipped):
+    if all((cfg.out.parent / name).exists() for name in shipped):  # weights/, installed or a clone's
         raise click.UsageError(
             f"{cfg.out} is among the shipped weights; train to another folder (checkpoints/, say) and "
             "ship a model deliberately (weights/README.md)"
