@@ -239,21 +239,25 @@ def measure_cae(
     tick=None,
     batch: int = 64,
     workers: int = 1,
+    coders: tuple[str, ...] = CAE_CODERS,
 ) -> list[Point]:
-    """cae-codec at each quality with each coder (and auto, the smaller file of the two), with the
-    entropy model's own rate estimate beside it. Same-size small images go through the batch API
-    `batch` at a time, so their times are a batch's time per image; with `workers` > 1 (0: one per
-    core) runs of images go to that many processes, each on one thread."""
+    """cae-codec at each quality with each of `coders` (auto: the smaller file of zstd's and the
+    range coder's, as compress keeps), with the entropy model's own rate estimate beside it.
+    Same-size small images go through the batch API `batch` at a time, so their times are a batch's
+    time per image; with `workers` > 1 (0: one per core) runs of images go to that many processes,
+    each on one thread. Measuring auto alone codes each image once, not twice."""
     w = weights_mod.load(weights)
     levels = list(qualities or range(1, w.levels + 1))
     merged = [[_Tally() for _ in CAE_CODERS] for _ in levels]
-    jobs = [(part, levels, str(w.path), workers != 1) for part in _chunks(images, batch)]
+    jobs = [(part, levels, str(w.path), workers != 1, tuple(coders)) for part in _chunks(images, batch)]
     done = (lambda job: tick(len(job[0]) * len(levels))) if tick else None
     for parts in _run_jobs(_cae_tallies, jobs, workers, done):
         for into, part in zip(merged, parts, strict=True):
             _merge(into, part)
     points = []
     for c, coder in enumerate(CAE_CODERS):
+        if coder not in coders:
+            continue
         for q, tallies in zip(levels, merged, strict=True):
             points.append(_point("cae-codec", q, tallies[c], len(images), coder=coder))
             points[-1].entropy_bpp = tallies[c].mean("entropy_bpp")
@@ -261,9 +265,10 @@ def measure_cae(
 
 
 def _cae_tallies(
-    part: list[np.ndarray], levels: list[int], weights: str, one_thread: bool
+    part: list[np.ndarray], levels: list[int], weights: str, one_thread: bool, coders: tuple[str, ...]
 ) -> list[list[_Tally]]:
-    """Per level, one tally per entry of CAE_CODERS over a run of images (one batch-API call each)."""
+    """Per level, one tally per entry of CAE_CODERS over a run of images (one batch-API call each);
+    only `coders`' tallies are filled."""
     if one_thread:
         import torch
 
@@ -272,6 +277,19 @@ def _cae_tallies(
     out = []
     for q in levels:
         tallies = [_Tally() for _ in CAE_CODERS]
+        if coders == (AUTO,):  # compress's own default, coded and decoded once
+            files, enc = _timed(codec.compress_many, part, q, w.path)
+            decoded, dec = _timed(codec.decompress_many, files, w.path)
+            for image, data, back in zip(part, files, decoded, strict=True):
+                tallies[0].add(
+                    bpp=metrics.bpp(len(data), image.shape[1], image.shape[0]),
+                    **_quality(image, np.asarray(back.convert("RGB"))),
+                    encode_ms=1000 * enc / len(part),
+                    decode_ms=1000 * dec / len(part),
+                    entropy_bpp=_estimate_bpp(w, data, q, image),
+                )
+            out.append(tallies)
+            continue
         each, enc = _timed(codec.compress_many_each, part, q, w.path)
         decoded = {c: _timed(codec.decompress_many, [f[c] for f in each], w.path) for c in codec.CODERS}
         for k, (image, files) in enumerate(zip(part, each, strict=True)):
@@ -403,36 +421,35 @@ def bd_psnr(anchor: list[Point], test: list[Point]) -> float | None:
     )
 
 
-def summary(points: list[Point]) -> str:
-    """The stdout table: each cae-codec point against every classical curve, then BD figures."""
+def summary(points: list[Point], full: bool = False) -> str:
+    """The table of each cae-codec point against every classical curve, then BD figures: for
+    stdout, within 100 columns (q, bpp, PSNR, SSIM and each peer's bpp at that PSNR); `full` adds
+    MSE, MS-SSIM, the model's estimate and each peer's PSNR at that bpp, as a Markdown table."""
     others = labels(points, ours=False)
 
     def num(v: float | None, spec: str) -> str:
         return "n/a" if v is None else format(v, spec)
 
-    head = ["coder", "q", "bpp", "PSNR", "MSE", "SSIM", "MS-SSIM", "est.bpp"]
-    head += [f"{n} {k}" for n in others for k in ("PSNR@bpp", "bpp@PSNR")]
+    head = ["coder", "q", "bpp", "PSNR", "SSIM"] + (["MSE", "MS-SSIM", "est.bpp"] if full else [])
+    head += [f"{_short(n)} {k}" for n in others for k in (("PSNR@bpp", "bpp@PSNR") if full else ("bpp",))]
     rows = [head]
     for p in [p for p in points if p.codec == "cae-codec"]:
-        row = [
-            p.coder or "",
-            str(p.quality),
-            f"{p.bpp:.3f}",
-            f"{p.psnr:.2f}",
-            f"{p.mse:.1f}",
-            f"{p.ssim:.4f}",
-            f"{p.ms_ssim:.4f}",
-            num(p.entropy_bpp, ".3f"),
-        ]
+        row = [p.coder or "", str(p.quality), f"{p.bpp:.3f}", f"{p.psnr:.2f}", f"{p.ssim:.4f}"]
+        if full:
+            row += [f"{p.mse:.1f}", f"{p.ms_ssim:.4f}", num(p.entropy_bpp, ".3f")]
         for n in others:
             c = curve(points, n)
-            row += [
-                num(interpolate(c, "bpp", "psnr", p.bpp), ".2f"),
-                num(interpolate(c, "psnr", "bpp", p.psnr), ".3f"),
-            ]
+            if full:
+                row.append(num(interpolate(c, "bpp", "psnr", p.bpp), ".2f"))
+            row.append(num(interpolate(c, "psnr", "bpp", p.psnr), ".3f"))
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    if full:
+        lines = ["| " + " | ".join(r) + " |" for r in rows]
+        lines.insert(1, "|" + " ---: |" * len(head))
+    else:
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = [" ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+        lines.insert(1, "(peers: bpp each needs for the same PSNR, read off its curve)")
     lines.append("")
     for ours in labels(points, ours=True):
         for n in others:
@@ -440,8 +457,14 @@ def summary(points: list[Point]) -> str:
                 bd_rate(curve(points, n), curve(points, ours)),
                 bd_psnr(curve(points, n), curve(points, ours)),
             )
-            lines.append(f"{ours} vs {n}: BD-rate {num(rate, '+.1f')} %, BD-PSNR {num(gain, '+.2f')} dB")
+            line = f"{ours} vs {n}: BD-rate {num(rate, '+.1f')} %, BD-PSNR {num(gain, '+.2f')} dB"
+            lines.append(f"- {line}" if full else line)
     return "\n".join(lines)
+
+
+def _short(name: str) -> str:
+    """A curve's name in a table header: published curves without their suffix."""
+    return name.removesuffix(PUBLISHED) + ("*" if name.endswith(PUBLISHED) else "")
 
 
 def run_info(w: weights_mod.Weights, data: str) -> dict:
@@ -467,10 +490,13 @@ def run_info(w: weights_mod.Weights, data: str) -> dict:
     }
 
 
-def write_results(points: list[Point], out: Path, info: dict | None = None) -> None:
-    """results.json (the run's `info` and one object per point) and results.csv with the points."""
+def write_results(points: list[Point], out: Path, info: dict | None = None, shown=None) -> None:
+    """results.json (the run's `info` and one object per point), results.csv with the points, and
+    results.md with the full table of `shown` (the points and any published curves)."""
     rows = [p.to_dict() for p in points]
     (out / "results.json").write_text(json.dumps({**(info or {}), "points": rows}, indent=1) + "\n")
+    title = f"# {info['data']}\n\n" if info and "data" in info else ""
+    (out / "results.md").write_text(title + summary(shown or points, full=True) + "\n")
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(Point)])
         writer.writeheader()

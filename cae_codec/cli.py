@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 
 from . import bulk, config
+from .config import AUTO as AUTO_CODER
 from .config import DATA_DIR_ENV, PRIORS
 from .container import FormatError, read_limited
 from .files import (
@@ -36,7 +37,7 @@ from .files import (
     write_all,
     write_atomic,
 )
-from .peers import CLASSICS, PEERS_EXTRA
+from .peers import CLASSICS, DEFAULT_PEERS, PEERS_EXTRA
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -657,6 +658,20 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
         raise click.BadParameter("must be integers separated by commas", param_hint=option) from None
 
 
+def _bench_bar(units: int, label: str):
+    """A progress bar on stderr for one codec's share of a bench: images x qualities, with the
+    time spent and the time left."""
+    started = time.monotonic()
+    return click.progressbar(
+        length=units,
+        label=f"{label:<24}",
+        file=sys.stderr,
+        show_eta=True,
+        show_pos=True,
+        item_show_func=lambda _: f"{time.monotonic() - started:.0f} s",
+    )
+
+
 def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list:
     """The images a bench data set names, uint8 HxWx3 arrays."""
     from . import datasets
@@ -682,10 +697,17 @@ def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list
 @click.option("-q", "--quality", "qualities", help="cae-codec levels to measure, e.g. 1,3,5 (default: all).")
 @click.option(
     "--codecs",
-    default=",".join(CLASSICS),
+    default=",".join(DEFAULT_PEERS),
     show_default=True,
-    help="Classical codecs to compare with (those Pillow lacks are skipped; jpegxl and heif need "
-    f"{PEERS_EXTRA}).",
+    help=f"Codecs to compare with, of {', '.join(CLASSICS)}, or all (those Pillow lacks are skipped; "
+    f"jpegxl and heif need {PEERS_EXTRA}). Each adds 10-30 s on 3 Kodak photos (HEIF the most).",
+)
+@click.option(
+    "--coders",
+    default=AUTO_CODER,
+    show_default=True,
+    help="cae-codec's entropy coders to measure: auto (what compress keeps), or any of auto,zstd,range "
+    "(each codes every image again).",
 )
 @click.option(
     "--out",
@@ -693,8 +715,8 @@ def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list
     help="Folder for results.json, results.csv, rd.png, grid.png (default: a new bench-* folder).",
 )
 @WEIGHTS_OPTION
-def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
-    """Measure cae-codec against JPEG, WebP, AVIF and JPEG 2000.
+def bench(dataset, data_dir, limit, qualities, codecs, coders, out, weights) -> None:
+    """Measure cae-codec against JPEG and WebP, or any of AVIF, JPEG 2000, JPEG XL and HEIF.
 
     Without --weights, cae-codec runs the shipped model that compress would choose for the first
     image's size (the CIFAR model for tiny images, the photo model for photos).
@@ -709,13 +731,16 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
     from . import benchmark, published
     from . import weights as weights_mod
 
-    names = [n.strip() for n in codecs.split(",") if n.strip()]
+    names = list(CLASSICS) if codecs.strip() == "all" else [n.strip() for n in codecs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CLASSICS]
     if unknown:
         raise click.BadParameter(
-            f"unknown {', '.join(unknown)}; choose from {', '.join(CLASSICS)}",
+            f"unknown {', '.join(unknown)}; choose from {', '.join(CLASSICS)}, or all",
             param_hint="--codecs",
         )
+    ours = tuple(dict.fromkeys(c.strip() for c in coders.split(",") if c.strip()))
+    if not ours or any(c not in benchmark.CAE_CODERS for c in ours):
+        raise click.BadParameter(f"choose from {', '.join(benchmark.CAE_CODERS)}", param_hint="--coders")
     out = out or Path(f"bench-{Path(dataset).name or 'images'}-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()):
         raise click.ClickException(f"{out} exists and is not empty; choose another --out")
@@ -737,27 +762,29 @@ def bench(dataset, data_dir, limit, qualities, codecs, out, weights) -> None:
         hint = f" ({PEERS_EXTRA})" if CLASSICS[skipped].plugin else ""
         click.echo(f"note: {skipped} skipped: this Pillow cannot write it{hint}", err=True)
     names = [n for n in names if usable[n]]
-    total = len(images) * (len(levels) + sum(len(CLASSICS[n].qualities) for n in names))
-    with click.progressbar(length=total, label="measuring", file=sys.stderr) as bar:
+    with _bench_bar(len(images) * len(levels), f"cae-codec ({', '.join(ours)})") as bar:
         try:
-            points = benchmark.measure_cae(images, levels, str(w.path), tick=bar.update, workers=0)
+            points = benchmark.measure_cae(images, levels, str(w.path), bar.update, workers=0, coders=ours)
         except ValueError as e:
             raise click.ClickException(str(e)) from None
-        points += benchmark.measure_classics(images, names, tick=bar.update)
+    for name in names:
+        with _bench_bar(len(images) * len(CLASSICS[name].qualities), name) as bar:
+            points += benchmark.measure_classics(images, [name], tick=bar.update)
     out.mkdir(parents=True, exist_ok=True)
-    benchmark.write_results(points, out, benchmark.run_info(w, f"{dataset}, {len(images)} images"))
+    shown = points
     if dataset == "kodak" and len(images) == 24:
         shown = points + benchmark.published_points()
         click.echo(f"published curves: {published.SOURCE}")
-    else:
-        shown = points
+    info = benchmark.run_info(w, f"{dataset}, {len(images)} images")
+    benchmark.write_results(points, out, info, shown)
     click.echo(benchmark.summary(shown))
     grid_quality = w.default_quality if w.default_quality in levels else levels[len(levels) // 2]
     benchmark.grid(images[:8], points, grid_quality, out / "grid.png", str(w.path))
     if not benchmark.plot_rd(shown, out / "rd.png", f"{dataset}, {len(images)} images"):
         click.echo("note: rd.png needs matplotlib: pip install 'cae-codec[plot]'", err=True)
     click.echo(
-        f"wrote {out}/results.json, results.csv, grid.png" + (", rd.png" if (out / "rd.png").exists() else "")
+        f"wrote {out}/results.md (the full table), results.json, results.csv, grid.png"
+        + (", rd.png" if (out / "rd.png").exists() else "")
     )
 
 

@@ -21,6 +21,7 @@ class Classic:
     plugin: str | None = None  # a module that adds the format to Pillow when imported
 
 
+DEFAULT_PEERS = ("jpeg", "webp")  # what bench compares with unless --codecs asks for more (fast ones)
 CLASSICS = {
     "jpeg": Classic("JPEG", tuple(range(5, 100, 5)), feature="jpg"),
     "webp": Classic("WEBP", tuple(range(0, 100, 5)), {"method": 6}, feature="webp"),

@@ -19,14 +19,20 @@ def run_bench(archive, out, *options):
 def bench_run(tiny_cifar, tmp_path):
     archive, batches = tiny_cifar
     out = tmp_path / "bench"
-    result = run_bench(archive, out, "--limit", "3", "-q", "1,6", "--codecs", "jpeg,webp")
+    result = run_bench(archive, out, "--limit", "3", "-q", "1,6", "--coders", "auto,zstd,range")
     assert result.exit_code == 0, result.output
     return out, batches["test_batch"][:3], result
 
 
 def test_bench_writes_every_output(bench_run):
     out, _, result = bench_run
-    assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "rd.png", "grid.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "results.json",
+        "results.csv",
+        "results.md",
+        "rd.png",
+        "grid.png",
+    }
     rows = json.loads((out / "results.json").read_text())["points"]
     assert {r["codec"] for r in rows} == {"cae-codec", "jpeg", "jpeg-payload", "webp"}
     keys = {
@@ -46,6 +52,25 @@ def test_bench_writes_every_output(bench_run):
     assert "cae-codec/range vs webp: BD-rate" in result.output
     assert "cae-codec/zstd vs jpeg-payload: BD-rate" in result.output
     assert len((out / "results.csv").read_text().splitlines()) == len(rows) + 1
+    table_lines = [line for line in result.stdout.splitlines() if not line.startswith("wrote ")]
+    assert max(len(line) for line in table_lines) <= 100  # the stdout table fits 100 columns
+    table = (out / "results.md").read_text()
+    assert "| est.bpp |" in table and "| webp PSNR@bpp |" in table  # the full table
+
+
+def test_bench_by_default_measures_compress_default_against_jpeg_and_webp(tiny_cifar, tmp_path):
+    archive, _ = tiny_cifar
+    result = run_bench(archive, tmp_path / "b", "--limit", "2", "-q", "3")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "b" / "results.json").read_text())["points"]
+    assert {(r["codec"], r["coder"]) for r in rows} == {
+        ("cae-codec", "auto"),
+        ("jpeg", None),
+        ("jpeg-payload", None),
+        ("webp", None),
+    }
+    bad = run_bench(archive, tmp_path / "c", "--coders", "huffman")
+    assert bad.exit_code == 2 and "choose from auto, zstd, range" in bad.output
 
 
 def test_bench_figures_agree_with_our_own_measurement(bench_run):
@@ -122,4 +147,4 @@ def test_bench_without_matplotlib_still_writes_tables(tiny_cifar, tmp_path, monk
     result = run_bench(archive, out, "--limit", "2", "-q", "2", "--codecs", "jpeg")
     assert result.exit_code == 0, result.output
     assert "pip install 'cae-codec[plot]'" in result.stderr
-    assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "grid.png"}
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "results.md", "grid.png"}
