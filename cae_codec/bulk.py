@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import stat
 import time
@@ -287,6 +288,13 @@ class _Worker:
         return {"record": [json.dumps(r) for r in rows]}
 
 
+def _quiet_ray() -> None:
+    """Ray's own notes (execution plans, progress, deprecations) are not our report: errors only."""
+    for name in list(logging.root.manager.loggerDict):
+        if name == "ray" or name.startswith("ray."):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def run_on_ray(
     pairs: list[tuple[Path, Path]],
     job: Job,
@@ -302,19 +310,26 @@ def run_on_ray(
         import ray
     except ImportError:
         raise ImportError(f"--engine ray needs Ray: {RAY_EXTRA}") from None
+    import ray.data  # noqa: F401  (its loggers exist once it is imported)
+
+    _quiet_ray()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    _quiet_ray()
     size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     items = [{"source": str(s), "target": str(t)} for s, t in pairs]
-    results = ray.data.from_items(items).map_batches(
-        _Worker,
-        fn_constructor_kwargs={"job": asdict(job), "force": force, "named": named},
-        batch_size=batch_size,
-        concurrency=size,
-        num_cpus=1,
-        batch_format="numpy",
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Ray's API changes are not the user's to see
+        results = ray.data.from_items(items).map_batches(
+            _Worker,
+            fn_constructor_kwargs={"job": asdict(job), "force": force, "named": named},
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=size),
+            num_cpus=1,
+            max_restarts=0,  # a worker that dies fails its files; a restartable one warns at length
+            batch_format="numpy",
+        )
     by_input = {}
     for row in results.iter_rows():
         record = json.loads(row["record"])

@@ -39,6 +39,7 @@ def test_ray_writes_the_same_files_reports_failures_and_skips_on_rerun(local_ray
         ).read_bytes()
     again = runner.invoke(main, ["compress", *files[1:], "-o", f"{tmp_path}/ray/", "--engine", "ray"])
     assert again.exit_code == 0 and again.stdout.count("skipped, the output exists") == 5
+    assert again.stderr == ""  # Ray's own notes (plans, deprecations, core_worker lines) stay quiet
 
 
 def test_process_file_is_what_each_worker_runs(tmp_path):
