@@ -1,7 +1,7 @@
 """Regenerate the README's results from the shipped weights: CIFAR-10 test rows, the photos, Kodak.
 
     python benchmarks/readme_results.py [--shared ../shared/data] [--limit N] [--only kodak,...]
-                                        [--reuse-peers] [--tables-only]
+                                        [--reuse-peers] [--tables-only | --redraw]
 
 Writes benchmarks/results/{cifar10,photos,kodak}.json, *-rd.png, *-grid.png and {name}.md (the
 Markdown the README shows). Same library code as `cae-codec bench`; each data set runs the model
@@ -113,6 +113,19 @@ def run(name: str, images, title: str, published: bool = False, reuse_peers: boo
     return table
 
 
+def redraw(name: str, images, published: bool) -> str:
+    """Rebuild the BD table of {name}.md, {name}-rd.png and {name}-grid.png from the last run's
+    points, measuring nothing (after a change in how BD figures are computed or plots drawn); the
+    per-level table stays as measured. The grid codes its few crops again."""
+    record = json.loads((RESULTS / f"{name}.json").read_text())
+    points = [benchmark.Point(**p) for p in record["points"]]
+    shown = points + (benchmark.published_points() if published else [])
+    w = weights.load(weights_id=record["weights"]["id"])
+    benchmark.plot_rd(shown, RESULTS / f"{name}-rd.png", f"{record['data']}; weights {w.name}")
+    benchmark.grid(images[:8], points, w.default_quality, RESULTS / f"{name}-grid.png", str(w.path))
+    return tables_only(name, published)
+
+
 def tables_only(name: str, published: bool) -> str:
     """Rebuild the BD table of {name}.md from the last run's points, measuring nothing (after a
     change in how BD figures are computed); the per-level table above it stays as measured."""
@@ -140,25 +153,40 @@ def main() -> None:
     parser.add_argument(
         "--tables-only", action="store_true", help="rebuild the Markdown tables from the last run's points"
     )
+    parser.add_argument(
+        "--redraw",
+        action="store_true",
+        help="rebuild the tables, rd.png and grid.png from the last run's points",
+    )
     args = parser.parse_args()
+    only = args.only.split(",")
     if args.tables_only:
-        for name in args.only.split(","):
+        for name in only:
             print(tables_only(name, published=name == "kodak"))
         return
     shared = Path(args.shared)
     RESULTS.mkdir(exist_ok=True)
-    only = args.only.split(",")
     if "cifar10" in only:
         cifar = list(load_cifar10("test", shared / "cifar10")[: args.limit])
-        print(run("cifar10", cifar, f"CIFAR-10 test rows ({len(cifar)} images, 32x32)"))
+        if args.redraw:
+            print(redraw("cifar10", cifar, published=False))
+        else:
+            print(run("cifar10", cifar, f"CIFAR-10 test rows ({len(cifar)} images, 32x32)"))
     if "photos" in only:
         photos = [np.asarray(Image.open(shared / "photos" / name).convert("RGB")) for name in PHOTOS]
         title = "Photos (astronaut 512x512, coffee 600x400, chelsea 451x300)"
-        print(run("photos", photos, title, reuse_peers=args.reuse_peers))
+        print(
+            redraw("photos", photos, False)
+            if args.redraw
+            else run("photos", photos, title, reuse_peers=args.reuse_peers)
+        )
     if "kodak" in only:
         kodak = load_folder(locate_kodak(shared / "kodak"), args.limit)
         title = f"Kodak ({len(kodak)} images, 768x512)"
-        print(run("kodak", kodak, title, published=len(kodak) == 24, reuse_peers=args.reuse_peers))
+        if args.redraw:
+            print(redraw("kodak", kodak, published=len(kodak) == 24))
+        else:
+            print(run("kodak", kodak, title, published=len(kodak) == 24, reuse_peers=args.reuse_peers))
 
 
 if __name__ == "__main__":

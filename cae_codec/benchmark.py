@@ -503,6 +503,15 @@ def write_results(points: list[Point], out: Path, info: dict | None = None, show
         writer.writerows(rows)
 
 
+# cae-codec's curves, told apart even where they coincide (auto mostly is the range coder's): the
+# default on top, thick; each coder alone thin beneath it, dashed or dotted.
+OUR_STYLES = {
+    "cae-codec/auto": {"color": "black", "linewidth": 2.8, "marker": "o", "markersize": 4, "zorder": 5},
+    "cae-codec/range": {"color": "tab:red", "linewidth": 1.4, "linestyle": "--", "zorder": 4},
+    "cae-codec/zstd": {"color": "tab:orange", "linewidth": 1.4, "linestyle": ":", "zorder": 4},
+}
+
+
 def plot_rd(points: list[Point], path: Path, title: str) -> bool:
     """PSNR against bpp, one curve per codec; False when matplotlib is not installed."""
     try:
@@ -515,10 +524,10 @@ def plot_rd(points: list[Point], path: Path, title: str) -> bool:
     fig, ax = plt.subplots(figsize=(9.5, 5), dpi=110)
     for name in dict.fromkeys(p.label for p in points):
         c = sorted(curve(points, name), key=lambda p: p.bpp)
-        style = {"linewidth": 2.5} if name.startswith("cae-codec") else {"linewidth": 1.2, "alpha": 0.8}
+        style = OUR_STYLES.get(name, {"linewidth": 1.2, "alpha": 0.8, "marker": "o", "markersize": 3})
         if name.endswith(PUBLISHED):
-            style["linestyle"] = "--"
-        ax.plot([p.bpp for p in c], [p.psnr for p in c], marker="o", markersize=3, label=name, **style)
+            style = {**style, "linestyle": "--"}
+        ax.plot([p.bpp for p in c], [p.psnr for p in c], label=name, **style)
         if name == labels(points, ours=True)[0]:  # quality levels on the first cae-codec curve
             for p in c:
                 ax.annotate(
@@ -552,11 +561,12 @@ def grid(
     quality: int,
     path: Path,
     weights: str | None = None,
-    crop: int = 128,
+    crop: int = 192,
 ) -> None:
     """Originals, then cae-codec at `quality`, then JPEG and WebP at the closest mean bpp.
 
-    Large images show a centre crop of `crop` pixels; small ones are enlarged to about that size.
+    Large images show their most detailed `crop`-pixel square at 1:1; small ones are enlarged to
+    about that size.
     """
     scale = max(1, crop // max(max(im.shape[:2]) for im in images))
     cae = next(p for p in points if p.codec == "cae-codec" and p.quality == quality)
@@ -603,8 +613,23 @@ def grid(
 
 
 def _crop_box(image: np.ndarray, side: int) -> tuple[int, int, int, int]:
-    """The centre crop shown for a large image (the whole image is still what gets measured)."""
+    """The crop shown for a large image, at 1:1: of the windows on a grid of steps of side/4, the one
+    with the most detail (mean absolute gradient), so it shows texture rather than a blurred sky.
+    The whole image is still what gets measured."""
     h, w = image.shape[:2]
     cw, ch = min(w, side), min(h, side)
-    left, top = (w - cw) // 2, (h - ch) // 2
+    grey = image.astype(np.float32).mean(axis=2) if image.ndim == 3 else image.astype(np.float32)
+    detail = np.zeros_like(grey)
+    detail[:, 1:] += np.abs(np.diff(grey, axis=1))
+    detail[1:, :] += np.abs(np.diff(grey, axis=0))
+    sums = detail.cumsum(0).cumsum(1)  # summed-area table: any window's detail in O(1)
+    sums = np.pad(sums, ((1, 0), (1, 0)))
+    step = max(1, side // 4)
+    best, box = -1.0, (0, 0)
+    for top in range(0, h - ch + 1, step):
+        for left in range(0, w - cw + 1, step):
+            total = sums[top + ch, left + cw] - sums[top, left + cw] - sums[top + ch, left] + sums[top, left]
+            if total > best:
+                best, box = total, (left, top)
+    left, top = box
     return left, top, left + cw, top + ch

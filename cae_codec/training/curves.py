@@ -43,14 +43,17 @@ def plot_log(log: Path, out: Path) -> bool:
                 ax.plot(steps, values, marker="o", markersize=3, color=colour, label=f"q{q}")
         if metric == "loss" and train.get("loss"):
             steps, values = zip(*sorted(train["loss"].items()), strict=True)
-            ax.plot(steps, values, color="black", linestyle="--", label="training (all levels)")
+            # Markers too: a log with one validation so far has a single training point.
+            ax.plot(steps, values, color="black", linestyle="--", marker="x", label="training (all levels)")
         ax.set(xlabel="step", ylabel=f"validation {label}", yscale="log" if metric == "loss" else "linear")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2)
+    handles, names = axes[0].get_legend_handles_labels()
+    # Beside the plots, never over the high levels' curves.
+    fig.legend(handles, names, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(f"{Path(log).name}: validation per quality level")
     fig.tight_layout()
     tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp)
+    fig.savefig(tmp, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(out)
     return True
