@@ -303,6 +303,7 @@ def run_on_ray(
     address: str | None = None,
     workers: int | None = None,
     batch_size: int = 16,
+    quiet: bool = True,
 ) -> Iterator[dict]:
     """Code (source, target) pairs with Ray Data on a pool of `workers` actors: a local Ray instance,
     or the cluster at `address`. Yields one record per file, in input order."""
@@ -312,15 +313,18 @@ def run_on_ray(
         raise ImportError(f"--engine ray needs Ray: {RAY_EXTRA}") from None
     import ray.data  # noqa: F401  (its loggers exist once it is imported)
 
-    _quiet_ray()
+    if quiet:
+        _quiet_ray()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=not quiet, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    _quiet_ray()
+    if quiet:
+        _quiet_ray()
     size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     items = [{"source": str(s), "target": str(t)} for s, t in pairs]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # Ray's API changes are not the user's to see
+        if quiet:  # Ray's API changes are not the user's to see
+            warnings.simplefilter("ignore", DeprecationWarning)
         results = ray.data.from_items(items).map_batches(
             _Worker,
             fn_constructor_kwargs={"job": asdict(job), "force": force, "named": named},

@@ -85,6 +85,9 @@ ENGINE_OPTION = click.option(
     help=f"ray: code the files on a Ray cluster or a local Ray instance, a worker per core, each "
     f"loading the weights once; outputs that exist are skipped, so a rerun resumes ({bulk.RAY_EXTRA}).",
 )
+VERBOSE_OPTION = click.option(
+    "-v", "--verbose", is_flag=True, help="With --engine ray: let Ray's own log lines through."
+)
 ADDRESS_OPTION = click.option(
     "--address", help="With --engine ray: the cluster to join (default: start one here)."
 )
@@ -103,7 +106,7 @@ WORKERS_OPTION = click.option(
 )
 
 
-def _ray(engine: str, job: bulk.Job, force: bool, address: str | None, workers: int | None):
+def _ray(engine: str, job: bulk.Job, force: bool, address: str | None, workers: int | None, verbose: bool):
     """For --engine ray, what runs the files there; None for local."""
     if engine != "ray":
         if address:
@@ -113,7 +116,7 @@ def _ray(engine: str, job: bulk.Job, force: bool, address: str | None, workers: 
         import ray  # noqa: F401
     except ImportError:
         raise click.UsageError(f"--engine ray needs Ray: {bulk.RAY_EXTRA}") from None
-    return lambda pairs, named: bulk.run_on_ray(pairs, job, force, named, address, workers)
+    return lambda pairs, named: bulk.run_on_ray(pairs, job, force, named, address, workers, quiet=not verbose)
 
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Report each file as one JSON object.")
@@ -373,9 +376,10 @@ def _run_batch(
     engine: str = "local",
     address: str | None = None,
     workers: int | None = None,
+    verbose: bool = False,
 ) -> None:
     """Run the job on each input, here or on Ray; one failure does not stop the others."""
-    on_ray = _ray(engine, job, force, address, workers)
+    on_ray = _ray(engine, job, force, address, workers, verbose)
     suffix = COMPRESSED_SUFFIX if job.kind == "compress" else DECODED_SUFFIX
     try:
         plan = plan_outputs(list(inputs), suffix, output)
@@ -488,9 +492,23 @@ def main() -> None:
 @QUIET_OPTION
 @ENGINE_OPTION
 @ADDRESS_OPTION
+@VERBOSE_OPTION
 @WORKERS_OPTION
 def compress(
-    inputs, output, quality, weights, force, max_pixels, coder, psnr, as_json, quiet, engine, address, workers
+    inputs,
+    output,
+    quality,
+    weights,
+    force,
+    max_pixels,
+    coder,
+    psnr,
+    as_json,
+    quiet,
+    engine,
+    address,
+    verbose,
+    workers,
 ) -> None:
     """Compress images (PNG, JPEG, BMP, TIFF, WebP, ...) to .cae files.
 
@@ -517,7 +535,7 @@ def compress(
 
     job = bulk.Job("compress", quality, weights, coder, max_pixels, psnr)
 
-    _run_batch(inputs, output, job, force, Report(as_json, quiet), engine, address, workers)
+    _run_batch(inputs, output, job, force, Report(as_json, quiet), engine, address, workers, verbose)
 
 
 @main.command()
@@ -531,8 +549,11 @@ def compress(
 @QUIET_OPTION
 @ENGINE_OPTION
 @ADDRESS_OPTION
+@VERBOSE_OPTION
 @WORKERS_OPTION
-def decompress(inputs, output, weights, force, max_pixels, as_json, quiet, engine, address, workers) -> None:
+def decompress(
+    inputs, output, weights, force, max_pixels, as_json, quiet, engine, address, verbose, workers
+) -> None:
     """Decompress .cae files to PNG (or the format -o's suffix names).
 
     photo.cae becomes photo.decoded.png: a lossy decode never takes a name the original could have
@@ -546,7 +567,7 @@ def decompress(inputs, output, weights, force, max_pixels, as_json, quiet, engin
 
     job = bulk.Job("decompress", weights=weights, max_pixels=max_pixels)
 
-    _run_batch(inputs, output, job, force, Report(as_json, quiet), engine, address, workers)
+    _run_batch(inputs, output, job, force, Report(as_json, quiet), engine, address, workers, verbose)
 
 
 @main.command()
