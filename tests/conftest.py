@@ -35,6 +35,20 @@ def write_cifar_archive(folder: Path, rows: int = 12, seed: int = 0) -> tuple[Pa
     return archive, batches
 
 
+TINY = ["--channels", "8", "--latent-channels", "4", "--batch-size", "4", "--val-rows", "4"]
+
+
+def train(archive, out, *extra):
+    """`cae-codec train` of a tiny network on a tiny archive; asserts that it succeeded."""
+    from click.testing import CliRunner
+
+    from cae_codec.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(archive), "--out", str(out), *TINY, *extra])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 @pytest.fixture
 def tiny_cifar(tmp_path):
     return write_cifar_archive(tmp_path / "data")

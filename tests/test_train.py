@@ -3,18 +3,11 @@ import csv
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import TINY, train
 
 import cae_codec
 from cae_codec import weights
 from cae_codec.cli import main
-
-TINY = ["--channels", "8", "--latent-channels", "4", "--batch-size", "4", "--val-rows", "4"]
-
-
-def train(archive, out, *extra):
-    result = CliRunner().invoke(main, ["train", "--data-dir", str(archive), "--out", str(out), *TINY, *extra])
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def test_train_writes_usable_weights_and_resumes(tiny_cifar, tmp_path):

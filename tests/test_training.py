@@ -1,26 +1,18 @@
 """Training that outlives machines: runs on the clock, state in committable parts, crops cut on the device."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from conftest import train
 
 from cae_codec import weights
-from cae_codec.cli import main
 from cae_codec.config import TrainConfig
 from cae_codec.model import ModelConfig, build
 from cae_codec.training import loop, state
 from cae_codec.training.sources import DeviceCrops
-
-TINY = ["--channels", "8", "--latent-channels", "4", "--batch-size", "4", "--val-rows", "4"]
-
-
-def train(archive, out, *extra):
-    result = CliRunner().invoke(main, ["train", "--data-dir", str(archive), "--out", str(out), *TINY, *extra])
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def test_a_run_on_the_clock_stops_on_time_validates_and_saves(tiny_cifar, tmp_path):
@@ -166,21 +158,17 @@ def test_the_gpu_window_packs_runs_without_the_coders_and_resumes_its_own_state(
     )
     assert lacking.returncode != 0 and "lacks part-03: carry each part in a call first" in lacking.stderr
     moved.rename(tmp_path / "pack/part-03")
-    first = subprocess.run(
-        [*window, "run", *common, "--out", str(tmp_path / "w1"), "--resume", str(tmp_path / "none")],
-        capture_output=True,
-        text=True,
-    )
-    assert first.returncode == 0, first.stderr
-    one = json.loads((tmp_path / "w1/window.json").read_text())
+
+    def run_window(out: str, resume: Path) -> dict:
+        done = subprocess.run(
+            [*window, "run", *common, "--out", str(tmp_path / out), "--resume", str(resume)]
+        )
+        assert done.returncode == 0
+        return json.loads((tmp_path / out / "window.json").read_text())
+
+    one = run_window("w1", tmp_path / "none")
     assert one["from_step"] == 0 and one["to_step"] > 0 and "loss_q8" in one["validation"]
     assert "opt" not in state.load(tmp_path / "w1/state")  # the network alone: it must fit in a call
-    second = subprocess.run(
-        [*window, "run", *common, "--out", str(tmp_path / "w2"), "--resume", str(tmp_path / "w1/state")],
-        capture_output=True,
-        text=True,
-    )
-    assert second.returncode == 0, second.stderr
-    two = json.loads((tmp_path / "w2/window.json").read_text())
+    two = run_window("w2", tmp_path / "w1/state")
     assert two["from_step"] == one["to_step"] < two["to_step"]
     assert (tmp_path / "w2/log.csv").is_file()
