@@ -860,7 +860,8 @@ def _train_option(*names: str, key: str, **kwargs):
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Weight file to write when training ends.",
+    help="Weight file to write when training ends (its folder is made; an existing file is replaced "
+    "only with --force, one among the shipped weights never).",
 )
 @click.option(
     "--photos",
@@ -874,7 +875,11 @@ def _train_option(*names: str, key: str, **kwargs):
     envvar=DATA_DIR_ENV,
     help=f"CIFAR-10 archive or folder (default: ${DATA_DIR_ENV}, else download to the cache).",
 )
-@_train_option("--steps", key="steps", help="Optimizer steps in all (at most, with --minutes).")
+@_train_option(
+    "--steps",
+    key="steps",
+    help="Optimizer steps in all (at most, with --minutes); 0 exports the --init-from network as it is.",
+)
 @_train_option(
     "--minutes",
     key="minutes",
