@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -26,9 +27,9 @@ import torch
 from PIL import Image
 
 from ..config import DEFAULT_LAMBDAS, TrainConfig, shipped_dir
-from ..datasets import IMAGE_SUFFIXES, VAL_CROP, centre_crop, read_rgb, split_photos
+from ..datasets import IMAGE_SUFFIXES, VAL_CROP, DataError, centre_crop, read_rgb, split_photos
 from . import state as state_mod
-from .loop import train
+from .loop import train, training_device
 from .sources import PhotoSource
 
 RUN = Path("runs/photo-s16")  # the committed state of the stride-16 photo network
@@ -46,6 +47,8 @@ class PackSource(PhotoSource):
 
     def __init__(self, folder: Path, crop: int) -> None:
         missing = check_pack(folder)
+        if missing == ["pack.json"]:
+            raise ValueError(f"{folder} is not a pack (no pack.json): make one with `pack` first")
         if missing:
             raise ValueError(f"{folder} lacks {', '.join(missing)}: carry each part in a call first")
         self.crop = crop
@@ -126,6 +129,7 @@ def run(
 ) -> dict:
     """Resume `resume` (or start the recipe), train `minutes` on `device`, and leave the new state,
     the log and a summary in `out`."""
+    training_device(device)  # a device this machine lacks is refused before the photos load
     out.mkdir(parents=True, exist_ok=True)
     state_dir = out / "state"
     init_from = None
@@ -212,9 +216,12 @@ def main(argv: list[str] | None = None) -> None:
         sizes = ", ".join(f"{p['name']} {p['bytes'] / 2**20:.1f} MiB" for p in summary["parts"])
         print(f"wrote {args.out}: {summary['train']} training photos in {sizes}; {summary['val']} in val/")
         return
-    summary = run(
-        args.data, args.out, args.minutes, args.device, args.resume, args.batch_size, args.crop, args.lr
-    )
+    try:
+        summary = run(
+            args.data, args.out, args.minutes, args.device, args.resume, args.batch_size, args.crop, args.lr
+        )
+    except (ValueError, OSError, DataError) as e:  # a bad device, a missing part: one line, no traceback
+        sys.exit(f"window: {e}")
     print(json.dumps(summary))
 
 
