@@ -247,9 +247,12 @@ def _rename_into_place(make: Callable[[str], None], path: Path, force: bool) -> 
         tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
             make(tmp)
-            break
-        except FileExistsError:
+        except FileExistsError:  # the name is taken, by someone else: try another
             continue
+        except BaseException:  # ours, half-written (a full disk, Ctrl-C): removed
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        break
     else:
         raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
     try:

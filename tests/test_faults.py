@@ -78,6 +78,22 @@ def test_a_write_that_fails_leaves_no_file_and_says_why(tmp_path):
     assert list(out.iterdir()) == []
 
 
+def test_without_unnamed_files_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """Where O_TMPFILE is missing (macOS, some file systems) the temporary name is removed too."""
+    monkeypatch.setattr(files, "_unnamed_file", lambda folder: None)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))
+    try:
+        for force in (False, True):
+            with pytest.raises(OSError, match="big.bin"):
+                files.write_atomic(tmp_path / "big.bin", b"x" * 100_000, tmp_path / "in.png", force=force)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    assert list(tmp_path.iterdir()) == []
+    files.write_atomic(tmp_path / "ok.bin", b"fits", tmp_path / "in.png", force=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["ok.bin"]
+
+
 @pytest.mark.parametrize("kind", ["compress", "decompress"])
 def test_cli_write_failures_are_one_line_and_leave_nothing(tmp_path, photo, cae, kind):
     source = photo if kind == "compress" else cae
