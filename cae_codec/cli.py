@@ -60,7 +60,8 @@ MAX_PIXELS_OPTION = click.option(
     default=config.DEFAULT_MAX_PIXELS,
     show_default=True,
     type=click.IntRange(1),
-    help="Refuse images with more pixels than this.",
+    help="Refuse images with more pixels than this, padding included (the networks run on sides "
+    "padded to a multiple of 16, or 64).",
 )
 FORCE_OPTION = click.option(
     "-f",
