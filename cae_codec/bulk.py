@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .config import AUTO, DEFAULT_MAX_PIXELS
-from .container import read_limited
+from .container import read_limited, read_up_to
 from .files import OutputFormat, output_format, write_atomic
 
 RAY_EXTRA = "pip install 'cae-codec[ray]'"
@@ -203,17 +203,12 @@ def read_image_stream(stream: BinaryIO, max_pixels: int) -> bytes:
     """An image file from a stream (standard input), refused once it is larger than any image
     within `max_pixels` can be."""
     limit = IMAGE_BYTES_PER_PIXEL * max_pixels + IMAGE_SLACK
-    chunks, size = [], 0
-    while chunk := stream.read(min(2**20, limit + 1 - size)):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise ValueError(
-                f"input is larger than an image of {max_pixels:,} pixels can be ({limit:,} bytes)"
-            )
-    if not size:
+    data = read_up_to(stream, limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"input is larger than an image of {max_pixels:,} pixels can be ({limit:,} bytes)")
+    if not data:
         raise ValueError("empty input")
-    return b"".join(chunks)
+    return data
 
 
 def process_file(source: Path, target: Path, job: Job, force: bool, named: bool) -> dict:

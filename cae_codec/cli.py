@@ -828,10 +828,12 @@ def _check_train_outputs(cfg: config.TrainConfig, force: bool) -> None:
         raise click.UsageError(f"--out {cfg.out} is a folder; name the weight file to write")
     if cfg.out.exists() and not force:
         raise click.UsageError(f"{cfg.out} exists; --force replaces it")
-    folders = [cfg.out.parent, *(p.parent for p in (cfg.log_csv,) if p)]
+    from .training import state
+
+    folders = [cfg.out.parent] + ([cfg.log_csv.parent] if cfg.log_csv else [])
     if cfg.checkpoint:
         parts = Path(cfg.checkpoint)
-        folders.append(parts if os.fspath(cfg.checkpoint).endswith(("/", os.sep)) else parts.parent)
+        folders.append(parts if state.is_parts(cfg.checkpoint) else parts.parent)
     for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -294,22 +294,20 @@ def _check_pixels(width: int, height: int, max_pixels: int, error: type[ValueErr
         raise TypeError(f"max_pixels must be an integer, not {type(max_pixels).__name__}")
     if width * height > max_pixels:
         raise error(f"{width}x{height} is over the limit of {max_pixels} pixels (max_pixels, --max-pixels)")
-    m = min(STRIDES)  # every model pads to at least this multiple: refused before any weights load
-    if -(-width // m) * m * (-(-height // m) * m) > max_pixels:
-        raise error(f"{width}x{height} pads to over the limit of {max_pixels} pixels (--max-pixels)")
+    _check_padded(min(STRIDES), width, height, max_pixels, error)  # no model pads less: before any loads
 
 
 def _check_padded(
-    w: weights_mod.Weights, width: int, height: int, max_pixels: int, error: type[ValueError] = ValueError
+    m: int, width: int, height: int, max_pixels: int, error: type[ValueError] = ValueError
 ) -> None:
-    """The limit counts the padded area the networks run on: a 16,777,216 x 1 image passes
-    _check_pixels but pads to 16 or 64 rows, hundreds of millions of pixels."""
-    m = w.model.config.pad_multiple
+    """The limit counts the padded area the networks run on (sides padded to a multiple of `m`): a
+    16,777,216 x 1 image passes width x height but pads to 16 or 64 rows, hundreds of millions of
+    pixels."""
     padded_w, padded_h = -(-width // m) * m, -(-height // m) * m
     if padded_w * padded_h > max_pixels:
         raise error(
-            f"{width}x{height} pads to {padded_w}x{padded_h} for its model, over the limit of {max_pixels} "
-            "pixels (max_pixels, --max-pixels)"
+            f"{width}x{height} pads to {padded_w}x{padded_h}, over the limit of {max_pixels} pixels "
+            "(max_pixels, --max-pixels)"
         )
 
 
@@ -427,7 +425,7 @@ def _prepare(image: ImageArg, weights: WeightsArg, max_pixels: int) -> _Source:
     height, width = rgb.shape[:2]
     _check_pixels(width, height, max_pixels)
     weights_id = None if weights is not None else weights_mod.default_id(width, height)
-    _check_padded(weights_mod.load(weights, weights_id), width, height, max_pixels)
+    _check_padded(weights_mod.load(weights, weights_id).model.config.pad_multiple, width, height, max_pixels)
     alpha_frame = packing.zstd_pack(alpha.tobytes()) if alpha is not None else None
     return _Source(rgb, alpha_frame, mode, weights_id)
 
@@ -572,7 +570,7 @@ def _entropy_decode(
     h = f.header
     _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)
-    _check_padded(w, h.width, h.height, max_pixels, FormatError)
+    _check_padded(w.model.config.pad_multiple, h.width, h.height, max_pixels, FormatError)
     return w, dequantize_segments(w, f), _decode_alpha(f.alpha, h) if h.mode == "RGBA" else None
 
 
@@ -655,7 +653,7 @@ def _start_decode(f: CaeFile, weights: WeightsArg, max_pixels: int) -> Image.Ima
         return _finish(h, *_entropy_decode(f, weights, max_pixels))
     _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)
-    _check_padded(w, h.width, h.height, max_pixels, FormatError)
+    _check_padded(w.model.config.pad_multiple, h.width, h.height, max_pixels, FormatError)
     start = getattr(w.latent, "start_read", None)
     if start is None:
         return _Pending(h, w, f, None, None)

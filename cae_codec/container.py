@@ -235,20 +235,20 @@ def read_limited(stream: BinaryIO, size: int | None = None) -> bytes:
     """A .cae file from a stream read once, in pieces: the header first, then no more than
     max_file_bytes allows for its size. `size`: the stream's length where known (a regular file),
     so that a file too large is refused before it is read."""
-    prefix = _read_up_to(stream, HEADER_MAX)
+    prefix = read_up_to(stream, HEADER_MAX)
     if not prefix:
         raise FormatError("empty input")
     width, height = peek_size(prefix)
     limit = max_file_bytes(width, height)
-    if (size is not None and size > limit) or len(prefix) > limit:
+    if size is not None and size > limit:
         raise FormatError(f"{size:,} bytes is more than a {width}x{height} file may take ({limit:,})")
-    rest = _read_up_to(stream, limit - len(prefix) + 1)
+    rest = read_up_to(stream, limit - len(prefix) + 1)
     if len(prefix) + len(rest) > limit:
         raise FormatError(f"more than the {limit:,} bytes a {width}x{height} .cae file may take")
     return prefix + rest
 
 
-def _read_up_to(stream: BinaryIO, count: int) -> bytes:
+def read_up_to(stream: BinaryIO, count: int) -> bytes:
     """Up to `count` bytes, fewer only at the end of the stream (a pipe may return less per read)."""
     chunks, left = [], count
     while left > 0 and (chunk := stream.read(min(left, 2**20))):

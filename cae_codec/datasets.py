@@ -276,6 +276,13 @@ def split_photos(folder: str | Path) -> tuple[list[Path], list[Path]]:
     return [p for p in files if p not in set(held_out)], held_out
 
 
+def validation_crops(held_out: list[np.ndarray]) -> np.ndarray:
+    """The centre crops validation uses: VAL_CROP pixels a side, or the smallest photo's side, a
+    multiple of 64."""
+    side = min(VAL_CROP, *(min(im.shape[:2]) for im in held_out))
+    return np.stack([centre_crop(im, side - side % 64) for im in held_out])
+
+
 class PhotoCrops:
     """Random square crops of a folder of photos (searched recursively), for training.
 
@@ -286,14 +293,16 @@ class PhotoCrops:
 
     def __init__(self, folder: str | Path, crop: int) -> None:
         training, held_out = split_photos(folder)
+        val = validation_crops([read_rgb(p) for p in held_out])
+        self._take([read_rgb(p) for p in training], val, crop, folder)
+
+    def _take(self, images: list[np.ndarray], validation: np.ndarray, crop: int, where) -> None:
+        """Keep the photos a crop fits in, and the validation crops."""
         self.crop = crop
-        images = [read_rgb(p) for p in training]
         self.images = [im for im in images if min(im.shape[:2]) >= crop]
         if not self.images:
-            raise DataError(f"no training photos in {folder} are at least {crop} pixels on each side")
-        val = [read_rgb(p) for p in held_out]
-        side = min(VAL_CROP, *(min(im.shape[:2]) for im in val))
-        self.validation = np.stack([centre_crop(im, side - side % 64) for im in val])
+            raise DataError(f"no training photos in {where} are at least {crop} pixels on each side")
+        self.validation = validation
 
     def batch(self, rng: np.random.Generator, size: int, crop: int | None = None) -> np.ndarray:
         """`size` random crops, uint8 (size, crop, crop, 3); `crop` at most the smallest photo's side."""

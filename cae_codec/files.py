@@ -128,8 +128,6 @@ def write_atomic(path: Path, data: bytes, source: Path, force: bool, named: bool
             _publish(path, data, force)
     except FileExistsError:  # appeared since check_free: never replaced without --force
         raise OutputExistsError(_exists_message(path, named), forceable=not named) from None
-    except OutputExistsError:
-        raise
     except OSError as e:
         raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 
@@ -151,7 +149,7 @@ def check_free(path: Path, source: Path, force: bool, named: bool = False) -> bo
         raise OutputExistsError(f"{path} is a folder; name another output with -o")
     if not stat.S_ISREG(mode):
         return True
-    if os.path.samefile(path, source) if source.exists() else False:
+    if source.exists() and os.path.samefile(path, source):
         raise OutputExistsError(f"{path} is the input itself; choose another output with -o")
     if not force:
         raise OutputExistsError(_exists_message(path, named), forceable=not named)

@@ -30,6 +30,7 @@ class CaeImageFile(ImageFile.ImageFile):
     format_description = "cae-codec learned image"
 
     def _open(self) -> None:
+        self._start = self.fp.tell()
         try:
             header = peek_header(self.fp.read(HEADER_MAX))  # the rest is read by load()
         except FormatError as e:
@@ -47,7 +48,7 @@ class CaeImageFile(ImageFile.ImageFile):
             from .codec import decompress  # torch is imported only when a .cae image is decoded
 
             try:
-                self.fp.seek(0)
+                self.fp.seek(self._start)
                 image = decompress(read_limited(self.fp))
             except Exception as e:  # weights missing or damaged, a corrupt payload: Pillow's OSError
                 raise OSError(f"cannot decode .cae image: {e}") from None

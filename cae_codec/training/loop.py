@@ -266,6 +266,8 @@ def train(
 
 
 def _train(cfg: TrainConfig, rank: int, world: int, on_progress, source) -> str:
+    if cfg.minutes and world > 1:  # each process's clock would end the run at its own step
+        raise ValueError("--minutes trains in one process; under torchrun give --steps")
     if cfg.batch_size % world:
         raise ValueError(f"batch size {cfg.batch_size} does not split evenly over {world} processes")
     levels = len(cfg.lambdas)
@@ -312,7 +314,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress, source) -> str:
             return (seconds + time.monotonic() - started) / (60 * cfg.minutes)
         return step / cfg.steps
 
-    while step < cfg.steps and done() < 1:
+    last = step >= cfg.steps or done() >= 1  # decided once a step, so the last one always validates
+    while not last:
         for group in opt.param_groups:
             group["lr"] = _lr_at(done(), cfg) * group["scale"]
         level = to_device(torch.from_numpy(rng.integers(0, config.levels, cfg.batch_size)), device)
@@ -330,7 +333,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress, source) -> str:
         with torch.no_grad():  # unweighted, so that runs with and without balance compare
             plain = losses.detach().mean()
             running = plain if step == 1 else 0.98 * running + 0.02 * plain
-        last = step >= cfg.steps or done() >= 1
+        fraction = done()
+        last = step >= cfg.steps or fraction >= 1
         evaluate_now = rank == 0 and (step % cfg.eval_every == 0 or last)
         if step % REPORT_EVERY == 0 or evaluate_now or step == 1:
             reported = running.item()
@@ -350,7 +354,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress, source) -> str:
             state_mod.save(cfg.checkpoint, saved)
             saved_at = time.monotonic()
         if on_progress:
-            on_progress(Progress(step, cfg.steps, reported, done=min(done(), 1.0), metrics=metrics))
+            on_progress(Progress(step, cfg.steps, reported, done=min(fraction, 1.0), metrics=metrics))
     if rank != 0 or cfg.out is None:
         return ""
     if on_progress:

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from ..config import DEFAULT_LAMBDAS, TrainConfig, shipped_dir
-from ..datasets import IMAGE_SUFFIXES, VAL_CROP, DataError, centre_crop, read_rgb, split_photos
+from ..datasets import IMAGE_SUFFIXES, DataError, read_rgb, split_photos, validation_crops
 from . import state as state_mod
 from .loop import train, training_device
 from .sources import PhotoSource
@@ -52,13 +52,9 @@ class PackSource(PhotoSource):
             raise ValueError(f"{folder} is not a pack (no pack.json): make one with `pack` first")
         if missing:
             raise ValueError(f"{folder} lacks {', '.join(missing)}: carry each part in a call first")
-        self.crop = crop
         paths = sorted(p for p in folder.glob("part-*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        images = [read_rgb(p) for p in paths]
-        self.images = [im for im in images if min(im.shape[:2]) >= crop]
-        if not self.images:
-            raise ValueError(f"no photo in {folder} is at least {crop} pixels a side")
-        self.validation = np.stack([read_rgb(p) for p in sorted((folder / "val").glob("*.png"))])
+        val = np.stack([read_rgb(p) for p in sorted((folder / "val").glob("*.png"))])
+        self._take([read_rgb(p) for p in paths], val, crop, folder)
 
 
 def check_pack(folder: Path) -> list[str]:
@@ -84,10 +80,9 @@ def pack(
     training, held_out = split_photos(photos)
     out.mkdir(parents=True, exist_ok=True)
     (out / "val").mkdir(exist_ok=True)
-    val = [read_rgb(p) for p in held_out]
-    side = min(VAL_CROP, *(min(im.shape[:2]) for im in val))
-    for i, image in enumerate(val):
-        Image.fromarray(centre_crop(image, side - side % 64)).save(out / "val" / f"{i:02d}.png")
+    val = validation_crops([read_rgb(p) for p in held_out])
+    for i, crop in enumerate(val):
+        Image.fromarray(crop).save(out / "val" / f"{i:02d}.png")
     parts: list[dict] = []
     for i, path in enumerate(training):
         data = path.read_bytes() if quality is None else _shrunk(path, scale, quality)
