@@ -23,6 +23,7 @@ from . import weights as weights_mod
 from .codec import AUTO
 from .container import header_size, unpack
 from .peers import CLASSICS, Classic, available  # noqa: F401  (Classic re-exported: the benchmark's API)
+from .quality import of_level
 
 JPEG_PAYLOAD = "jpeg-payload"
 
@@ -276,9 +277,10 @@ def _cae_tallies(
     w = weights_mod.load(weights)
     out = []
     for q in levels:
+        quality = of_level(q, w.levels)
         tallies = [_Tally() for _ in CAE_CODERS]
         if coders == (AUTO,):  # compress's own default, coded and decoded once
-            files, enc = _timed(codec.compress_many, part, q, w.path)
+            files, enc = _timed(codec.compress_many, part, quality, w.path)
             decoded, dec = _timed(codec.decompress_many, files, w.path)
             for image, data, back in zip(part, files, decoded, strict=True):
                 tallies[0].add(
@@ -290,13 +292,13 @@ def _cae_tallies(
                 )
             out.append(tallies)
             continue
-        each, enc = _timed(codec.compress_many_each, part, q, w.path)
+        each, enc = _timed(codec.compress_many_each, part, quality, w.path)
         decoded = {c: _timed(codec.decompress_many, [f[c] for f in each], w.path) for c in codec.CODERS}
         for k, (image, files) in enumerate(zip(part, each, strict=True)):
             rgb = [np.asarray(decoded[c][0][k].convert("RGB")) for c in codec.CODERS]
             if any(not np.array_equal(rgb[0], other) for other in rgb[1:]):
                 raise RuntimeError(f"the coders decoded image {k} of a batch to different pixels")
-            quality = _quality(image, rgb[0])  # the same pixels whichever coder wrote the file
+            scores = _quality(image, rgb[0])  # the same pixels whichever coder wrote the file
             estimate = _estimate_bpp(w, files["zstd"], q, image)
             tried = codec.auto_coders(image.shape[1], image.shape[0])
             chosen = min(tried, key=lambda c: len(files[c]))  # what compress keeps by default
@@ -304,7 +306,7 @@ def _cae_tallies(
                 name = chosen if c == AUTO else c
                 tally.add(
                     bpp=metrics.bpp(len(files[name]), image.shape[1], image.shape[0]),
-                    **quality,
+                    **scores,
                     encode_ms=1000 * enc / len(part),
                     decode_ms=1000 * decoded[name][1] / len(part),
                     entropy_bpp=estimate,
@@ -313,10 +315,10 @@ def _cae_tallies(
     return out
 
 
-def _estimate_bpp(w: weights_mod.Weights, data: bytes, quality: int, image: np.ndarray) -> float:
+def _estimate_bpp(w: weights_mod.Weights, data: bytes, level: float, image: np.ndarray) -> float:
     """The model's own rate for a file's latent, plus the header's bits, per pixel."""
     f = unpack(data)
-    bits = codec.latent_bits(w, codec.decode_symbols(w, f.color, f.header), quality)
+    bits = codec.latent_bits(w, codec.decode_symbols(w, f.color, f.header), f.header.tables)
     return (bits + 8 * header_size(data)) / (image.shape[0] * image.shape[1])
 
 
@@ -569,12 +571,13 @@ def grid(
     about that size.
     """
     scale = max(1, crop // max(max(im.shape[:2]) for im in images))
+    on_scale = of_level(quality, weights_mod.load(weights).levels)
     cae = next(p for p in points if p.codec == "cae-codec" and p.quality == quality)
     rows: list[tuple[str, Callable[[np.ndarray], bytes] | None, Callable[[bytes], np.ndarray] | None]] = [
         ("original", None, None),
         (
             f"cae-codec q{quality}, {cae.coder}",
-            lambda im: codec.compress(im, quality, weights, cae.coder),
+            lambda im: codec.compress(im, on_scale, weights, cae.coder),
             lambda d: np.asarray(codec.decompress(d, weights).convert("RGB")),
         ),
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import stat
 import time
@@ -30,11 +31,13 @@ class Job:
     """What to do with each file: the options of `compress` or `decompress`."""
 
     kind: str  # "compress" or "decompress"
-    quality: int | None = None
+    quality: float | None = None  # 0-100
     weights: str | None = None
     coder: str = AUTO
     max_pixels: int = DEFAULT_MAX_PIXELS
     psnr: bool = False  # compress: also decode and measure PSNR against the input
+    metadata: str = "all"  # compress: the kinds of metadata kept (metadata.kinds)
+    target: tuple[str, float] | None = None  # compress: (targets.KINDS entry, value) instead of quality
 
 
 def compress_image(source: Path | BinaryIO, job: Job) -> tuple[bytes, dict, list[str]]:
@@ -44,10 +47,27 @@ def compress_image(source: Path | BinaryIO, job: Job) -> tuple[bytes, dict, list
 
     image, notes = _read(source, job)
     start = time.perf_counter()
+    reached = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", codec.InputWarning)  # _read has collected them
-        data = codec.compress(image, job.quality, job.weights, job.coder, job.max_pixels)
-    return data, _compressed(image, data, time.perf_counter() - start, job), notes
+        if job.target is None:
+            data = codec.compress(
+                image, job.quality, job.weights, job.coder, job.max_pixels, metadata=job.metadata
+            )
+        else:
+            from . import targets
+
+            target = targets.Target(*job.target)
+            data, reached = targets.compress_to(
+                image, target, job.weights, job.coder, job.max_pixels, job.metadata
+            )
+    record = _compressed(image, data, time.perf_counter() - start, job)
+    if reached is not None:
+        record["target"] = {"kind": job.target[0], "value": job.target[1], "tries": reached.tries}
+        for key, value in (("psnr", reached.psnr), ("ms_ssim", reached.ms_ssim)):
+            if not math.isnan(value):
+                record[key] = round(value, 4)
+    return data, record, notes
 
 
 def compress_images(sources: list[Path], job: Job) -> list[tuple[bytes, dict, list[str]] | Exception]:
@@ -56,6 +76,8 @@ def compress_images(sources: list[Path], job: Job) -> list[tuple[bytes, dict, li
     out among its images by their estimated cost (share_time)."""
     from . import codec
 
+    if job.target is not None:  # each image searches its own quality
+        return [_attempt(compress_image, source, job) for source in sources]
     results: list = [_attempt(_read, source, job) for source in sources]
     good = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
     images = [results[i][0] for i in good]
@@ -64,7 +86,13 @@ def compress_images(sources: list[Path], job: Job) -> list[tuple[bytes, dict, li
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", codec.InputWarning)  # _read has collected them
             files = codec.compress_many(
-                images, job.quality, job.weights, job.coder, job.max_pixels, return_errors=True
+                images,
+                job.quality,
+                job.weights,
+                job.coder,
+                job.max_pixels,
+                return_errors=True,
+                metadata=job.metadata,
             )
     except Exception as e:  # noqa: BLE001 (what stops a whole batch, a bad quality say, is each file's)
         files = [e] * len(images)
@@ -91,22 +119,26 @@ def _read(source: Path | BinaryIO, job: Job):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", codec.InputWarning)
         image = codec.read_image(source, job.max_pixels)
-        codec.warn_about_losses(image)
+        codec.warn_about_losses(image, job.metadata)
     return image, [str(w.message) for w in caught if issubclass(w.category, codec.InputWarning)]
 
 
 def _compressed(image, data: bytes, seconds: float, job: Job) -> dict:
     """The record of one compressed image: size, bpp, time, header fields, and PSNR if asked."""
-    from . import codec, metrics
+    from . import codec, metrics, quality
+    from . import weights as weights_mod
 
     header = codec.read_header(data)
+    levels = weights_mod.load(job.weights, header.weights_id).levels
     record = {
         "bytes": len(data),
         "bpp": round(metrics.bpp(len(data), image.width, image.height), 4),
         "ms": round(seconds * 1000, 1),
-        "quality": header.quality,
+        "quality": quality.of_header(header, levels),
+        "level": header.position,
         "coder": header.coder,
         "weights_id": header.weights_id,
+        "metadata": sorted(codec.unpack(data).metadata),
     }
     if job.psnr:
         rgb, _, _ = codec.split_image(image)
@@ -166,9 +198,14 @@ def _saved(image, fmt: OutputFormat, seconds: float) -> tuple[bytes, dict, list[
     """A decoded image as a file's bytes in `fmt`, with its record and warnings."""
     if image.mode == "RGBA" and not fmt.alpha:
         raise ValueError(f"{fmt.name} cannot hold the alpha plane; use .png")
+    from .metadata import save_options
+
     notes = [f"{fmt.name} compresses the decode again, losing more"] if fmt.lossy else []
+    kept, dropped = save_options(fmt.name, image)
+    if dropped:
+        notes.append(f"{fmt.name} cannot hold its {' and '.join(dropped)} metadata; use .png to keep it")
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt.name, **fmt.options)
+    image.save(buffer, format=fmt.name, **fmt.options, **kept)
     record = {
         "width": image.width,
         "height": image.height,

@@ -172,8 +172,19 @@ def _line(record: dict) -> str:
     if "skipped" in record:
         return f"{route}: skipped, {record['skipped']}"
     if "bytes" in record:  # compressed
+        quality = f"quality {record['quality']:g}" if record.get("quality") is not None else ""
+        quality = quality or f"level {record['level']:g}"
         psnr = f", PSNR {record['psnr']:.2f} dB" if "psnr" in record else ""
-        return f"{route}: {record['bytes']} bytes, {record['bpp']:.3f} bpp, {record['ms']:.0f} ms{psnr}"
+        ssim = f", MS-SSIM {record['ms_ssim']:.4f}" if "ms_ssim" in record else ""
+        target = ""
+        if "target" in record:
+            kind, value = record["target"]["kind"], record["target"]["value"]
+            wanted = f"{value:,.0f} bytes" if kind == "size" else f"{kind} {value:g}"
+            target = f" (target {wanted}, {record['target']['tries']} tries)"
+        return (
+            f"{route}: {record['bytes']} bytes, {record['bpp']:.3f} bpp, {quality}{target}, "
+            f"{record['ms']:.0f} ms{psnr}{ssim}"
+        )
     return f"{route}: {record['width']}x{record['height']} {record['mode']}, {record['ms']:.0f} ms"
 
 
@@ -473,8 +484,35 @@ def main() -> None:
 @click.option(
     "-q",
     "--quality",
-    type=int,
-    help="1 (fewest bits) to 8 (best pictures) with the shipped weights; default: the weights' own (6 of 8).",
+    type=click.FloatRange(0, 100),
+    help="0 (fewest bits) to 100 (best pictures), as cwebp's; default 71. The shipped weights' 8 levels "
+    "sit at 0, 14, 29, 43, 57, 71, 86 and 100; qualities between move between them in 256ths of a level.",
+)
+@click.option(
+    "--target-size",
+    metavar="SIZE",
+    help="Instead of -q: the highest quality whose file fits SIZE (40KB, 1.5MB, 64KiB, 40000 bytes; "
+    "KB = 1000 bytes), header and metadata included.",
+)
+@click.option(
+    "--target-psnr",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="DB",
+    help="Instead of -q: the smallest file whose decode reaches DB dB PSNR.",
+)
+@click.option(
+    "--target-ms-ssim",
+    type=click.FloatRange(0, 1, min_open=True),
+    metavar="X",
+    help="Instead of -q: the smallest file whose decode reaches MS-SSIM X (0-1, e.g. 0.98).",
+)
+@click.option(
+    "--metadata",
+    default="all",
+    show_default=True,
+    metavar="KINDS",
+    help="Metadata to keep: all, none, or some of icc, exif, xmp joined by commas (as cwebp's "
+    "-metadata). EXIF orientation is applied to the pixels and stored as upright.",
 )
 @WEIGHTS_OPTION
 @FORCE_OPTION
@@ -499,6 +537,10 @@ def compress(
     inputs,
     output,
     quality,
+    target_size,
+    target_psnr,
+    target_ms_ssim,
+    metadata,
     weights,
     force,
     max_pixels,
@@ -523,20 +565,42 @@ def compress(
     their low 8 bits. EXIF orientation is applied; of an animation, only the first
     frame is kept.
     """
-    levels = config.SHIPPED_LEVELS
+    from .metadata import kinds as metadata_kinds
+
+    target = _target(quality, target_size, target_psnr, target_ms_ssim)
+    try:
+        metadata_kinds(metadata)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--metadata") from None
     if weights is not None:
         from . import weights as weights_mod
 
         try:
-            levels = weights_mod.load(weights).levels  # a bad --weights fails once, before any file
+            weights_mod.load(weights)  # a bad --weights fails once, before any file
         except weights_mod.WeightsError as e:
             raise click.ClickException(str(e)) from None
-    if quality is not None and not 1 <= quality <= levels:
-        raise click.BadParameter(f"{quality} is not a level: 1 to {levels}", param_hint="-q")
 
-    job = bulk.Job("compress", quality, weights, coder, max_pixels, psnr)
+    job = bulk.Job("compress", quality, weights, coder, max_pixels, psnr, metadata, target)
 
     _run_batch(inputs, output, job, force, Report(as_json, quiet), engine, address, workers, verbose)
+
+
+def _target(quality, size: str | None, psnr: float | None, ms_ssim: float | None) -> tuple[str, float] | None:
+    """The one target asked for, checked; none when -q (or nothing) chooses the quality."""
+    given = [(k, v) for k, v in (("size", size), ("psnr", psnr), ("ms-ssim", ms_ssim)) if v is not None]
+    if len(given) + (quality is not None) > 1:
+        raise click.UsageError("give one of -q, --target-size, --target-psnr and --target-ms-ssim")
+    if not given:
+        return None
+    kind, value = given[0]
+    if kind == "size":
+        from .targets import parse_size
+
+        try:
+            value = parse_size(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--target-size") from None
+    return kind, float(value)
 
 
 @main.command()
@@ -563,7 +627,8 @@ def decompress(
     \b
     -o suffixes: .png .tif .tiff .bmp .webp (lossless), .jpg .jpeg (compressed
     again, quality 95, with a warning). Others are refused. An INPUT of - reads
-    standard input; -o - writes PNG to standard output.
+    standard input; -o - writes PNG to standard output. The ICC profile, EXIF and
+    XMP the file kept are written into PNG, TIFF, WebP and JPEG outputs.
     """
 
     job = bulk.Job("decompress", weights=weights, max_pixels=max_pixels)
@@ -593,6 +658,8 @@ def info(inputs, list_weights, model, size) -> None:
     model's layers."""
     from . import metrics
     from .container import unpack
+    from .quality import describe as describe_quality
+    from .quality import shipped_levels
 
     if model is not None:
         _print_models(model, size)
@@ -615,16 +682,22 @@ def info(inputs, list_weights, model, size) -> None:
     for source in inputs:
         try:
             data = read_limited(sys.stdin.buffer) if source == STDIO else bulk.read_cae(source)
-            h = unpack(data).header
+            unpack(data)
         except (OSError, FormatError) as e:
             failed = True
             click.echo(f"cae-codec: {source}: {bulk.describe(e)}", err=True)
             continue
+        f = unpack(data)
+        h = f.header
         bpp = metrics.bpp(len(data), h.width, h.height)
         segments = f", {h.segments} segments of {h.segment} px" if h.segment else ""
+        folded = f", folded into {h.fold} strips ({'x'.join(map(str, h.coded_size))})" if h.fold > 1 else ""
+        kept = [f"{kind} {len(section):,} B" for kind, section in f.metadata.items()]
+        kept = f", metadata: {', '.join(kept)}" if kept else ""
         click.echo(
-            f"{source}: {h.width}x{h.height} {h.mode}, quality {h.quality}, coder {h.coder}, "
-            f"weights id {h.weights_id}{segments}, {len(data)} bytes ({bpp:.3f} bpp)"
+            f"{source}: {h.width}x{h.height} {h.mode}, quality "
+            f"{describe_quality(h.level, h.fraction, shipped_levels(h.weights_id))}, coder {h.coder}, "
+            f"weights id {h.weights_id}{segments}{folded}{kept}, {len(data)} bytes ({bpp:.3f} bpp)"
         )
     if failed:
         raise SystemExit(1)
@@ -716,7 +789,12 @@ def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list
     "kodak, the folder holding kodim01.png .. kodim24.png (default: download to the cache).",
 )
 @click.option("--limit", type=click.IntRange(1), help="Use only the first N images.")
-@click.option("-q", "--quality", "qualities", help="cae-codec levels to measure, e.g. 1,3,5 (default: all).")
+@click.option(
+    "--levels",
+    "qualities",
+    help="cae-codec's levels to measure, e.g. 1,3,5 (default: all; level k of 8 is quality "
+    "0, 14, 29, 43, 57, 71, 86, 100).",
+)
 @click.option(
     "--codecs",
     default=",".join(DEFAULT_PEERS),
@@ -768,10 +846,10 @@ def bench(dataset, data_dir, limit, qualities, codecs, coders, out, weights) -> 
         raise click.ClickException(f"{out} exists and is not empty; choose another --out")
     try:
         w = weights_mod.load(weights)
-        levels = _int_list(qualities, "--quality") or list(range(1, w.levels + 1))
+        levels = _int_list(qualities, "--levels") or list(range(1, w.levels + 1))
         if bad := [q for q in levels if not 1 <= q <= w.levels]:
             raise click.BadParameter(
-                f"{bad[0]} is not a level of {w.name} (1 to {w.levels})", param_hint="-q"
+                f"{bad[0]} is not a level of {w.name} (1 to {w.levels})", param_hint="--levels"
             )
         images = _bench_images(dataset, data_dir, limit)  # after every check: loading takes a while
         if weights is None:  # the shipped model the codec would choose for this data's image size

@@ -6,6 +6,7 @@ image -> (rgb, alpha, mode) -> tensor -> latent -> integers -> bytes, and back.
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -17,12 +18,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import metadata as metadata_mod
 from . import packing
 from . import weights as weights_mod
 from .config import AUTO, BATCH_PIXELS, CODER_CHOICES, DEFAULT_MAX_PIXELS, STRIDES, ZSTD_MIN_PIXELS
-from .container import CODERS, CaeFile, FormatError, Header, join_segments, pack, unpack
+from .container import CODERS, CaeFile, FormatError, Header, folded_size, join_segments, pack, unpack
 from .latent_codecs import Symbols, hyper_features
 from .model import SEGMENT
+from .quality import Position, position
 from .tiling import run_tiled, tiling
 
 WeightsArg = str | os.PathLike | None
@@ -52,10 +55,10 @@ def _foreign_profile(icc: bytes | None) -> bool:
         return True  # unreadable: say it is dropped
 
 
-def warn_about_losses(image: Image.Image) -> None:
-    """Say what the .cae file will not keep: a colour profile, a 1-bit image's compactness, and the
-    low bits of 16-bit samples."""
-    if _foreign_profile(image.info.get("icc_profile")):
+def warn_about_losses(image: Image.Image, metadata: str = "all") -> None:
+    """Say what the .cae file will not keep: a colour profile left out by `metadata`, a 1-bit
+    image's compactness, and the low bits of 16-bit samples."""
+    if "icc" not in metadata_mod.kinds(metadata) and _foreign_profile(image.info.get("icc_profile")):
         warnings.warn(
             "its ICC colour profile is not kept; colour-managed viewers may show colours slightly "
             "differently (the pixels are coded as they are)",
@@ -104,11 +107,13 @@ def read_image(path: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX
     return upright
 
 
-def split_image(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray | None, str]:
+def split_image(
+    image: Image.Image | np.ndarray, metadata: str = "all"
+) -> tuple[np.ndarray, np.ndarray | None, str]:
     """An image as (rgb uint8 HxWx3, alpha uint8 HxW or None, stored mode)."""
     if isinstance(image, np.ndarray):
         image = _array_to_image(image)
-    warn_about_losses(image)
+    warn_about_losses(image, metadata)
     if image.mode in SIXTEEN_BIT:
         # Pillow's convert("L") clips 16-bit values at 255; keep the high byte instead.
         image = Image.fromarray((np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8), "L")
@@ -166,17 +171,23 @@ def to_pixels(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
     return x[0, :, :height, :width].permute(1, 2, 0).numpy()
 
 
+def _level_tensor(level: float) -> torch.Tensor:
+    """A level (1-based, maybe between two) as the networks take it: 0-based, a float only between
+    levels, so whole levels run exactly as before fine qualities existed."""
+    return torch.tensor([int(level) - 1]) if float(level).is_integer() else torch.tensor([float(level) - 1])
+
+
 @torch.inference_mode()
 def analyse(
     w: weights_mod.Weights,
     x: torch.Tensor,
-    quality: int,
+    level: float,
     tile: int | None = None,
     channels_last: bool = False,
 ) -> torch.Tensor:
-    """g_a, tile by tile: an image tensor (float in [0,1], or uint8) to the unquantized latent y;
-    `channels_last` for images over BATCH_PIXELS (tiling.run_tiled)."""
-    level = torch.tensor([quality - 1])
+    """g_a, tile by tile: an image tensor (float in [0,1], or uint8) to the unquantized latent y
+    at a level (Position.value); `channels_last` for images over BATCH_PIXELS (tiling.run_tiled)."""
+    level = _level_tensor(level)
     cfg = w.model.config
     tile, halo, _ = tiling(cfg.stride, tile)
     return run_tiled(
@@ -192,9 +203,10 @@ def analyse(
 
 
 @torch.inference_mode()
-def encode_latent(w: weights_mod.Weights, x: torch.Tensor, quality: int, tile: int | None = None) -> Symbols:
-    """Image tensor to integers: g_a, then the latent codec of the model's prior."""
-    return w.latent.quantize(w, analyse(w, x, quality, tile), quality, tile)
+def encode_latent(w: weights_mod.Weights, x: torch.Tensor, level: float, tile: int | None = None) -> Symbols:
+    """Image tensor to integers: g_a, then the latent codec of the model's prior (with the tables
+    of the whole level at or above `level`: Position.tables)."""
+    return w.latent.quantize(w, analyse(w, x, level, tile), math.ceil(level), tile)
 
 
 @torch.inference_mode()
@@ -202,7 +214,7 @@ def encode_segment(
     w: weights_mod.Weights,
     pixels: torch.Tensor,
     box: Box,
-    quality: int,
+    level: float,
     tile: int | None = None,
     channels_last: bool = False,
 ) -> Symbols:
@@ -213,16 +225,17 @@ def encode_segment(
     halo = tiling(stride, tile)[1]
     ctop, cleft = max(0, top - halo), max(0, left - halo)
     crop = pixels[:, :, ctop : bottom + halo, cleft : right + halo]
-    y = analyse(w, crop, quality, tile, channels_last)
+    y = analyse(w, crop, level, tile, channels_last)
     core = y[:, :, (top - ctop) // stride : (bottom - ctop) // stride, (left - cleft) // stride :]
-    return w.latent.quantize(w, core[:, :, :, : (right - left) // stride].contiguous(), quality, tile)
+    tables = math.ceil(level)
+    return w.latent.quantize(w, core[:, :, :, : (right - left) // stride].contiguous(), tables, tile)
 
 
 @torch.inference_mode()
 def synthesize(
     w: weights_mod.Weights,
     y_hat: torch.Tensor,
-    quality: int,
+    level: float,
     tile: int | None = None,
     pixels: bool = False,
     channels_last: bool = False,
@@ -230,7 +243,7 @@ def synthesize(
     """g_s, tile by tile: the dequantized latent to the decoder's output, as floats or (`pixels`)
     as uint8 values, rounded tile by tile so a large image never exists as floats whole;
     `channels_last` for images over BATCH_PIXELS (tiling.run_tiled)."""
-    level = torch.tensor([quality - 1])
+    level = _level_tensor(level)
     cfg = w.model.config
     tile, _, latent_halo = tiling(cfg.stride, tile)
     fn = (
@@ -244,10 +257,10 @@ def synthesize(
 
 @torch.inference_mode()
 def decode_latent(
-    w: weights_mod.Weights, symbols: Symbols, quality: int, tile: int | None = None
+    w: weights_mod.Weights, symbols: Symbols, level: float, tile: int | None = None
 ) -> torch.Tensor:
     """Integers back to the decoder's output tensor."""
-    return synthesize(w, w.latent.dequantize(w, symbols, quality), quality, tile)
+    return synthesize(w, w.latent.dequantize(w, symbols, math.ceil(level)), level, tile)
 
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels of the padded image
@@ -281,12 +294,51 @@ def latent_shape(w: weights_mod.Weights, height: int, width: int) -> tuple[int, 
     return (cfg.M, -(-height // m) * m // cfg.stride, -(-width // m) * m // cfg.stride)
 
 
-def _check_quality(w: weights_mod.Weights, quality: object) -> None:
-    expected = f"quality must be an integer from 1 to {w.levels}"
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
-        raise TypeError(f"{expected}, not {quality!r} ({type(quality).__name__})")
-    if not 1 <= quality <= w.levels:
-        raise ValueError(f"{expected}, not {quality}")
+def fold_count(width: int, height: int, multiple: int) -> int:
+    """How many strips to cut a thin image into (1: none). An image whose shorter side is under the
+    pad multiple is folded when that at least halves the padded area the networks run on: a
+    1,000,000 x 1 image pads to 64 rows, but folds into 1,000 strips of 1,000 pixels."""
+    if min(width, height) >= multiple:
+        return 1
+    longer, shorter = max(width, height), min(width, height)
+
+    def padded(k: int) -> int:
+        w, h = folded_size(width, height, k)
+        return -(-w // multiple) * multiple * (-(-h // multiple) * multiple)
+
+    best, k = 1, 2
+    while k <= longer and shorter * k <= -(-longer // k) + 2 * multiple:
+        if -(-longer // -(-longer // k)) == k and padded(k) < padded(best):  # every strip non-empty
+            best = k
+        k += 1
+    return best if 2 * padded(best) <= padded(1) else 1
+
+
+def fold(rgb: np.ndarray, strips: int) -> np.ndarray:
+    """Cut an image along its longer side into `strips` strips (the last edge-padded) and stack them."""
+    if strips == 1:
+        return rgb
+    h, w = rgb.shape[:2]
+    if w >= h:
+        length = -(-w // strips)
+        rgb = np.pad(rgb, ((0, 0), (0, strips * length - w), (0, 0)), mode="edge")
+        return rgb.reshape(h, strips, length, 3).transpose(1, 0, 2, 3).reshape(strips * h, length, 3)
+    length = -(-h // strips)
+    rgb = np.pad(rgb, ((0, strips * length - h), (0, 0), (0, 0)), mode="edge")
+    return rgb.reshape(strips, length, w, 3).transpose(1, 0, 2, 3).reshape(length, strips * w, 3)
+
+
+def unfold(rgb: np.ndarray, width: int, height: int, strips: int) -> np.ndarray:
+    """The inverse of `fold`: the strips side by side again, cut to width x height."""
+    if strips == 1:
+        return rgb
+    if width >= height:
+        length = rgb.shape[1]
+        whole = rgb.reshape(strips, height, length, 3).transpose(1, 0, 2, 3).reshape(height, -1, 3)
+        return whole[:, :width]
+    length = rgb.shape[0]
+    whole = rgb.reshape(length, strips, width, 3).transpose(1, 0, 2, 3).reshape(-1, width, 3)
+    return whole[:height]
 
 
 def _check_pixels(width: int, height: int, max_pixels: int, error: type[ValueError] = ValueError) -> None:
@@ -346,18 +398,20 @@ def _as_bytes(data: bytes | bytearray | memoryview | str | os.PathLike | BinaryI
 
 def compress(
     image: ImageArg,
-    quality: int | None = None,
+    quality: float | None = None,
     weights: WeightsArg = None,
     coder: str = AUTO,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     segment: int | None = None,
+    metadata: str = "all",
 ) -> bytes:
     """Compress an image to .cae bytes: a PIL image, a uint8 array (HxW, HxWx3, HxWx4), or an image
-    file's path, bytes or open stream. coder "auto" keeps the smaller file of the coders worth
-    trying at the image's size (auto_coders)."""
+    file's path, bytes or open stream. `quality` 0-100 (quality.py; default the bundle's); coder
+    "auto" keeps the smaller file of the coders worth trying at the image's size (auto_coders);
+    `metadata` which of a PIL image's ICC profile, EXIF and XMP to keep ("all", "none", "icc,exif")."""
     if coder not in CODER_CHOICES:
         raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
-    files = compress_each(image, quality, weights, (coder,), max_pixels, segment)
+    files = compress_each(image, quality, weights, (coder,), max_pixels, segment, metadata)
     return min(files.values(), key=len)  # ties go to the first coder (zstd)
 
 
@@ -373,43 +427,53 @@ def _resolve(coders: tuple[str, ...], width: int, height: int) -> tuple[str, ...
 
 def compress_each(
     image: ImageArg,
-    quality: int | None = None,
+    quality: float | None = None,
     weights: WeightsArg = None,
     coders: tuple[str, ...] = CODERS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     segment: int | None = None,
+    metadata: str = "all",
 ) -> dict[str, bytes]:
     """The .cae file that each coder makes of one image (coders ("auto",): those auto_coders names);
     the network runs once. Without `weights`, the shipped model for the image's size
     (weights.default_id); `segment` overrides the side in pixels of a large image's segments."""
-    return _compress_source(_prepare(image, weights, max_pixels), quality, weights, coders, segment)
+    source = prepare(image, weights, max_pixels, metadata)
+    return compress_source(source, quality, weights, coders, segment)
 
 
-def _compress_source(
-    source: _Source, quality: int | None, weights: WeightsArg, coders: tuple[str, ...], segment: int | None
+def compress_source(
+    source: Source,
+    quality: float | Position | None,
+    weights: WeightsArg,
+    coders: tuple[str, ...] = (AUTO,),
+    segment: int | None = None,
 ) -> dict[str, bytes]:
-    w, quality = _model_for(source, weights, quality)
+    """A prepared image's file from each coder, at a quality (0-100) or a Position of the fine scale."""
+    w, at = _model_for(source, weights, quality)
     coders = _resolve(coders, source.width, source.height)
-    side = segment_side(w, source.width, source.height, segment)
-    pixels = to_pixel_tensor(source.rgb, w.model.config.pad_multiple)
+    rgb = source.coded
+    height, width = rgb.shape[:2]
+    side = segment_side(w, width, height, segment)
+    pixels = to_pixel_tensor(rgb, w.model.config.pad_multiple)
     sections: dict[str, list[bytes]] = {coder: [] for coder in coders}
-    for box in segment_boxes(w, source.width, source.height, side):
-        symbols = encode_segment(w, pixels, box, quality, channels_last=_alone(source.width, source.height))
+    for box in segment_boxes(w, width, height, side):
+        symbols = encode_segment(w, pixels, box, at.value, channels_last=_alone(width, height))
         for coder in coders:
-            sections[coder].append(encode_symbols(w, symbols, quality, coder))
+            sections[coder].append(encode_symbols(w, symbols, at.tables, coder))
     return {
-        coder: _pack(source, w, quality, coder, join_segments(parts), side)
-        for coder, parts in sections.items()
+        coder: _pack(source, w, at, coder, join_segments(parts), side) for coder, parts in sections.items()
     }
 
 
-class _Source(NamedTuple):
+class Source(NamedTuple):
     """An image ready for the network: its pixels, its alpha plane's zstd frame and stored mode."""
 
     rgb: np.ndarray
     alpha: bytes | None  # packed once, whatever the number of coders tried
     mode: str
     weights_id: int | None  # the shipped model for its size, when no weights are given
+    fold: int = 1  # strips a thin image is cut into (fold_count)
+    metadata: dict[str, bytes] = {}  # noqa: RUF012 (never mutated)
 
     @property
     def height(self) -> int:
@@ -419,39 +483,69 @@ class _Source(NamedTuple):
     def width(self) -> int:
         return self.rgb.shape[1]
 
+    @property
+    def coded(self) -> np.ndarray:
+        """The pixels the network codes: the image, or its strips stacked (fold)."""
+        return fold(self.rgb, self.fold)
 
-def _prepare(image: ImageArg, weights: WeightsArg, max_pixels: int) -> _Source:
-    rgb, alpha, mode = split_image(_as_image(image, max_pixels))
+
+def prepare(
+    image: ImageArg, weights: WeightsArg = None, max_pixels: int = DEFAULT_MAX_PIXELS, metadata: str = "all"
+) -> Source:
+    """An image read, checked and split for the network once, to be coded at one or more qualities."""
+    keep = metadata_mod.kinds(metadata)  # a bad choice is refused before the image is read
+    image = _as_image(image, max_pixels)
+    found = metadata_mod.from_image(image, keep) if isinstance(image, Image.Image) else {}
+    sections = metadata_mod.pack_sections(found)
+    rgb, alpha, mode = split_image(image, metadata)
     height, width = rgb.shape[:2]
     _check_pixels(width, height, max_pixels)
     weights_id = None if weights is not None else weights_mod.default_id(width, height)
-    _check_padded(weights_mod.load(weights, weights_id).model.config.pad_multiple, width, height, max_pixels)
+    m = weights_mod.load(weights, weights_id).model.config.pad_multiple
+    strips = fold_count(width, height, m)
+    _check_padded(m, *folded_size(width, height, strips), max_pixels)
     alpha_frame = packing.zstd_pack(alpha.tobytes()) if alpha is not None else None
-    return _Source(rgb, alpha_frame, mode, weights_id)
+    return Source(rgb, alpha_frame, mode, weights_id, strips, sections)
 
 
-def _model_for(source: _Source, weights: WeightsArg, quality: int | None) -> tuple[weights_mod.Weights, int]:
+def _model_for(
+    source: Source, weights: WeightsArg, quality: float | Position | None
+) -> tuple[weights_mod.Weights, Position]:
     w = weights_mod.load(weights, source.weights_id)
-    quality = w.default_quality if quality is None else quality
-    _check_quality(w, quality)
-    return w, quality
+    if isinstance(quality, Position):
+        if quality.value > w.levels:
+            raise ValueError(f"level {quality.value:g} is above the {w.levels} levels of {w.name}")
+        return w, quality
+    return w, Position(w.default_quality) if quality is None else position(quality, w.levels)
 
 
 def _pack(
-    source: _Source, w: weights_mod.Weights, quality: int, coder: str, color: bytes, side: int = 0
+    source: Source, w: weights_mod.Weights, at: Position, coder: str, color: bytes, side: int = 0
 ) -> bytes:
-    header = Header(source.mode, coder, quality, w.id, source.width, source.height, side)
-    return pack(CaeFile(header, color, source.alpha))
+    header = Header(
+        source.mode,
+        coder,
+        at.level,
+        w.id,
+        source.width,
+        source.height,
+        side,
+        fraction=at.fraction,
+        fold=source.fold,
+        metadata=bool(source.metadata),
+    )
+    return pack(CaeFile(header, color, source.alpha, source.metadata))
 
 
 def compress_many(
     images: Iterable[ImageArg],
-    quality: int | None = None,
+    quality: float | None = None,
     weights: WeightsArg = None,
     coder: str = AUTO,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     batch_size: int = 64,
     return_errors: bool = False,
+    metadata: str = "all",
 ) -> list[bytes]:
     """Compress many images, in order, to the same files `compress` makes of each (up to float
     rounding): small images of one size share the network's forward passes, `batch_size` at a time.
@@ -459,34 +553,37 @@ def compress_many(
     stopping the others."""
     if coder not in CODER_CHOICES:
         raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
-    each = compress_many_each(images, quality, weights, (coder,), max_pixels, batch_size, return_errors)
+    each = compress_many_each(
+        images, quality, weights, (coder,), max_pixels, batch_size, return_errors, metadata
+    )
     # ties go to the first coder (zstd)
     return [f if isinstance(f, Exception) else min(f.values(), key=len) for f in each]
 
 
 def compress_many_each(
     images: Iterable[ImageArg],
-    quality: int | None = None,
+    quality: float | None = None,
     weights: WeightsArg = None,
     coders: tuple[str, ...] = CODERS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     batch_size: int = 64,
     return_errors: bool = False,
+    metadata: str = "all",
 ) -> list[dict[str, bytes]]:
     """`compress_each` for many images, in order, with compress_many's shared forward passes."""
     files: list[dict[str, bytes] | Exception | None] = []
-    waiting: dict[tuple, list[tuple[int, _Source]]] = {}
+    waiting: dict[tuple, list[tuple[int, Source]]] = {}
     for image in images:
         files.append(None)
         try:
-            source = _prepare(image, weights, max_pixels)
+            source = prepare(image, weights, max_pixels, metadata)
         except Exception as e:
             if not return_errors:
                 raise
             files[-1] = e
             continue
-        if _alone(source.width, source.height):
-            files[-1] = _compress_source(source, quality, weights, coders, None)
+        if _alone(source.width, source.height) or source.fold > 1:
+            files[-1] = compress_source(source, quality, weights, coders, None)
             continue
         key = (source.weights_id, source.height, source.width)
         waiting.setdefault(key, []).append((len(files) - 1, source))
@@ -497,26 +594,26 @@ def compress_many_each(
     return files
 
 
-def _compress_batch(group: list[tuple[int, _Source]], files: list, quality, weights, coders) -> None:
+def _compress_batch(group: list[tuple[int, Source]], files: list, quality, weights, coders) -> None:
     """Same-size images through one forward pass; each gets every coder's file."""
-    w, quality = _model_for(group[0][1], weights, quality)
+    w, at = _model_for(group[0][1], weights, quality)
     coders = _resolve(coders, group[0][1].width, group[0][1].height)
     m = w.model.config.pad_multiple
     x = torch.cat([to_pixel_tensor(source.rgb, m) for _, source in group])
-    y = analyse(w, x, quality)
-    for (i, source), symbols in zip(group, w.latent.quantize_many(w, y, quality), strict=True):
-        files[i] = {c: _pack(source, w, quality, c, encode_symbols(w, symbols, quality, c)) for c in coders}
+    y = analyse(w, x, at.value)
+    for (i, source), symbols in zip(group, w.latent.quantize_many(w, y, at.tables), strict=True):
+        files[i] = {c: _pack(source, w, at, c, encode_symbols(w, symbols, at.tables, c)) for c in coders}
 
 
-def encode_symbols(w: weights_mod.Weights, symbols: Symbols, quality: int, coder: str) -> bytes:
-    """The latent's integers to the colour section, by the chosen entropy coder."""
-    return w.latent.write(w, symbols, quality, coder)
+def encode_symbols(w: weights_mod.Weights, symbols: Symbols, tables: int, coder: str) -> bytes:
+    """The latent's integers to the colour section, by the chosen entropy coder with a level's tables."""
+    return w.latent.write(w, symbols, tables, coder)
 
 
 def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> Symbols:
-    """The colour section back to the latent's integers."""
+    """The colour section back to the latent's integers (header: a segment's or the coded image's)."""
     shape = latent_shape(w, header.height, header.width)
-    return w.latent.read(w, data, shape, header.quality, header.coder)
+    return w.latent.read(w, data, shape, header.tables, header.coder)
 
 
 def dequantize_segments(w: weights_mod.Weights, f: CaeFile) -> torch.Tensor:
@@ -525,13 +622,14 @@ def dequantize_segments(w: weights_mod.Weights, f: CaeFile) -> torch.Tensor:
     if h.segment % w.model.config.pad_multiple:
         raise FormatError(f"segment side {h.segment} is not a multiple of {w.model.config.pad_multiple}")
     stride = w.model.config.stride
-    y_hat = torch.empty(1, *latent_shape(w, h.height, h.width))
+    width, height = h.coded_size
+    y_hat = torch.empty(1, *latent_shape(w, height, width))
     for (top, left, bottom, right), data in zip(
-        segment_boxes(w, h.width, h.height, h.segment), f.segments, strict=True
+        segment_boxes(w, width, height, h.segment), f.segments, strict=True
     ):
-        part = replace(h, width=right - left, height=bottom - top, segment=0)
+        part = replace(h, width=right - left, height=bottom - top, segment=0, fold=1)
         y_hat[:, :, top // stride : bottom // stride, left // stride : right // stride] = w.latent.dequantize(
-            w, decode_symbols(w, data, part), h.quality
+            w, decode_symbols(w, data, part), h.tables
         )
     return y_hat
 
@@ -547,8 +645,8 @@ def _weights_for(header: Header, weights: WeightsArg) -> weights_mod.Weights:
     w = weights_mod.load(weights, header.weights_id)
     if w.id != header.weights_id:
         raise FormatError(f"file was made with weights id {header.weights_id}, not {w.name} (id {w.id})")
-    if header.quality > w.levels:
-        raise FormatError(f"quality {header.quality} is above the {w.levels} levels of {w.name}")
+    if header.position > w.levels:
+        raise FormatError(f"quality level {header.position:g} is above the {w.levels} levels of {w.name}")
     return w
 
 
@@ -565,27 +663,38 @@ def decompress(
 
 def _entropy_decode(
     f: CaeFile, weights: WeightsArg, max_pixels: int
-) -> tuple[weights_mod.Weights, torch.Tensor, np.ndarray | None]:
-    """Everything before g_s, every section checked: the weights, y_hat and the alpha plane."""
+) -> tuple[weights_mod.Weights, torch.Tensor, np.ndarray | None, dict]:
+    """Everything before g_s, every section checked: the weights, y_hat, the alpha plane and the
+    metadata as Image.info holds it."""
     h = f.header
     _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)
-    _check_padded(w.model.config.pad_multiple, h.width, h.height, max_pixels, FormatError)
-    return w, dequantize_segments(w, f), _decode_alpha(f.alpha, h) if h.mode == "RGBA" else None
+    _check_padded(w.model.config.pad_multiple, *h.coded_size, max_pixels, FormatError)
+    return w, dequantize_segments(w, f), *_side_sections(f)
+
+
+def _side_sections(f: CaeFile) -> tuple[np.ndarray | None, dict]:
+    """The alpha plane (or None) and the metadata as Image.info holds it, both checked."""
+    plane = _decode_alpha(f.alpha, f.header) if f.header.mode == "RGBA" else None
+    return plane, metadata_mod.to_info(metadata_mod.unpack_sections(f.metadata))
 
 
 def _synthesize_quietly(
-    w: weights_mod.Weights, y_hat: torch.Tensor, quality: int, channels_last: bool = False
+    w: weights_mod.Weights, y_hat: torch.Tensor, level: float, channels_last: bool = False
 ) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a garbage latent may overflow float math; pixels are clamped
-        return synthesize(w, y_hat, quality, pixels=True, channels_last=channels_last)
+        return synthesize(w, y_hat, level, pixels=True, channels_last=channels_last)
 
 
-def _finish(h: Header, w: weights_mod.Weights, y_hat: torch.Tensor, plane: np.ndarray | None) -> Image.Image:
-    """g_s on one image's latent, to a PIL image of its size and mode."""
-    pixels = _synthesize_quietly(w, y_hat, h.quality, _alone(h.width, h.height))
-    return _to_image(h, to_pixels(pixels, h.height, h.width), plane)
+def _finish(
+    h: Header, w: weights_mod.Weights, y_hat: torch.Tensor, plane: np.ndarray | None, info: dict
+) -> Image.Image:
+    """g_s on one image's latent, to a PIL image of its size and mode, with its metadata."""
+    width, height = h.coded_size
+    pixels = _synthesize_quietly(w, y_hat, h.position, _alone(width, height))
+    rgb = unfold(to_pixels(pixels, height, width), h.width, h.height, h.fold)
+    return _to_image(h, rgb, plane, info)
 
 
 def _alone(width: int, height: int) -> bool:
@@ -593,12 +702,15 @@ def _alone(width: int, height: int) -> bool:
     return width * height > BATCH_PIXELS
 
 
-def _to_image(h: Header, rgb: np.ndarray, plane: np.ndarray | None) -> Image.Image:
+def _to_image(h: Header, rgb: np.ndarray, plane: np.ndarray | None, info: dict) -> Image.Image:
     if h.mode == "L":
-        return Image.fromarray(np.round(rgb.mean(axis=2)).astype(np.uint8), "L")
-    if plane is None:
-        return Image.fromarray(rgb, "RGB")
-    return Image.fromarray(np.dstack([rgb, plane]), "RGBA")
+        image = Image.fromarray(np.round(rgb.mean(axis=2)).astype(np.uint8), "L")
+    elif plane is None:
+        image = Image.fromarray(rgb, "RGB")
+    else:
+        image = Image.fromarray(np.dstack([rgb, plane]), "RGBA")
+    image.info.update(info)
+    return image
 
 
 def decompress_many(
@@ -627,7 +739,7 @@ def decompress_many(
             images[-1] = pending
             continue
         h = pending.header
-        key = (pending.weights.id, h.quality, h.width, h.height)
+        key = (pending.weights.id, h.position, h.width, h.height)
         waiting.setdefault(key, []).append((len(images) - 1, pending))
         if len(waiting[key]) == batch_size:
             _decode_batch(waiting.pop(key), images, return_errors)
@@ -649,7 +761,7 @@ class _Pending(NamedTuple):
 def _start_decode(f: CaeFile, weights: WeightsArg, max_pixels: int) -> Image.Image | _Pending:
     """A large file decoded at once; a small one read as far as its batch's shared passes."""
     h = f.header
-    if _alone(h.width, h.height) or h.segment:
+    if _alone(h.width, h.height) or h.segment or h.fold > 1:
         return _finish(h, *_entropy_decode(f, weights, max_pixels))
     _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)
@@ -657,36 +769,36 @@ def _start_decode(f: CaeFile, weights: WeightsArg, max_pixels: int) -> Image.Ima
     start = getattr(w.latent, "start_read", None)
     if start is None:
         return _Pending(h, w, f, None, None)
-    z, finish = start(w, f.segments[0], latent_shape(w, h.height, h.width), h.quality, h.coder)
+    z, finish = start(w, f.segments[0], latent_shape(w, h.height, h.width), h.tables, h.coder)
     return _Pending(h, w, f, z, finish)
 
 
 def _decode_batch(group: list[tuple[int, _Pending]], images: list, return_errors: bool) -> None:
     """h_s once for the group's z, then each file's y, then g_s once for all that decoded."""
     first = group[0][1]
-    w, quality = first.weights, first.header.quality
+    w, level = first.weights, first.header.tables
     hyper = None
     if first.z is not None:
-        hyper = hyper_features(w, np.stack([p.z for _, p in group]), quality)
+        hyper = hyper_features(w, np.stack([p.z for _, p in group]), level)
     decoded = []
     for k, (i, p) in enumerate(group):
         try:
             if hyper is None:
                 y_hat = dequantize_segments(w, p.file)
             else:
-                y_hat = w.latent.dequantize(w, p.finish(hyper[k]), quality)
-            plane = _decode_alpha(p.file.alpha, p.header) if p.header.mode == "RGBA" else None
+                y_hat = w.latent.dequantize(w, p.finish(hyper[k]), level)
+            plane, info = _side_sections(p.file)
         except Exception as e:
             if not return_errors:
                 raise
             images[i] = e
             continue
-        decoded.append((i, p.header, y_hat, plane))
+        decoded.append((i, p.header, y_hat, plane, info))
     if not decoded:
         return
-    pixels = _synthesize_quietly(w, torch.cat([y_hat for _, _, y_hat, _ in decoded]), quality)
-    for b, (i, h, _, plane) in enumerate(decoded):
-        images[i] = _to_image(h, to_pixels(pixels[b : b + 1], h.height, h.width), plane)
+    pixels = _synthesize_quietly(w, torch.cat([d[2] for d in decoded]), first.header.position)
+    for b, (i, h, _, plane, info) in enumerate(decoded):
+        images[i] = _to_image(h, to_pixels(pixels[b : b + 1], h.height, h.width), plane, info)
 
 
 def _decode_alpha(section: bytes | None, h: Header) -> np.ndarray:
@@ -697,6 +809,6 @@ def _decode_alpha(section: bytes | None, h: Header) -> np.ndarray:
     return np.frombuffer(alpha, dtype=np.uint8).reshape(h.height, h.width)
 
 
-def latent_bits(w: weights_mod.Weights, symbols: Symbols, quality: int) -> float:
+def latent_bits(w: weights_mod.Weights, symbols: Symbols, level: int) -> float:
     """The model's own estimate of the bits needed for these symbols (its entropy model's -log2 p)."""
-    return w.latent.bits(w, symbols, quality)
+    return w.latent.bits(w, symbols, level)

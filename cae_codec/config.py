@@ -26,7 +26,8 @@ DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations g
 BATCH_PIXELS = 256 * 256
 
 # Quality levels of every shipped model (a test checks), so that -q is checked before torch loads.
-SHIPPED_LEVELS = 8
+SHIPPED_LEVELS = 8  # every shipped bundle's quality levels
+FIRST_USER_ID = 1 << 16  # weights ids below this are reserved for weights that ship with the package
 
 LOSSES = ("mse", "l1", "bce", "ms-ssim")  # distortion terms training can use (losses.py)
 

@@ -189,18 +189,30 @@ class _GainedAutoencoder(nn.Module):
         self.log_inv_gain = nn.Parameter(-start[:, None].repeat(1, M))
 
     def gain(self, level: Tensor) -> Tensor:
-        return self.log_gain[level].exp()[:, :, None, None]
+        return _at_level(self.log_gain, level).exp()[:, :, None, None]
 
     def inv_gain(self, level: Tensor) -> Tensor:
-        return self.log_inv_gain[level].exp()[:, :, None, None]
+        return _at_level(self.log_inv_gain, level).exp()[:, :, None, None]
 
     def analysis(self, x: Tensor, level: Tensor) -> Tensor:
-        """Image in [0,1] to the scaled, unquantized latent for each image's level (0-based)."""
+        """Image in [0,1] to the scaled, unquantized latent for each image's level (0-based; a
+        float level lies between two, as a quality between levels does)."""
         return self.g_a(x) * self.gain(level)
 
     def synthesis(self, y_hat: Tensor, level: Tensor) -> Tensor:
         """Quantized latent back to an image in roughly [0,1]."""
         return self.g_s(y_hat * self.inv_gain(level))
+
+
+def _at_level(log_gains: Tensor, level: Tensor) -> Tensor:
+    """Each image's row of log-gains; a fractional level mixes the two levels around it linearly in
+    the log domain (Cui et al. 2021), so the rate moves smoothly between them."""
+    if not level.is_floating_point():
+        return log_gains[level]
+    low = level.floor().long().clamp(0, len(log_gains) - 1)
+    high = (low + 1).clamp(max=len(log_gains) - 1)
+    t = (level - low).to(log_gains.dtype)[:, None]
+    return log_gains[low] * (1 - t) + log_gains[high] * t
 
 
 def _quantize(v: Tensor, noise: bool) -> Tensor:

@@ -2,7 +2,7 @@
 
 im = Image.open("photo.cae")        # size and mode from the header, the only part read yet
 im.load()                           # decodes (with the shipped weights the file names)
-im.save("copy.cae", quality=4)      # also coder="zstd" | "range" | "auto", weights=...
+im.save("copy.cae", quality=80)     # 0-100; also coder=, weights=, metadata="all" | "none" | "icc,exif"
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import IO
 
 from PIL import Image, ImageFile
 
-from .container import HEADER_MAX, MAGIC, FormatError, peek_header, read_limited
+from .container import HEADER_MAX, MAGIC, FormatError, header_size, peek_header, read_limited, read_metadata
+from .metadata import to_info, unpack_sections
+from .quality import of_header
 
 FORMAT = "CAE"
 EXTENSION = ".cae"
@@ -32,12 +34,17 @@ class CaeImageFile(ImageFile.ImageFile):
     def _open(self) -> None:
         self._start = self.fp.tell()
         try:
-            header = peek_header(self.fp.read(HEADER_MAX))  # the rest is read by load()
+            prefix = self.fp.read(HEADER_MAX)
+            header = peek_header(prefix)  # the image is read by load()
+            if header.metadata:  # shown from open on, as Pillow's own formats do; checked by load()
+                self.fp.seek(self._start + header_size(prefix))
+                self.info.update(to_info(unpack_sections(read_metadata(self.fp))))
         except FormatError as e:
             raise SyntaxError(f"not a valid .cae file: {e}") from None
         self._size = (header.width, header.height)
         self._mode = header.mode
-        self.info["quality"] = header.quality
+        self.info["quality"] = of_header(header)  # 0-100; None for a user-trained bundle
+        self.info["level"] = header.position
         self.info["coder"] = header.coder
         self.info["weights_id"] = header.weights_id
         self._pending = True
@@ -70,6 +77,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
             quality=options.get("quality"),
             weights=options.get("weights"),
             coder=options.get("coder", AUTO),
+            metadata=options.get("metadata", "all"),
         )
     except (TypeError, ValueError) as e:
         raise ValueError(f"cannot write .cae: {e}") from None

@@ -15,13 +15,12 @@ import numpy as np
 import torch
 
 from . import packing, range_coder
-from .config import shipped_dir
+from .config import FIRST_USER_ID, shipped_dir
 from .latent_codecs import LATENT_CODECS, Factorized, MeanScaleHyperprior, unpack_tables
 from .model import CAE, HyperCAE, ModelConfig, build
 
 BUNDLE_FORMAT = "cae-codec-weights"
 BUNDLE_VERSION = 1
-FIRST_USER_ID = 1 << 16  # ids below this are reserved for weights that ship with the package
 
 
 class WeightsError(Exception):

@@ -35,6 +35,13 @@ def write_cifar_archive(folder: Path, rows: int = 12, seed: int = 0) -> tuple[Pa
     return archive, batches
 
 
+def at_level(level: float, levels: int = 8) -> float:
+    """The 0-100 quality of a level (whole or fractional) of a bundle with `levels` levels."""
+    from cae_codec.quality import of_level
+
+    return of_level(level, levels)
+
+
 TINY = ["--channels", "8", "--latent-channels", "4", "--batch-size", "4", "--val-rows", "4"]
 
 

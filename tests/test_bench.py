@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import at_level
 
 import cae_codec
 from cae_codec import metrics
@@ -19,7 +20,7 @@ def run_bench(archive, out, *options):
 def bench_run(tiny_cifar, tmp_path):
     archive, batches = tiny_cifar
     out = tmp_path / "bench"
-    result = run_bench(archive, out, "--limit", "3", "-q", "1,6", "--coders", "auto,zstd,range")
+    result = run_bench(archive, out, "--limit", "3", "--levels", "1,6", "--coders", "auto,zstd,range")
     assert result.exit_code == 0, result.output
     return out, batches["test_batch"][:3], result
 
@@ -60,7 +61,7 @@ def test_bench_writes_every_output(bench_run):
 
 def test_bench_by_default_measures_compress_default_against_jpeg_and_webp(tiny_cifar, tmp_path):
     archive, _ = tiny_cifar
-    result = run_bench(archive, tmp_path / "b", "--limit", "2", "-q", "3")
+    result = run_bench(archive, tmp_path / "b", "--limit", "2", "--levels", "3")
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "b" / "results.json").read_text())["points"]
     assert {(r["codec"], r["coder"]) for r in rows} == {
@@ -82,10 +83,12 @@ def test_bench_figures_agree_with_our_own_measurement(bench_run):
     )
     assert ranged["psnr"] == cae["psnr"]  # same integers, other coder (its rate depends on the data)
     auto = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "auto" and r["quality"] == 6)
-    defaults = [cae_codec.compress(image, quality=6) for image in images]  # the default coder is auto
+    defaults = [
+        cae_codec.compress(image, quality=at_level(6)) for image in images
+    ]  # the default coder is auto
     assert auto["bpp"] == pytest.approx(np.mean([8 * len(f) / 1024 for f in defaults]), abs=1e-9)
     assert auto["bpp"] <= min(cae["bpp"], ranged["bpp"]) and auto["psnr"] == cae["psnr"]
-    files = [cae_codec.compress(image, quality=6, coder="zstd") for image in images]
+    files = [cae_codec.compress(image, quality=at_level(6), coder="zstd") for image in images]
     decoded = [np.asarray(cae_codec.decompress(f)) for f in files]
     assert cae["images"] == 3
     assert cae["bpp"] == pytest.approx(np.mean([8 * len(f) / 1024 for f in files]), abs=1e-9)
@@ -124,7 +127,7 @@ def test_bench_on_a_folder(tmp_path):
         Image.fromarray(sample_image(40, 24, "RGB", seed=i)).save(folder / f"{i}.png")
     (folder / "notes.txt").write_text("ignored")
     result = CliRunner().invoke(
-        main, ["bench", str(folder), "-q", "3", "--codecs", "jpeg", "--out", str(tmp_path / "o")]
+        main, ["bench", str(folder), "--levels", "3", "--codecs", "jpeg", "--out", str(tmp_path / "o")]
     )
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "o" / "results.json").read_text())["points"]
@@ -144,7 +147,7 @@ def test_bench_without_matplotlib_still_writes_tables(tiny_cifar, tmp_path, monk
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     archive, _ = tiny_cifar
     out = tmp_path / "nomatplotlib"
-    result = run_bench(archive, out, "--limit", "2", "-q", "2", "--codecs", "jpeg")
+    result = run_bench(archive, out, "--limit", "2", "--levels", "2", "--codecs", "jpeg")
     assert result.exit_code == 0, result.output
     assert "pip install 'cae-codec[plot]'" in result.stderr
     assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "results.md", "grid.png"}

@@ -43,7 +43,7 @@ def test_a_checkerboard_file_decodes_to_the_encoders_reconstruction(coder, tiny_
     w = weights.load(tiny_checkerboard)
     symbols = _latent(w, array)
     expected = codec.to_pixels(codec.decode_latent(w, symbols, 2), 45, 70)
-    data = cae_codec.compress(array, quality=2, coder=coder, weights=tiny_checkerboard)
+    data = cae_codec.compress(array, quality=100, coder=coder, weights=tiny_checkerboard)
     assert unpack(data).header.coder == coder
     np.testing.assert_array_equal(np.asarray(cae_codec.decompress(data, weights=tiny_checkerboard)), expected)
 

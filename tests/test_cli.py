@@ -178,16 +178,16 @@ def test_bad_cae_files_fail_cleanly(runner, png, damage):
 
 
 def test_info_and_weights_option(runner, png, tmp_path):
-    runner.invoke(main, ["compress", str(png), "-q", "2", "--coder", "zstd"])
+    runner.invoke(main, ["compress", str(png), "-q", "14", "--coder", "zstd"])
     result = runner.invoke(main, ["info", str(png.with_suffix(".cae"))])
-    assert f"40x30 RGB, quality 2, coder zstd, weights id {weights.DEFAULT_ID}" in result.output
+    assert f"40x30 RGB, quality 14 (level 2), coder zstd, weights id {weights.DEFAULT_ID}" in result.output
     result = runner.invoke(main, ["compress", str(png), "--weights", str(tmp_path / "none.pt"), "-f"])
     assert result.exit_code == 1 and "none.pt" in result.stderr
 
 
 def test_quality_out_of_range(runner, png):
-    result = runner.invoke(main, ["compress", str(png), "-q", "99"])
-    assert result.exit_code == 2 and "99 is not a level: 1 to 8" in result.stderr
+    result = runner.invoke(main, ["compress", str(png), "-q", "101"])
+    assert result.exit_code == 2 and "101.0 is not in the range 0<=x<=100" in result.stderr
     assert not png.with_suffix(".cae").exists()
 
 
@@ -202,7 +202,10 @@ def test_usage_errors_are_status_2_before_torch_loads(png, tmp_path):
     cae = tmp_path / "x.cae"
     cae.write_bytes(b"not really")
     cases = [
-        ["compress", str(png), str(png), "-q", "9"],
+        ["compress", str(png), str(png), "-q", "101"],
+        ["compress", str(png), "-q", "50", "--target-size", "4KB"],
+        ["compress", str(png), "--target-size", "4 parsecs"],
+        ["compress", str(png), "--metadata", "gps"],
         ["compress", str(png), "-q", "high"],
         ["decompress", str(cae), "-o", str(tmp_path / "a.gif")],
         ["compress", str(png), "--threads", "0"],
@@ -226,7 +229,7 @@ def test_every_shipped_model_has_the_levels_the_command_line_checks_against():
 def test_installed_script_and_module(png, tmp_path):
     script = shutil.which("cae-codec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     assert script, "the cae-codec console script is not installed"
-    done = subprocess.run([script, "compress", str(png), "-q", "3"], capture_output=True, text=True)
+    done = subprocess.run([script, "compress", str(png), "-q", "29"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     done = subprocess.run(
         [
@@ -353,7 +356,7 @@ def test_pipes_standard_input_to_standard_output(png, tmp_path):
     import io
 
     runner = CliRunner()
-    compressed = runner.invoke(main, ["compress", "-", "-o", "-", "-q", "2"], input=png.read_bytes())
+    compressed = runner.invoke(main, ["compress", "-", "-o", "-", "-q", "14"], input=png.read_bytes())
     assert compressed.exit_code == 0, compressed.stderr
     assert compressed.stdout_bytes[:2] == b"\xca\xe1"  # the .cae magic, and nothing else on stdout
     assert "<stdin> -> <stdout>" in compressed.stderr
@@ -391,7 +394,7 @@ def test_json_reports_one_object_per_file_and_quiet_reports_nothing(png, tmp_pat
     ok, bad = (json.loads(line) for line in result.stdout.splitlines())
     data = (out / (png.stem + ".cae")).read_bytes()
     assert ok["bytes"] == len(data) and ok["output"] == str(out / (png.stem + ".cae"))
-    assert ok["psnr"] > 20 and ok["quality"] == 6 and ok["coder"] in ("zstd", "range")
+    assert ok["psnr"] > 20 and ok["quality"] == 71 and ok["level"] == 6 and ok["coder"] in ("zstd", "range")
     assert bad == {"input": str(missing), "error": "no such file or directory"}
     assert "cae-codec: " in result.stderr  # the error line still goes to stderr
     quiet = CliRunner().invoke(main, ["decompress", str(out / (png.stem + ".cae")), "--quiet"])
@@ -407,7 +410,7 @@ def test_worker_processes_write_the_same_files_in_order(runner, tmp_path):
         paths.append(folder / f"{i}.png")
         Image.fromarray(sample_image(24 + i, 20, "RGB", seed=i)).save(paths[-1])
     (folder / "3.png").write_bytes(b"not a png")  # one bad file fails alone
-    args = ["compress", *map(str, paths), "--json", "-q", "2"]
+    args = ["compress", *map(str, paths), "--json", "-q", "14"]
     one = runner.invoke(main, [*args, "-o", str(tmp_path / "one") + "/", "--workers", "1"])
     two = runner.invoke(main, [*args, "-o", str(tmp_path / "two") + "/", "--workers", "2"])
     assert one.exit_code == two.exit_code == 1
@@ -568,8 +571,8 @@ def test_a_rerun_says_once_that_outputs_exist(runner, tmp_path):
     for name in "abc":
         pngs.append(tmp_path / f"{name}.png")
         Image.fromarray(sample_image(20, 16, "RGB")).save(pngs[-1])
-    assert runner.invoke(main, ["compress", *map(str, pngs), "-q", "1"]).exit_code == 0
-    result = runner.invoke(main, ["compress", *map(str, pngs), str(tmp_path / "none.png"), "-q", "1"])
+    assert runner.invoke(main, ["compress", *map(str, pngs), "-q", "0"]).exit_code == 0
+    result = runner.invoke(main, ["compress", *map(str, pngs), str(tmp_path / "none.png"), "-q", "0"])
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 1
     assert lines == [
@@ -577,7 +580,7 @@ def test_a_rerun_says_once_that_outputs_exist(runner, tmp_path):
         "cae-codec: 3 of 4 outputs exist and were left alone; --force replaces them",
         "cae-codec: 1 of 4 files failed",
     ]
-    assert runner.invoke(main, ["compress", *map(str, pngs), "-q", "1", "--force"]).exit_code == 0
+    assert runner.invoke(main, ["compress", *map(str, pngs), "-q", "0", "--force"]).exit_code == 0
 
 
 def test_a_16_bit_image_is_said_to_lose_its_low_bits(runner, tmp_path):

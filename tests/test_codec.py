@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import sample_image
+from conftest import at_level, sample_image
 from PIL import Image
 
 import cae_codec
@@ -19,7 +19,7 @@ DATA = Path(__file__).parent / "data"
 def test_round_trip_keeps_size_mode_and_alpha(mode, size):
     width, height = size
     array = sample_image(width, height, mode)
-    data = cae_codec.compress(array, quality=4)
+    data = cae_codec.compress(array, quality=at_level(4))
     image = cae_codec.decompress(data)
     assert image.size == (width, height)
     assert image.mode == mode
@@ -33,26 +33,31 @@ def test_pil_and_array_inputs_give_the_same_file():
 
 
 def test_header_records_weights_quality_and_coder():
-    data = cae_codec.compress(sample_image(32, 32, "RGB"), quality=3, coder="range")
+    data = cae_codec.compress(sample_image(32, 32, "RGB"), quality=29, coder="range")  # level 3 of 8
     header = cae_codec.read_header(data)
-    assert (header.weights_id, header.quality, header.coder) == (weights.DEFAULT_ID, 3, "range")
+    assert (header.weights_id, header.level, header.fraction, header.coder) == (
+        weights.DEFAULT_ID,
+        3,
+        0,
+        "range",
+    )
     assert (header.width, header.height, header.mode) == (32, 32, "RGB")
 
 
 @pytest.mark.parametrize("size", [(32, 32), (120, 80), (272, 256)])
 def test_auto_coder_keeps_the_smaller_file_of_the_coders_worth_trying(size, monkeypatch):
     image = sample_image(*size, "RGB")
-    each = {c: cae_codec.compress(image, quality=4, coder=c) for c in ("zstd", "range")}
+    each = {c: cae_codec.compress(image, quality=at_level(4), coder=c) for c in ("zstd", "range")}
     tried = []
     real = codec.encode_symbols
     monkeypatch.setattr(codec, "encode_symbols", lambda w, s, q, c: tried.append(c) or real(w, s, q, c))
-    auto = cae_codec.compress(image, quality=4)  # auto is the default
+    auto = cae_codec.compress(image, quality=at_level(4))  # auto is the default
     # zstd never made the smaller file of a small image in benchmarks/coders.py, so auto skips it there
     worth = ("zstd", "range") if size[0] * size[1] > config.ZSTD_MIN_PIXELS else ("range",)
     assert tuple(dict.fromkeys(tried)) == worth
     smaller = min(worth, key=lambda c: len(each[c]))
     assert auto == each[smaller] and cae_codec.read_header(auto).coder == smaller
-    assert cae_codec.compress_many([image, image], quality=4) == [auto, auto]
+    assert cae_codec.compress_many([image, image], quality=at_level(4)) == [auto, auto]
     assert np.array_equal(
         np.asarray(cae_codec.decompress(auto)), np.asarray(cae_codec.decompress(each["zstd"]))
     )
@@ -63,14 +68,14 @@ def test_auto_coder_keeps_the_smaller_file_of_the_coders_worth_trying(size, monk
 def test_default_quality_is_the_bundles():
     array = sample_image(32, 32, "RGB")
     w = weights.load()
-    assert cae_codec.read_header(cae_codec.compress(array)).quality == w.default_quality
+    assert cae_codec.read_header(cae_codec.compress(array)).position == w.default_quality
 
 
 def test_cifar_test_rows_reach_24_db_and_quality_orders_rate(cifar_dir):
     rows = load_cifar10("test", cifar_dir)[:48]
     sizes, psnrs = [], []
-    for quality in (2, 6):
-        files = [cae_codec.compress(row, quality=quality) for row in rows]
+    for level in (2, 6):
+        files = [cae_codec.compress(row, quality=at_level(level)) for row in rows]
         decoded = [np.asarray(cae_codec.decompress(f)) for f in files]
         sizes.append(np.mean([len(f) for f in files]))
         psnrs.append(np.mean([metrics.psnr(a, b) for a, b in zip(rows, decoded, strict=True)]))
@@ -98,8 +103,8 @@ def test_sixteen_bit_keeps_high_byte():
 
 
 def test_quality_out_of_range_is_refused():
-    for quality in (0, weights.load().levels + 1):
-        with pytest.raises(ValueError, match="quality"):
+    for quality in (-1, 100.01, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="quality must be a number from 0 to 100"):
             cae_codec.compress(sample_image(8, 8, "RGB"), quality=quality)
 
 
@@ -142,9 +147,9 @@ def test_integers_in_file_are_those_encoded(coder, kind, size, tiny_hyper, tiny_
     array = sample_image(*size, "RGB")
     # Without a path, the shipped model the codec picks for this size.
     w = weights.load(path) if path else weights.load(weights_id=weights.default_id(*size))
-    quality = min(5, w.levels)
-    symbols = codec.encode_latent(w, codec.to_tensor(array, w.model.config.pad_multiple), quality)
-    f = unpack(cae_codec.compress(array, quality=quality, coder=coder, weights=path))
+    level = min(5, w.levels)
+    symbols = codec.encode_latent(w, codec.to_tensor(array, w.model.config.pad_multiple), level)
+    f = unpack(cae_codec.compress(array, quality=at_level(level, w.levels), coder=coder, weights=path))
     back = codec.decode_symbols(w, f.color, f.header)
     np.testing.assert_array_equal(back.y, symbols.y)
     if w.hyper:
@@ -182,8 +187,8 @@ def test_files_from_shipped_weights_keep_decoding(name):
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
 def test_range_coder_round_trip_matches_zstd(mode):
     array = sample_image(37, 29, mode)
-    via_zstd = cae_codec.compress(array, quality=5)
-    via_range = cae_codec.compress(array, quality=5, coder="range")
+    via_zstd = cae_codec.compress(array, quality=at_level(5))
+    via_range = cae_codec.compress(array, quality=at_level(5), coder="range")
     assert cae_codec.read_header(via_range).coder == "range"
     assert np.array_equal(
         np.asarray(cae_codec.decompress(via_zstd)), np.asarray(cae_codec.decompress(via_range))
@@ -194,7 +199,7 @@ def test_range_coder_is_close_to_the_model_estimate(cifar_dir):
     w = weights.load()
     total_bits = total_estimate = 0.0
     for row in load_cifar10("test", cifar_dir)[:24]:
-        f = unpack(cae_codec.compress(row, quality=4, coder="range"))
+        f = unpack(cae_codec.compress(row, quality=at_level(4), coder="range"))
         symbols = codec.decode_symbols(w, f.color, f.header)
         total_bits += 8 * len(f.color)
         total_estimate += codec.latent_bits(w, symbols, 4)
@@ -250,7 +255,7 @@ def test_same_bytes_with_one_or_two_threads():
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            data = cae_codec.compress(array, quality=6)
+            data = cae_codec.compress(array, quality=at_level(6))
             results.append((data, np.asarray(cae_codec.decompress(data)).tobytes()))
     finally:
         torch.set_num_threads(before)
@@ -278,5 +283,5 @@ def test_only_images_too_large_for_a_batch_run_channels_last(monkeypatch):
     monkeypatch.setattr(codec, "run_tiled", spy)
     for side, expected in ((32, False), (256, False), (257, True)):
         seen.clear()
-        cae_codec.decompress(cae_codec.compress(sample_image(side, 256, "RGB"), quality=1))
+        cae_codec.decompress(cae_codec.compress(sample_image(side, 256, "RGB"), quality=at_level(1)))
         assert seen == [expected, expected]  # g_a, then g_s

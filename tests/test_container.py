@@ -1,14 +1,22 @@
+import io
+
 import pytest
 
 from cae_codec.container import (
+    HEADER_MAX,
+    METADATA_MAX,
     CaeFile,
     FormatError,
     Header,
     get_varint,
     header_size,
     join_segments,
+    max_file_bytes,
     pack,
+    peek_header,
     put_varint,
+    read_limited,
+    read_metadata,
     reseal,
     unpack,
 )
@@ -60,8 +68,8 @@ def test_rejects_wrong_magic():
 
 def test_rejects_other_version():
     data = bytearray(make())
-    data[1] = data[1] & 0xF0 | 3
-    with pytest.raises(FormatError, match="version 3"):
+    data[1] = data[1] & 0xF0 | 4
+    with pytest.raises(FormatError, match="version 4"):
         unpack(bytes(data))
 
 
@@ -167,3 +175,110 @@ def test_reader_refuses_segments_that_do_not_fill_the_section():
     data[header_size(bytes(data)) - 3] = 0
     with pytest.raises(FormatError, match="segment side is 0"):
         unpack(reseal(bytes(data)))
+
+
+def extended(fraction=0, fold=1, metadata=None, segment=0, mode="RGB", width=32, height=32, parts=1):
+    header = Header(mode, "range", 3, 5, width, height, segment, fraction, fold, bool(metadata))
+    color = join_segments([b"c%d" % i for i in range(parts)])
+    alpha = b"\x07" if mode == "RGBA" else None
+    return pack(CaeFile(header, color, alpha, metadata or {}))
+
+
+def test_version_3_round_trips_each_feature_alone_and_together():
+    cases = [
+        dict(fraction=37),
+        dict(fold=16, width=5000, height=3),
+        dict(metadata={"icc": b"P3", "xmp": b"<x/>"}),
+        dict(fraction=255, fold=8, width=2, height=3000, segment=64, parts=6),  # 16x375 folded
+        dict(fraction=1, metadata={"exif": b"MM"}, mode="RGBA", width=300, height=200, segment=128, parts=6),
+    ]
+    for case in cases:
+        data = extended(**case)
+        assert data[1] & 0xF == 3
+        f = unpack(data)
+        h = f.header
+        assert (h.fraction, h.fold, h.segment) == (
+            case.get("fraction", 0),
+            case.get("fold", 1),
+            case.get("segment", 0),
+        )
+        assert f.metadata == case.get("metadata", {}) and len(f.segments) == case.get("parts", 1)
+        assert peek_header(data[:HEADER_MAX]) == h and len(data) > header_size(data)
+        assert read_limited(io.BytesIO(data)) == data
+    assert extended(fold=16, width=5000, height=3)[4:5] != b"\x00"
+
+
+def test_whole_levels_without_extras_stay_versions_1_and_2():
+    assert extended()[1] & 0xF == 1 and header_size(extended()) == 8
+    assert extended(segment=128, width=300, height=200, parts=6)[1] & 0xF == 2
+    # A quality between levels costs two bytes: the features byte and the fraction.
+    assert header_size(extended(fraction=128)) == 10
+
+
+def test_folded_sizes():
+    h = Header("RGB", "zstd", 1, 5, 1_000_000, 1, fold=1000)
+    assert h.coded_size == (1000, 1000)
+    assert Header("RGB", "zstd", 1, 5, 3, 10_000, fold=7).coded_size == (21, 1429)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(fold=3, width=4, height=1), "do not cut"),  # strips of 2 px: only 2 are needed
+        (dict(fold=10, width=5, height=1), "do not cut"),
+        (dict(fold=2**24, width=2**24, height=2), "beyond"),
+        (dict(fraction=256), "fraction 256"),
+        (dict(fraction=1, level=16), "no level above"),
+    ],
+)
+def test_header_refuses_impossible_version_3_fields(fields, message):
+    base = dict(mode="RGB", coder="zstd", level=1, weights_id=5, width=32, height=32)
+    with pytest.raises(FormatError, match=message):
+        Header(**{**base, **fields})
+
+
+def _patched(data: bytes, pos: int, value: int) -> bytes:
+    data = bytearray(data)
+    data[pos] = value
+    return reseal(bytes(data))
+
+
+def test_reader_refuses_damaged_version_3_headers():
+    plain = bytearray(extended())
+    plain[1] = plain[1] & 0xF0 | 3  # version 3 claimed, with a features byte of 0 in place of the id
+    with pytest.raises(FormatError):
+        unpack(bytes(plain))
+    data = extended(fraction=9)
+    with pytest.raises(FormatError, match="reserved bits"):
+        unpack(_patched(data, 3, data[3] | 0x40))
+    with pytest.raises(FormatError, match="fraction 0"):
+        unpack(_patched(data, 4, 0))
+    with pytest.raises(FormatError, match="version 1 says"):
+        unpack(reseal(data[:3] + b"\x00" + data[5:]))  # a features byte that asks for nothing
+    folded = extended(fold=16, width=5000, height=3)
+    pos = header_size(folded) - 3  # the fold's one-byte varint
+    with pytest.raises(FormatError, match="not a fold"):
+        unpack(_patched(folded, pos, 1))
+    with pytest.raises(FormatError, match="ends inside"):
+        unpack(folded[:4])
+
+
+def test_reader_refuses_damaged_metadata_sections():
+    data = extended(metadata={"icc": b"abc"})
+    start = header_size(data)
+    with pytest.raises(FormatError, match="mask"):
+        unpack(_patched(data, start, 0))
+    with pytest.raises(FormatError, match="mask"):
+        unpack(_patched(data, start, 0x09))
+    with pytest.raises(FormatError, match="icc section"):
+        unpack(_patched(data, start + 1, 0x7F))  # a length past the end
+    with pytest.raises(FormatError, match="icc section is empty"):
+        unpack(_patched(data, start + 1, 0))
+    with pytest.raises(FormatError, match="over"):
+        extended(metadata={"xmp": bytes(METADATA_MAX + 1)})
+    with pytest.raises(FormatError, match="unknown metadata"):
+        extended(metadata={"gps": b"x"})
+    f = unpack(data)
+    assert read_metadata(io.BytesIO(data[start:])) == f.metadata == {"icc": b"abc"}
+    # Metadata raises the most a file may take, so a reader still takes the largest it allows.
+    assert max_file_bytes(32, 32, True) > max_file_bytes(32, 32) + METADATA_MAX

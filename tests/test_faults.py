@@ -43,7 +43,7 @@ def photo(tmp_path) -> Path:
 @pytest.fixture
 def cae(tmp_path, photo, runner) -> Path:
     path = tmp_path / "photo.cae"
-    assert runner.invoke(main, ["compress", str(photo), "-o", str(path), "-q", "8"]).exit_code == 0
+    assert runner.invoke(main, ["compress", str(photo), "-o", str(path), "-q", "100"]).exit_code == 0
     return path
 
 
@@ -112,7 +112,7 @@ def test_batch_write_failures_fail_alone(tmp_path, photo, runner):
     small = tmp_path / "small.png"
     Image.fromarray(sample_image(16, 16, "RGB")).save(small)
     out = tmp_path / "out"
-    result = _cli(["compress", str(small), str(photo), "-o", f"{out}/", "-q", "8"], fsize=3000)
+    result = _cli(["compress", str(small), str(photo), "-o", f"{out}/", "-q", "100"], fsize=3000)
     assert result.returncode == 1
     assert f"cannot write {out / 'photo.cae'}: file too large" in result.stderr.decode()
     assert sorted(p.name for p in out.iterdir()) == ["small.cae"]
@@ -121,7 +121,7 @@ def test_batch_write_failures_fail_alone(tmp_path, photo, runner):
 
 def test_force_on_a_failing_write_names_the_real_cause_and_keeps_the_old_file(tmp_path, photo, cae):
     old = cae.read_bytes()
-    result = _cli(["compress", str(photo), "-o", str(cae), "--force", "-q", "1"], fsize=100)
+    result = _cli(["compress", str(photo), "-o", str(cae), "--force", "-q", "0"], fsize=100)
     assert result.returncode == 1
     assert "file too large" in result.stderr.decode() and "exists" not in result.stderr.decode()
     assert cae.read_bytes() == old and _leftovers(tmp_path) == []
@@ -158,7 +158,7 @@ def test_a_fifo_output_is_written_through_even_with_force(tmp_path, photo, cae, 
     received = []
     reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
     reader.start()
-    result = runner.invoke(main, ["compress", str(photo), "-o", str(fifo), "--force", "-q", "8"])
+    result = runner.invoke(main, ["compress", str(photo), "-o", str(fifo), "--force", "-q", "100"])
     reader.join(timeout=30)
     assert result.exit_code == 0, result.output
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
@@ -180,7 +180,7 @@ def test_a_real_full_disk(tmp_path, photo, cae):
         assert result.returncode == 1
         assert "no space left on device" in result.stderr.decode()
         assert list(disk.iterdir()) == []
-        result = _cli(["compress", str(photo), "-o", str(disk / "photo.cae"), "-q", "8"])
+        result = _cli(["compress", str(photo), "-o", str(disk / "photo.cae"), "-q", "100"])
         assert result.returncode == 0, result.stderr
         assert (disk / "photo.cae").read_bytes() == cae.read_bytes()  # a file that fits is whole
     finally:
@@ -343,7 +343,7 @@ def test_pipes_that_close_early_end_quietly(tmp_path, runner):
     noisy = tmp_path / "noisy.png"
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (400, 400, 3), dtype=np.uint8)).save(noisy)
     cae = tmp_path / "noisy.cae"
-    assert runner.invoke(main, ["compress", str(noisy), "-o", str(cae), "-q", "8"]).exit_code == 0
+    assert runner.invoke(main, ["compress", str(noisy), "-o", str(cae), "-q", "100"]).exit_code == 0
     command = f"{sys.executable} -m cae_codec decompress {cae} -o - | head -c 10 > {tmp_path / 'ten'}"
     result = subprocess.run(
         ["bash", "-c", f"{command}; echo ${{PIPESTATUS[0]}}"], capture_output=True, text=True

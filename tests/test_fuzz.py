@@ -11,7 +11,7 @@ import time
 from collections import Counter
 
 import numpy as np
-from conftest import sample_image
+from conftest import at_level, sample_image
 
 import cae_codec
 from cae_codec import weights
@@ -32,10 +32,12 @@ def seeds() -> list[bytes]:
             for coder in ("zstd", "range"):
                 for size in ((13, 9), (32, 32)):
                     image = sample_image(*size, mode)
-                    files.append(cae_codec.compress(image, quality=3, coder=coder, weights=path))
+                    files.append(cae_codec.compress(image, quality=at_level(3), coder=coder, weights=path))
             # A segmented file (container version 2): 3 x 2 segments of 16 pixels.
             image = sample_image(40, 30, mode)
-            files.append(cae_codec.compress(image, quality=3, coder=coder, weights=path, segment=16))
+            files.append(
+                cae_codec.compress(image, quality=at_level(3), coder=coder, weights=path, segment=16)
+            )
     return files
 
 

@@ -4,7 +4,7 @@ import io
 
 import numpy as np
 import pytest
-from conftest import sample_image
+from conftest import at_level, sample_image
 from PIL import Image
 
 import cae_codec
@@ -23,8 +23,8 @@ def _mixed() -> list:
 @pytest.mark.parametrize("coder", ["auto", "range"])
 def test_compress_many_makes_the_files_compress_makes(coder):
     images = _mixed()
-    one = [cae_codec.compress(image, 3, coder=coder) for image in images]
-    many = cae_codec.compress_many(images, 3, coder=coder, batch_size=3)
+    one = [cae_codec.compress(image, at_level(3), coder=coder) for image in images]
+    many = cae_codec.compress_many(images, at_level(3), coder=coder, batch_size=3)
     assert len(many) == len(images)
     # Batched convolutions may round a rare latent value the other way; headers and sizes agree.
     for a, b in zip(one, many, strict=True):
@@ -34,7 +34,7 @@ def test_compress_many_makes_the_files_compress_makes(coder):
 
 
 def test_decompress_many_gives_the_images_decompress_gives():
-    files = [cae_codec.compress(image, 2) for image in _mixed()]
+    files = [cae_codec.compress(image, at_level(2)) for image in _mixed()]
     many = cae_codec.decompress_many(files, batch_size=2)
     for data, image in zip(files, many, strict=True):
         alone = cae_codec.decompress(data)
@@ -48,7 +48,9 @@ def test_batches_share_forward_passes(monkeypatch):
     monkeypatch.setattr(
         codec, "analyse", lambda w, x, *a, **k: calls.append(len(x)) or analyse(w, x, *a, **k)
     )
-    cae_codec.compress_many([sample_image(32, 32, "RGB", seed=s) for s in range(10)], 2, batch_size=4)
+    cae_codec.compress_many(
+        [sample_image(32, 32, "RGB", seed=s) for s in range(10)], at_level(2), batch_size=4
+    )
     assert calls == [4, 4, 2]
 
 
@@ -62,9 +64,11 @@ def test_many_refuses_what_one_refuses():
 
 def test_compress_many_each_keeps_every_coders_file():
     images = [sample_image(32, 32, "RGB", seed=s) for s in range(3)] + [sample_image(17, 33, "RGB", seed=4)]
-    each = codec.compress_many_each(images, 2, batch_size=2)
+    each = codec.compress_many_each(images, at_level(2), batch_size=2)
     assert [sorted(files) for files in each] == [sorted(codec.CODERS)] * len(images)
-    assert cae_codec.compress_many(images, 2, batch_size=2) == [min(f.values(), key=len) for f in each]
+    assert cae_codec.compress_many(images, at_level(2), batch_size=2) == [
+        min(f.values(), key=len) for f in each
+    ]
     for files in each:
         assert {cae_codec.read_header(data).coder for data in files.values()} == set(codec.CODERS)
         pixels = [np.asarray(cae_codec.decompress(data)) for data in files.values()]
@@ -73,7 +77,7 @@ def test_compress_many_each_keeps_every_coders_file():
 
 def test_return_errors_keeps_the_others_going():
     good = sample_image(32, 32, "RGB", seed=1)
-    files = cae_codec.compress_many([good, b"not an image", good], 2, return_errors=True)
+    files = cae_codec.compress_many([good, b"not an image", good], at_level(2), return_errors=True)
     assert isinstance(files[1], ValueError) and files[0] == files[2]
     images = cae_codec.decompress_many([files[0], b"CAE junk", files[2]], return_errors=True)
     assert isinstance(images[1], cae_codec.FormatError) and images[0].size == images[2].size == (32, 32)
@@ -91,7 +95,10 @@ def test_decode_batches_share_h_s_and_g_s(monkeypatch):
         codec, "_synthesize_quietly", lambda w, y, *a: calls["g_s"].append(len(y)) or synthesize(w, y, *a)
     )
     images = [sample_image(32, 32, "RGB", seed=s) for s in range(10)]
-    files = [cae_codec.compress(image, 2, coder=("zstd", "range")[s % 2]) for s, image in enumerate(images)]
+    files = [
+        cae_codec.compress(image, at_level(2), coder=("zstd", "range")[s % 2])
+        for s, image in enumerate(images)
+    ]
     many = cae_codec.decompress_many(files, batch_size=4)
     assert calls == {"h_s": [4, 4, 2], "g_s": [4, 4, 2]}  # z of both coders' files in one h_s pass
     for data, image in zip(files, many, strict=True):

@@ -16,11 +16,12 @@ from cae_codec.container import CaeFile, Header, pack
 def test_save_and_open_round_trip_through_pillow(mode, tmp_path):
     array = sample_image(37, 29, mode)
     path = tmp_path / "a.cae"
-    Image.fromarray(array).save(path, quality=3, coder="range")
+    Image.fromarray(array).save(path, quality=35, coder="range")
     with Image.open(path) as im:
         assert (im.format, im.size, im.mode) == ("CAE", (37, 29), mode)
         assert im.info == {
-            "quality": 3,
+            "quality": 35,  # the 0-100 scale, as Pillow's own formats take it
+            "level": 3 + 110 / 256,  # 35 is 6/14 of the way from level 3 (29) to 4 (43)
             "coder": "range",
             "weights_id": cae_codec.read_header(path).weights_id,
         }
@@ -73,6 +74,8 @@ def test_the_extension_picks_the_format_and_bad_options_are_refused(tmp_path):
     image.save(tmp_path / "b.cae")
     assert cae_codec.read_header(tmp_path / "b.cae").coder in ("zstd", "range")
     with pytest.raises(ValueError, match="cannot write .cae: quality"):
-        image.save(tmp_path / "c.cae", quality=99)
+        image.save(tmp_path / "c.cae", quality=101)
+    with pytest.raises(ValueError, match="cannot write .cae: metadata"):
+        image.save(tmp_path / "c.cae", metadata="gps")
     assert not (tmp_path / "c.cae").exists()  # Pillow removes what a failed save created
     assert Image.registered_extensions()[".cae"] == "CAE"

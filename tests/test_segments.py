@@ -20,8 +20,8 @@ def _weights(kind, tiny_hyper, tiny_checkerboard):
 def test_segmented_file_decodes_like_a_whole_one(kind, coder, tiny_hyper, tiny_checkerboard):
     array = sample_image(203, 150, "RGB")
     source = _weights(kind, tiny_hyper, tiny_checkerboard)
-    whole = cae_codec.compress(array, 2, weights=source, coder=coder)
-    cut = cae_codec.compress(array, 2, weights=source, coder=coder, segment=64)
+    whole = cae_codec.compress(array, 100, weights=source, coder=coder)
+    cut = cae_codec.compress(array, 100, weights=source, coder=coder, segment=64)
     header = unpack(cut).header
     assert unpack(whole).header.segment == 0 and cut[1] & 0xF == 2
     assert header.segment == 64 and header.segments == 4 * 3
@@ -42,7 +42,9 @@ def _border(height: int, width: int, side: int, reach: int = 4) -> np.ndarray:
 def test_segment_edges_leave_no_seam(tiny_hyper):
     array = sample_image(256, 192, "RGB", seed=3)
     decoded = np.asarray(
-        cae_codec.decompress(cae_codec.compress(array, 2, weights=tiny_hyper, segment=64), weights=tiny_hyper)
+        cae_codec.decompress(
+            cae_codec.compress(array, 100, weights=tiny_hyper, segment=64), weights=tiny_hyper
+        )
     )
     border = _border(192, 256, 64)
     error = (decoded.astype(float) - array) ** 2
