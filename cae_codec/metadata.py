@@ -119,8 +119,12 @@ def save_options(fmt: str, image: Image.Image) -> tuple[dict, list[str]]:
         if fmt == "PNG":
             options["pnginfo"] = PngImagePlugin.PngInfo()
             options["pnginfo"].add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
-        elif fmt == "TIFF":
-            options["tiffinfo"] = {XMP_TIFF_TAG: xmp}
+        elif fmt == "TIFF":  # XMP is a tag of the TIFF's own directory, beside EXIF's
+            tags = Image.Exif()
+            if "exif" in options:
+                tags.load(options["exif"])
+            tags[XMP_TIFF_TAG] = xmp
+            options["exif"] = tags
         else:
             options["xmp"] = xmp
     return options, sorted(present - set(holds))

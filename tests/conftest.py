@@ -146,3 +146,46 @@ def tiny_checkerboard(tmp_path_factory) -> Path:
     rows = np.random.default_rng(0).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
     export(net, path, (0.01, 0.05), weights.FIRST_USER_ID + 9, "tiny-checkerboard", 2, rows)
     return path
+
+
+def display_p3_profile() -> bytes:
+    """A Display P3 ICC profile (version 2, matrix/TRC), built here as phones tag their photos: the
+    D50-adapted P3 primaries and the sRGB tone curve."""
+    import struct
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    def text(kind: bytes, value: str) -> bytes:
+        if kind == b"desc":
+            ascii_ = value.encode() + b"\0"
+            return b"desc" + bytes(4) + struct.pack(">I", len(ascii_)) + ascii_ + bytes(4 + 4 + 2 + 1 + 67)
+        return b"text" + bytes(4) + value.encode() + b"\0"
+
+    curve = b"para" + bytes(4) + struct.pack(">HH", 3, 0)
+    curve += b"".join(s15(v) for v in (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045))
+    tags = [
+        (b"desc", text(b"desc", "Display P3")),
+        (b"cprt", text(b"text", "No copyright, use freely")),
+        (b"wtpt", xyz(0.96420, 1.0, 0.82491)),
+        (b"rXYZ", xyz(0.51512, 0.24120, -0.00105)),
+        (b"gXYZ", xyz(0.29198, 0.69225, 0.04189)),
+        (b"bXYZ", xyz(0.15710, 0.06657, 0.78407)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    table, body, offset = b"", b"", 128 + 4 + 12 * len(tags)
+    for sig, data in tags:
+        data += bytes(-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = struct.pack(">I4sI4s4s4s", size, b"lcms", 0x02100000, b"mntr", b"RGB ", b"XYZ ")
+    header += bytes(12) + b"acsp" + b"APPL" + bytes(4) + bytes(4) + bytes(4) + bytes(8) + bytes(4) + bytes(4)
+    header += s15(0.9642) + s15(1.0) + s15(0.8249) + b"lcms"
+    header += bytes(128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + body
