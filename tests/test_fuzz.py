@@ -11,7 +11,8 @@ import time
 from collections import Counter
 
 import numpy as np
-from conftest import at_level, sample_image
+from conftest import at_level, display_p3_profile, sample_image
+from PIL import Image
 
 import cae_codec
 from cae_codec import weights
@@ -38,6 +39,13 @@ def seeds() -> list[bytes]:
             files.append(
                 cae_codec.compress(image, quality=at_level(3), coder=coder, weights=path, segment=16)
             )
+    # Version 3: a quality between levels, metadata sections, a folded thin image, all at once.
+    with_metadata = Image.fromarray(sample_image(24, 20, "RGBA"))
+    with_metadata.info.update(
+        icc_profile=display_p3_profile(), xmp=b"<x:xmpmeta/>", exif=b"MM\0*\0\0\0\x08\0\0"
+    )
+    files.append(cae_codec.compress(with_metadata, quality=33.3))
+    files.append(cae_codec.compress(sample_image(700, 2, "RGB"), quality=61))
     return files
 
 
