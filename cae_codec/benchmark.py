@@ -23,6 +23,7 @@ from . import weights as weights_mod
 from .codec import AUTO
 from .container import header_size, unpack
 from .peers import CLASSICS, Classic, available  # noqa: F401  (Classic re-exported: the benchmark's API)
+from .peers import settings as peer_settings
 from .quality import of_level
 
 JPEG_PAYLOAD = "jpeg-payload"
@@ -99,7 +100,7 @@ def _pillow_encoder(spec: Classic, quality: int) -> Callable[[np.ndarray], bytes
         buffer = io.BytesIO()
         options = {**spec.options, **(spec.color_options if image.ndim == 3 else {})}
         Image.fromarray(image).save(buffer, format=spec.fmt, **{spec.quality_key: value}, **options)
-        return buffer.getvalue()
+        return spec.strip(buffer.getvalue()) if spec.strip else buffer.getvalue()
 
     return encode
 
@@ -489,6 +490,7 @@ def run_info(w: weights_mod.Weights, data: str) -> dict:
             "python": platform.python_version(),
         },
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "peers": peer_settings(),
     }
 
 

@@ -28,7 +28,7 @@ def test_measure_agrees_with_numpy():
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="JPEG", quality=40)
         decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
-        sizes.append(8 * len(buffer.getvalue()) / 1024)
+        sizes.append(8 * (len(buffer.getvalue()) - 18) / 1024)  # without JFIF's 18-byte APP0 segment
         psnrs.append(10 * np.log10(255**2 / np.mean((decoded.astype(float) - image) ** 2)))
     assert abs(point.bpp - np.mean(sizes)) < 1e-9
     assert abs(point.psnr - np.mean(psnrs)) < 1e-9
@@ -157,3 +157,29 @@ def test_pchip_integral_matches_scipy():
         assert abs(benchmark.pchip_integral(x, y, lo, hi) - want) < 1e-12
     # The order of the points does not matter.
     assert abs(benchmark.pchip_integral([3, 1, 5, 2], [2, 1, 2.5, 4], 1.5, 4.5) - 7.941080729166667) < 1e-12
+
+
+def test_peer_files_carry_no_metadata_and_stripping_keeps_their_pixels():
+    from cae_codec import peers
+
+    image = sample_image(48, 32, "RGB")
+    for name, spec in peers.CLASSICS.items():
+        if not peers.available(name):
+            continue
+        data = benchmark._pillow_encoder(spec, spec.qualities[len(spec.qualities) // 2])(image)
+        for mark in (b"JFIF", b"Exif", b"xmpmeta", b"acsp", b"OpenJPEG"):  # acsp: any ICC profile
+            assert mark not in data, (name, mark)
+        if spec.strip:
+            buffer = io.BytesIO()
+            quality = spec.qualities[3]
+            Image.fromarray(image).save(
+                buffer,
+                format=spec.fmt,
+                **{spec.quality_key: [quality] if spec.quality_key == "quality_layers" else quality},
+                **spec.options,
+                **spec.color_options,
+            )
+            whole, stripped = buffer.getvalue(), spec.strip(buffer.getvalue())
+            assert len(stripped) < len(whole)
+            assert np.array_equal(benchmark._decode_pillow(whole), benchmark._decode_pillow(stripped))
+    assert peers.settings()["avif"]["options"] == {"speed": 0}
