@@ -93,7 +93,7 @@ class _Tally:
         return float(np.mean(self.columns[key]))
 
 
-def _pillow_encoder(spec: Classic, quality: int) -> Callable[[np.ndarray], bytes]:
+def pillow_encoder(spec: Classic, quality: int) -> Callable[[np.ndarray], bytes]:
     value = [quality] if spec.quality_key == "quality_layers" else quality
 
     def encode(image: np.ndarray) -> bytes:
@@ -105,7 +105,7 @@ def _pillow_encoder(spec: Classic, quality: int) -> Callable[[np.ndarray], bytes
     return encode
 
 
-def _decode_pillow(data: bytes) -> np.ndarray:
+def decode_pillow(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
 
@@ -150,11 +150,11 @@ def _classic_tallies(
         raise ValueError(f"this Pillow cannot write {name}")
     spec, out = CLASSICS[name], []
     for quality in qualities:
-        encode = _pillow_encoder(spec, quality)
+        encode = pillow_encoder(spec, quality)
         whole, payload = _Tally(), _Tally()
         for image in images:
             data, enc = _timed(encode, image)
-            decoded, dec = _timed(_decode_pillow, data)
+            decoded, dec = _timed(decode_pillow, data)
             scores = _quality(image, decoded)
             h, w = image.shape[:2]
             times = {"encode_ms": 1000 * enc, "decode_ms": 1000 * dec}
@@ -587,7 +587,7 @@ def grid(
         match = _closest(points, name, cae.bpp)
         if match:
             rows.append(
-                (f"{name} q{match.quality}", _pillow_encoder(CLASSICS[name], match.quality), _decode_pillow)
+                (f"{name} q{match.quality}", pillow_encoder(CLASSICS[name], match.quality), decode_pillow)
             )
     crops = [_crop_box(im, crop) for im in images]
     tile_w = max(b[2] - b[0] for b in crops) * scale

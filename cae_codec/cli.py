@@ -37,7 +37,7 @@ from .files import (
     write_all,
     write_atomic,
 )
-from .peers import CLASSICS, DEFAULT_PEERS, PEERS_EXTRA
+from .peers import CLASSICS, COMPARE_PEERS, DEFAULT_PEERS, PEERS_EXTRA
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -776,6 +776,72 @@ def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list
     if dataset == "kodak":
         return datasets.load_folder(datasets.locate_kodak(data_dir), limit)
     return datasets.load_folder(dataset, limit)
+
+
+@main.command()
+@THREADS_OPTION
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option(
+    "--size",
+    metavar="SIZE",
+    help="The file size every codec aims under (40KB, 1.5MB, 64KiB or bytes; KB = 1000 bytes); "
+    "default: cae-codec's file at its default quality.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="The page to write (default: IMAGE's name with .compare.html, beside it).",
+)
+@click.option(
+    "--codecs",
+    default=",".join(COMPARE_PEERS),
+    show_default=True,
+    help="The codecs beside cae-codec; those not installed are left out (JPEG XL and HEIF come with "
+    f"{PEERS_EXTRA}).",
+)
+@WEIGHTS_OPTION
+@FORCE_OPTION
+def compare(image, size, output, codecs, weights, force) -> None:
+    """Write one self-contained HTML page comparing IMAGE as each codec codes it at the same file
+    size: a swipe between any two, zoom 1:1 and 2:1, bytes, PSNR and MS-SSIM, and the photo's
+    rate-distortion plot. No server or network is needed to view it.
+
+    AVIF (speed 0) and HEIF (x265's placebo preset) run at their strongest effort, so a photo takes
+    a minute or two.
+    """
+    from .targets import parse_size
+
+    names = tuple(dict.fromkeys(c.strip() for c in codecs.split(",") if c.strip()))
+    if unknown := [n for n in names if n not in CLASSICS]:
+        raise click.BadParameter(
+            f"unknown {', '.join(unknown)}; choose from {', '.join(CLASSICS)}", param_hint="--codecs"
+        )
+    try:
+        size = parse_size(size) if size is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--size") from None
+    named = output is not None
+    output = output or image.with_name(f"{image.stem}.compare.html")
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise click.BadParameter(f"{output} is not an .html file", param_hint="-o")
+    from . import codec
+    from . import compare as compare_mod
+
+    try:
+        check_free(output, image, force, named)
+        picture = codec.read_image(image)
+        page, entries, missed = compare_mod.build(
+            picture, size, names, weights, lambda name: click.echo(f"coding with {name} ...", err=True)
+        )
+        write_atomic(output, page.encode(), image, force, named)
+    except (*_user_errors(), OutputExistsError, OSError) as e:
+        raise click.ClickException(f"{image}: {bulk.describe(e)}") from None
+    for e in entries:
+        click.echo(f"{e.name:<10} {e.setting:<13} {e.bytes:>9,} bytes {e.bpp:6.3f} bpp {e.psnr:6.2f} dB")
+    if missed:
+        click.echo(f"could not come down to that size: {', '.join(missed)}", err=True)
+    click.echo(f"wrote {output} ({len(page) / 2**20:.1f} MiB); open it in a browser", err=True)
 
 
 @main.command()

@@ -49,6 +49,7 @@ class Classic:
     strip: Callable[[bytes], bytes] | None = None  # removes metadata the encoder wrote unasked
 
 
+COMPARE_PEERS = ("webp", "avif", "jpeg", "jpegxl", "heif")  # what compare shows beside cae-codec
 DEFAULT_PEERS = ("jpeg", "webp")  # what bench compares with unless --codecs asks for more (fast ones)
 CLASSICS = {
     "jpeg": Classic("JPEG", tuple(range(5, 100, 5)), feature="jpg", strip=strip_jpeg),

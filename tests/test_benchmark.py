@@ -84,11 +84,11 @@ def test_jpeg2000_is_measured_as_lossy_jpeg2000_is_meant_to_run():
     base = (base - base.min()) / np.ptp(base) * 200
     rgb = np.stack([base, 0.9 * base + 10, 0.7 * base + 30], axis=2).astype(np.uint8)
     spec = benchmark.CLASSICS["jpeg2000"]
-    ours = len(benchmark._pillow_encoder(spec, 34)(rgb))
+    ours = len(benchmark.pillow_encoder(spec, 34)(rgb))
     plain = io.BytesIO()
     Image.fromarray(rgb).save(plain, format="JPEG2000", quality_mode="dB", quality_layers=[34])
     assert ours < 0.6 * len(plain.getvalue())
-    gray = benchmark._pillow_encoder(spec, 34)(rgb[:, :, 0])  # no colour transform for one channel
+    gray = benchmark.pillow_encoder(spec, 34)(rgb[:, :, 0])  # no colour transform for one channel
     assert Image.open(io.BytesIO(gray)).mode == "L"
 
 
@@ -166,7 +166,7 @@ def test_peer_files_carry_no_metadata_and_stripping_keeps_their_pixels():
     for name, spec in peers.CLASSICS.items():
         if not peers.available(name):
             continue
-        data = benchmark._pillow_encoder(spec, spec.qualities[len(spec.qualities) // 2])(image)
+        data = benchmark.pillow_encoder(spec, spec.qualities[len(spec.qualities) // 2])(image)
         for mark in (b"JFIF", b"Exif", b"xmpmeta", b"acsp", b"OpenJPEG"):  # acsp: any ICC profile
             assert mark not in data, (name, mark)
         if spec.strip:
@@ -181,5 +181,5 @@ def test_peer_files_carry_no_metadata_and_stripping_keeps_their_pixels():
             )
             whole, stripped = buffer.getvalue(), spec.strip(buffer.getvalue())
             assert len(stripped) < len(whole)
-            assert np.array_equal(benchmark._decode_pillow(whole), benchmark._decode_pillow(stripped))
+            assert np.array_equal(benchmark.decode_pillow(whole), benchmark.decode_pillow(stripped))
     assert peers.settings()["avif"]["options"] == {"speed": 0}
