@@ -2,6 +2,7 @@
 
     python benchmarks/readme_results.py [--shared ../shared/data] [--limit N] [--only kodak,...]
                                         [--reuse-peers] [--tables-only | --redraw]
+                                        [--remeasure jpeg,jpeg2000,avif,heif]
 
 Writes benchmarks/results/{cifar10,photos,kodak}.json, *-rd.png, *-grid.png and {name}.md (the
 Markdown the README shows). Same library code as `cae-codec bench`; each data set runs the model
@@ -113,6 +114,29 @@ def run(name: str, images, title: str, published: bool = False, reuse_peers: boo
     return table
 
 
+def remeasure(name: str, images, peers: list[str], published: bool) -> str:
+    """Measure only `peers` again (after a change in how they are run or counted) and keep every
+    other point of the last run, ours included (a whole level's files have not changed)."""
+    start = time.time()
+    record = json.loads((RESULTS / f"{name}.json").read_text())
+    gone = set(peers) | ({"jpeg-payload"} if "jpeg" in peers else set())
+    points = [benchmark.Point(**p) for p in record["points"] if p["codec"] not in gone]
+    measured = [n for n in peers if benchmark.available(n)]
+    points += benchmark.measure_classics(images, measured)
+    record |= {
+        **benchmark.run_info(weights.load(weights_id=record["weights"]["id"]), record["data"]),
+        "remeasured": {"peers": measured, "seconds": round(time.time() - start)},
+        "points": [p.to_dict() for p in points],
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    shown = points + (benchmark.published_points() if published else [])
+    w = weights.load(weights_id=record["weights"]["id"])
+    benchmark.plot_rd(shown, RESULTS / f"{name}-rd.png", f"{record['data']}; weights {w.name}")
+    table = markdown(shown, f"{record['data']}, weights {w.name} (id {w.id})")
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    return table
+
+
 def redraw(name: str, images, published: bool) -> str:
     """Rebuild the BD table of {name}.md, {name}-rd.png and {name}-grid.png from the last run's
     points, measuring nothing (after a change in how BD figures are computed or plots drawn); the
@@ -154,6 +178,11 @@ def main() -> None:
         "--tables-only", action="store_true", help="rebuild the Markdown tables from the last run's points"
     )
     parser.add_argument(
+        "--remeasure",
+        metavar="PEERS",
+        help="measure only these peers again (e.g. jpeg,jpeg2000,avif,heif), keeping every other point",
+    )
+    parser.add_argument(
         "--redraw",
         action="store_true",
         help="rebuild the tables, rd.png and grid.png from the last run's points",
@@ -168,22 +197,29 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     if "cifar10" in only:
         cifar = list(load_cifar10("test", shared / "cifar10")[: args.limit])
-        if args.redraw:
+        if args.remeasure:
+            print(remeasure("cifar10", cifar, args.remeasure.split(","), published=False))
+        elif args.redraw:
             print(redraw("cifar10", cifar, published=False))
         else:
             print(run("cifar10", cifar, f"CIFAR-10 test rows ({len(cifar)} images, 32x32)"))
     if "photos" in only:
         photos = [np.asarray(Image.open(shared / "photos" / name).convert("RGB")) for name in PHOTOS]
         title = "Photos (astronaut 512x512, coffee 600x400, chelsea 451x300)"
-        print(
-            redraw("photos", photos, False)
-            if args.redraw
-            else run("photos", photos, title, reuse_peers=args.reuse_peers)
-        )
+        if args.remeasure:
+            print(remeasure("photos", photos, args.remeasure.split(","), published=False))
+        else:
+            print(
+                redraw("photos", photos, False)
+                if args.redraw
+                else run("photos", photos, title, reuse_peers=args.reuse_peers)
+            )
     if "kodak" in only:
         kodak = load_folder(locate_kodak(shared / "kodak"), args.limit)
         title = f"Kodak ({len(kodak)} images, 768x512)"
-        if args.redraw:
+        if args.remeasure:
+            print(remeasure("kodak", kodak, args.remeasure.split(","), published=len(kodak) == 24))
+        elif args.redraw:
             print(redraw("kodak", kodak, published=len(kodak) == 24))
         else:
             print(run("kodak", kodak, title, published=len(kodak) == 24, reuse_peers=args.reuse_peers))
