@@ -99,3 +99,22 @@ def test_the_page_in_a_browser_decodes_every_image_swipes_and_zooms(page_file):
         browser.close()
     assert not errors
     assert all(url.startswith(("file:", "data:")) for url in requests)
+
+
+def test_compare_refuses_what_it_cannot_do_and_writes_nothing(tmp_path):
+    Image.open(EXAMPLE).convert("RGB").crop((0, 0, 40, 30)).save(tmp_path / "a.png")
+    runner = CliRunner()
+    result = runner.invoke(main, ["compare", str(tmp_path / "a.png"), "--size", "10", "--codecs", "jpeg"])
+    assert result.exit_code == 1 and "no codec can come down to 10 bytes" in result.stderr
+    assert not (tmp_path / "a.compare.html").exists()
+    for args, hint in (
+        (["--size", "ten"], "--size"),
+        (["--codecs", "gif"], "--codecs"),
+        (["-o", str(tmp_path / "a.txt")], "-o"),
+    ):
+        result = runner.invoke(main, ["compare", str(tmp_path / "a.png"), *args])
+        assert result.exit_code == 2 and hint in result.stderr
+    (tmp_path / "a.compare.html").write_text("mine")
+    result = runner.invoke(main, ["compare", str(tmp_path / "a.png"), "--codecs", "jpeg"])
+    assert result.exit_code == 1 and "exists" in result.stderr
+    assert (tmp_path / "a.compare.html").read_text() == "mine"
