@@ -18,6 +18,7 @@ from crossover import SIDES, _shrunk, validation_photos
 
 from cae_codec.codec import compress_many_each
 from cae_codec.datasets import load_cifar10
+from cae_codec.quality import of_level
 
 RESULTS = Path(__file__).parent / "results"
 LEVELS = range(1, 9)
@@ -25,7 +26,7 @@ LEVELS = range(1, 9)
 
 def compare(images: list, quality: int) -> dict:
     """zstd's and range's file sizes for every image at one level, summarised."""
-    files = compress_many_each(images, quality=quality)
+    files = compress_many_each(images, quality=of_level(quality, 8))  # the level, on the 0-100 scale
     zstd = np.array([len(f["zstd"]) for f in files])
     rng = np.array([len(f["range"]) for f in files])
     ratio = zstd / rng

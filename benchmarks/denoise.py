@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 import cae_codec
 from cae_codec import metrics, weights
+from cae_codec.quality import of_level
 
 RESULTS = Path(__file__).parent / "results"
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png")
@@ -33,10 +34,11 @@ def noisy(clean: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
 def measure(cleans: list[np.ndarray], inputs: list[np.ndarray], source: str) -> list[dict]:
     """Mean bpp and PSNR against the clean photos, per quality, of `source`'s weights."""
     rows = []
-    for quality in range(1, weights.load(source).levels + 1):
+    levels = weights.load(source).levels
+    for quality in range(1, levels + 1):
         bpp, psnr = [], []
         for clean, x in zip(cleans, inputs, strict=True):
-            data = cae_codec.compress(x, quality, weights=source)
+            data = cae_codec.compress(x, of_level(quality, levels), weights=source)
             decoded = np.asarray(cae_codec.decompress(data, weights=source))
             bpp.append(metrics.bpp(len(data), x.shape[1], x.shape[0]))
             psnr.append(metrics.psnr(clean, decoded))
@@ -50,7 +52,7 @@ def picture(clean: np.ndarray, x: np.ndarray, sources: dict[str, str], quality: 
     top, left, side = h // 2 - 96, w // 2 - 96, 192
     tiles = [("clean", clean), ("noisy input", x)]
     for name, source in sources.items():
-        data = cae_codec.compress(x, quality, weights=source)
+        data = cae_codec.compress(x, of_level(quality, weights.load(source).levels), weights=source)
         decoded = np.asarray(cae_codec.decompress(data, weights=source))
         bpp = metrics.bpp(len(data), w, h)
         tiles.append((f"{name} q{quality}, {bpp:.2f} bpp, {metrics.psnr(clean, decoded):.1f} dB", decoded))

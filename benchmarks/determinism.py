@@ -19,13 +19,14 @@ import cae_codec
 from cae_codec import codec, weights
 from cae_codec.container import unpack
 from cae_codec.datasets import load_cifar10
+from cae_codec.quality import of_level
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def encode_all(images, threads: int, quality: int, coder: str) -> list[bytes]:
     torch.set_num_threads(threads)
-    return [cae_codec.compress(image, quality, coder=coder) for image in images]
+    return [cae_codec.compress(image, of_level(quality, 8), coder=coder) for image in images]
 
 
 def main() -> None:
