@@ -22,6 +22,7 @@ from PIL import Image
 
 from cae_codec import benchmark, weights
 from cae_codec.datasets import load_cifar10, load_folder, locate_kodak
+from cae_codec.quality import of_level
 
 RESULTS = Path(__file__).parent / "results"
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png")
@@ -40,7 +41,7 @@ def markdown(points: list[benchmark.Point], title: str) -> str:
     lines = [
         f"#### {title}",
         "",
-        "| quality | bpp, zstd | bpp, range | model estimate | PSNR (dB) | SSIM | MS-SSIM | "
+        "| level (quality) | bpp, zstd | bpp, range | model estimate | PSNR (dB) | SSIM | MS-SSIM | "
         + " | ".join(f"{n}: bpp at this PSNR" for n in names)
         + " |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |",
@@ -51,7 +52,7 @@ def markdown(points: list[benchmark.Point], title: str) -> str:
             for n in names
         )
         cells = (
-            z.quality,
+            f"{z.quality} ({of_level(z.quality, 8):.0f})",
             f"{z.bpp:.3f}",
             f"{r.bpp:.3f}",
             f"{z.entropy_bpp:.3f}",

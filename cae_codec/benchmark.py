@@ -426,14 +426,14 @@ def bd_psnr(anchor: list[Point], test: list[Point]) -> float | None:
 
 def summary(points: list[Point], full: bool = False) -> str:
     """The table of each cae-codec point against every classical curve, then BD figures: for
-    stdout, within 100 columns (q, bpp, PSNR, SSIM and each peer's bpp at that PSNR); `full` adds
+    stdout, within 100 columns (level, bpp, PSNR, SSIM and each peer's bpp at that PSNR); `full` adds
     MSE, MS-SSIM, the model's estimate and each peer's PSNR at that bpp, as a Markdown table."""
     others = labels(points, ours=False)
 
     def num(v: float | None, spec: str) -> str:
         return "n/a" if v is None else format(v, spec)
 
-    head = ["coder", "q", "bpp", "PSNR", "SSIM"] + (["MSE", "MS-SSIM", "est.bpp"] if full else [])
+    head = ["coder", "level", "bpp", "PSNR", "SSIM"] + (["MSE", "MS-SSIM", "est.bpp"] if full else [])
     head += [f"{_short(n)} {k}" for n in others for k in (("PSNR@bpp", "bpp@PSNR") if full else ("bpp",))]
     rows = [head]
     for p in [p for p in points if p.codec == "cae-codec"]:
@@ -532,10 +532,10 @@ def plot_rd(points: list[Point], path: Path, title: str) -> bool:
         if name.endswith(PUBLISHED):
             style = {**style, "linestyle": "--"}
         ax.plot([p.bpp for p in c], [p.psnr for p in c], label=name, **style)
-        if name == labels(points, ours=True)[0]:  # quality levels on the first cae-codec curve
+        if name == labels(points, ours=True)[0]:  # the levels (L1..) on the first cae-codec curve
             for p in c:
                 ax.annotate(
-                    f"q{p.quality}",
+                    f"L{p.quality}",
                     (p.bpp, p.psnr),
                     textcoords="offset points",
                     xytext=(-4, 6),
