@@ -866,7 +866,8 @@ def compare(image, size, output, codecs, weights, force) -> None:
     default=",".join(DEFAULT_PEERS),
     show_default=True,
     help=f"Codecs to compare with, of {', '.join(CLASSICS)}, or all (those Pillow lacks are skipped; "
-    f"jpegxl and heif need {PEERS_EXTRA}). Each adds 10-30 s on 3 Kodak photos (HEIF the most).",
+    f"jpegxl and heif need {PEERS_EXTRA}). Each adds 10-30 s on 3 Kodak photos, but AVIF, run at "
+    "speed 0 (its strongest, as HEIF at x265's placebo preset), about 4 minutes.",
 )
 @click.option(
     "--coders",
