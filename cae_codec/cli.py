@@ -474,6 +474,7 @@ def main() -> None:
       cae-codec compress photo.png          writes photo.cae
       cae-codec decompress photo.cae        writes photo.decoded.png (never photo.png)
       cae-codec info photo.cae              shows what a .cae file holds
+      cae-codec compare photo.png           writes photo.compare.html: the codecs side by side
     """
 
 
