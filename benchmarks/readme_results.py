@@ -100,13 +100,18 @@ def run(name: str, images, title: str, published: bool = False, reuse_peers: boo
         **benchmark.run_info(w, title),
         "peers_from": _peer_source(name, title) if reused else "this run",
         "seconds": round(time.time() - start),
-        "points": [p.to_dict() for p in points],
     }
+    benchmark.grid(images[:8], points, w.default_quality, RESULTS / f"{name}-grid.png", str(w.path))
+    return _publish(name, record, points, w, published)
+
+
+def _publish(name: str, record: dict, points: list[benchmark.Point], w, published: bool) -> str:
+    """{name}.json (the record and the points), {name}-rd.png and {name}.md; returns the tables."""
+    record = {**record, "points": [p.to_dict() for p in points]}
     (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     shown = points + (benchmark.published_points() if published else [])
-    benchmark.plot_rd(shown, RESULTS / f"{name}-rd.png", f"{title}; weights {w.name}")
-    benchmark.grid(images[:8], points, w.default_quality, RESULTS / f"{name}-grid.png", str(w.path))
-    table = markdown(shown, f"{title}, weights {w.name} (id {w.id})")
+    benchmark.plot_rd(shown, RESULTS / f"{name}-rd.png", f"{record['data']}; weights {w.name}")
+    table = markdown(shown, f"{record['data']}, weights {w.name} (id {w.id})")
     (RESULTS / f"{name}.md").write_text(table + "\n")
     return table
 
@@ -120,18 +125,12 @@ def remeasure(name: str, images, peers: list[str], published: bool) -> str:
     points = [benchmark.Point(**p) for p in record["points"] if p["codec"] not in gone]
     measured = [n for n in peers if benchmark.available(n)]
     points += benchmark.measure_classics(images, measured)
-    record |= {
-        **benchmark.run_info(weights.load(weights_id=record["weights"]["id"]), record["data"]),
-        "remeasured": {"peers": measured, "seconds": round(time.time() - start)},
-        "points": [p.to_dict() for p in points],
-    }
-    (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
-    shown = points + (benchmark.published_points() if published else [])
     w = weights.load(weights_id=record["weights"]["id"])
-    benchmark.plot_rd(shown, RESULTS / f"{name}-rd.png", f"{record['data']}; weights {w.name}")
-    table = markdown(shown, f"{record['data']}, weights {w.name} (id {w.id})")
-    (RESULTS / f"{name}.md").write_text(table + "\n")
-    return table
+    record |= {
+        **benchmark.run_info(w, record["data"]),
+        "remeasured": {"peers": measured, "seconds": round(time.time() - start)},
+    }
+    return _publish(name, record, points, w, published)
 
 
 def redraw(name: str, images, published: bool) -> str:

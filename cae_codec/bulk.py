@@ -128,7 +128,8 @@ def _compressed(image, data: bytes, seconds: float, job: Job) -> dict:
     from . import codec, metrics, quality
     from . import weights as weights_mod
 
-    header = codec.read_header(data)
+    f = codec.unpack(data)
+    header = f.header
     levels = weights_mod.load(job.weights, header.weights_id).levels
     record = {
         "bytes": len(data),
@@ -138,7 +139,7 @@ def _compressed(image, data: bytes, seconds: float, job: Job) -> dict:
         "level": header.position,
         "coder": header.coder,
         "weights_id": header.weights_id,
-        "metadata": sorted(codec.unpack(data).metadata),
+        "metadata": sorted(f.metadata),
     }
     if job.psnr:
         rgb, _, _ = codec.split_image(image)

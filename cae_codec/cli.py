@@ -683,12 +683,11 @@ def info(inputs, list_weights, model, size) -> None:
     for source in inputs:
         try:
             data = read_limited(sys.stdin.buffer) if source == STDIO else bulk.read_cae(source)
-            unpack(data)
+            f = unpack(data)
         except (OSError, FormatError) as e:
             failed = True
             click.echo(f"cae-codec: {source}: {bulk.describe(e)}", err=True)
             continue
-        f = unpack(data)
         h = f.header
         bpp = metrics.bpp(len(data), h.width, h.height)
         segments = f", {h.segments} segments of {h.segment} px" if h.segment else ""

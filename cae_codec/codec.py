@@ -296,8 +296,9 @@ def latent_shape(w: weights_mod.Weights, height: int, width: int) -> tuple[int, 
 
 def fold_count(width: int, height: int, multiple: int) -> int:
     """How many strips to cut a thin image into (1: none). An image whose shorter side is under the
-    pad multiple is folded when that at least halves the padded area the networks run on: a
-    1,000,000 x 1 image pads to 64 rows, but folds into 1,000 strips of 1,000 pixels."""
+    pad multiple is folded when that at least halves the padded area the networks run on: with a
+    pad multiple of 64, a 1,000,000 x 1 image would pad to 64 rows, but folds into 64 strips of
+    15,625 pixels, exactly the rows the padding needs."""
     if min(width, height) >= multiple:
         return 1
     longer, shorter = max(width, height), min(width, height)
@@ -469,6 +470,7 @@ class Source(NamedTuple):
     """An image ready for the network: its pixels, its alpha plane's zstd frame and stored mode."""
 
     rgb: np.ndarray
+    coded: np.ndarray  # the pixels the network codes: rgb, or its strips stacked (fold), made once
     alpha: bytes | None  # packed once, whatever the number of coders tried
     mode: str
     weights_id: int | None  # the shipped model for its size, when no weights are given
@@ -482,11 +484,6 @@ class Source(NamedTuple):
     @property
     def width(self) -> int:
         return self.rgb.shape[1]
-
-    @property
-    def coded(self) -> np.ndarray:
-        """The pixels the network codes: the image, or its strips stacked (fold)."""
-        return fold(self.rgb, self.fold)
 
 
 def prepare(
@@ -505,7 +502,7 @@ def prepare(
     strips = fold_count(width, height, m)
     _check_padded(m, *folded_size(width, height, strips), max_pixels)
     alpha_frame = packing.zstd_pack(alpha.tobytes()) if alpha is not None else None
-    return Source(rgb, alpha_frame, mode, weights_id, strips, sections)
+    return Source(rgb, fold(rgb, strips), alpha_frame, mode, weights_id, strips, sections)
 
 
 def _model_for(

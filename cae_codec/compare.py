@@ -60,12 +60,9 @@ def fit_peer(
                 curve.append((metrics.bpp(len(fits[q]), w, h), psnr))
         return fits[q]
 
-    if len(encode(low)) > size:
+    best = targets.highest(lambda q: len(encode(q)) <= size, low, high)
+    if best is None:
         return None
-    while high - low > 1:  # encode(low) fits; high is unknown or too large
-        middle = (low + high) // 2
-        low, high = (middle, high) if len(encode(middle)) <= size else (low, middle)
-    best = high if len(encode(high)) <= size else low
     data = encode(best)
     return _entry(name, f"quality {best}", len(data), image, decode_pillow(data))
 

@@ -101,7 +101,11 @@ def compress_to(
         "ms-ssim": lambda i: measure(i)[2] >= target.value,
     }[target.kind]
     top = FRACTION * (w.levels - 1)
-    index = _highest(meets, top) if target.kind == "size" else _lowest(meets, top)
+    if target.kind == "size":
+        index = highest(meets, 0, top)
+    else:  # the lowest that reaches it: one above the highest that does not
+        below = highest(lambda i: not meets(i), 0, top)
+        index = 0 if below is None else None if below == top else below + 1
     if index is None:
         raise TargetError(_unmet(target, measure(0 if target.kind == "size" else top)))
     data, psnr, ssim = measure(index)
@@ -110,30 +114,17 @@ def compress_to(
     return data, Reached(quality, level + fraction / FRACTION, len(data), psnr, ssim, len(tries))
 
 
-def _highest(fits: Callable[[int], bool], top: int) -> int | None:
-    """The highest index in 0..top that fits, taking fitting as monotone (rate rises with quality)."""
-    if fits(top):
-        return top
-    if not fits(0):
+def highest(fits: Callable[[int], bool], low: int, high: int) -> int | None:
+    """The highest index in low..high for which `fits` holds, by bisection: it is taken to hold up
+    to some index and not after (a file's size rises with its quality). None when it never holds."""
+    if fits(high):
+        return high
+    if not fits(low):
         return None
-    low, high = 0, top  # fits(low), not fits(high)
-    while high - low > 1:
+    while high - low > 1:  # fits(low), not fits(high)
         middle = (low + high) // 2
         low, high = (middle, high) if fits(middle) else (low, middle)
     return low
-
-
-def _lowest(reaches: Callable[[int], bool], top: int) -> int | None:
-    """The lowest index in 0..top that reaches the target (quality rises with the index)."""
-    if reaches(0):
-        return 0
-    if not reaches(top):
-        return None
-    low, high = 0, top  # not reaches(low), reaches(high)
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if reaches(middle) else (middle, high)
-    return high
 
 
 def _unmet(target: Target, nearest: tuple[bytes, float, float]) -> str:
