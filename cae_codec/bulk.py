@@ -38,6 +38,7 @@ class Job:
     psnr: bool = False  # compress: also decode and measure PSNR against the input
     metadata: str = "all"  # compress: the kinds of metadata kept (metadata.kinds)
     target: tuple[str, float] | None = None  # compress: (targets.KINDS entry, value) instead of quality
+    precision: str = "auto"  # g_a's and g_s's on large images (config.PRECISIONS)
 
 
 def compress_image(source: Path | BinaryIO, job: Job) -> tuple[bytes, dict, list[str]]:
@@ -52,14 +53,20 @@ def compress_image(source: Path | BinaryIO, job: Job) -> tuple[bytes, dict, list
         warnings.simplefilter("ignore", codec.InputWarning)  # _read has collected them
         if job.target is None:
             data = codec.compress(
-                image, job.quality, job.weights, job.coder, job.max_pixels, metadata=job.metadata
+                image,
+                job.quality,
+                job.weights,
+                job.coder,
+                job.max_pixels,
+                metadata=job.metadata,
+                precision=job.precision,
             )
         else:
             from . import targets
 
             target = targets.Target(*job.target)
             data, reached = targets.compress_to(
-                image, target, job.weights, job.coder, job.max_pixels, job.metadata
+                image, target, job.weights, job.coder, job.max_pixels, job.metadata, job.precision
             )
     record = _compressed(image, data, time.perf_counter() - start, job)
     if reached is not None:
@@ -93,6 +100,7 @@ def compress_images(sources: list[Path], job: Job) -> list[tuple[bytes, dict, li
                 job.max_pixels,
                 return_errors=True,
                 metadata=job.metadata,
+                precision=job.precision,
             )
     except Exception as e:  # noqa: BLE001 (what stops a whole batch, a bad quality say, is each file's)
         files = [e] * len(images)
@@ -143,7 +151,7 @@ def _compressed(image, data: bytes, seconds: float, job: Job) -> dict:
     }
     if job.psnr:
         rgb, _, _ = codec.split_image(image)
-        decoded = codec.decompress(data, weights=job.weights, max_pixels=job.max_pixels)
+        decoded = codec.decompress(data, job.weights, job.max_pixels, job.precision)
         record["psnr"] = round(metrics.psnr(rgb, codec.split_image(decoded)[0]), 3)
     return record
 
@@ -153,7 +161,7 @@ def decompress_image(data: bytes, fmt: OutputFormat, job: Job) -> tuple[bytes, d
     from . import codec
 
     start = time.perf_counter()
-    image = codec.decompress(data, weights=job.weights, max_pixels=job.max_pixels)
+    image = codec.decompress(data, job.weights, job.max_pixels, job.precision)
     return _saved(image, fmt, time.perf_counter() - start)
 
 
@@ -167,7 +175,11 @@ def decompress_images(
     start = time.perf_counter()
     try:
         images = codec.decompress_many(
-            [data for data, _ in items], job.weights, job.max_pixels, return_errors=True
+            [data for data, _ in items],
+            job.weights,
+            job.max_pixels,
+            return_errors=True,
+            precision=job.precision,
         )
     except Exception as e:  # noqa: BLE001 (what stops a whole batch is each file's)
         images = [e] * len(items)

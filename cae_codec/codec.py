@@ -18,10 +18,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import cpu, packing
 from . import metadata as metadata_mod
-from . import packing
 from . import weights as weights_mod
-from .config import AUTO, BATCH_PIXELS, CODER_CHOICES, DEFAULT_MAX_PIXELS, STRIDES, ZSTD_MIN_PIXELS
+from .config import (
+    AUTO,
+    BATCH_PIXELS,
+    CODER_CHOICES,
+    DEFAULT_MAX_PIXELS,
+    PRECISIONS,
+    STRIDES,
+    ZSTD_MIN_PIXELS,
+)
 from .container import CODERS, CaeFile, FormatError, Header, folded_size, join_segments, pack, unpack
 from .latent_codecs import Symbols, hyper_features
 from .model import SEGMENT
@@ -154,7 +162,9 @@ def to_pixel_tensor(rgb: np.ndarray, multiple: int) -> torch.Tensor:
         rgb = np.pad(rgb, ((0, -h % multiple), (0, -w % multiple), (0, 0)), mode="edge")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a read-only array: the tensor is only ever read
-        return torch.from_numpy(np.asarray(rgb, dtype=np.uint8)).permute(2, 0, 1)[None]
+        # The batch axis is added before the permute, so its stride is the image's size: with a
+        # stride of 3, convolutions could not tell the layout is channels-last and copied it.
+        return torch.from_numpy(np.asarray(rgb, dtype=np.uint8)).unsqueeze(0).permute(0, 3, 1, 2)
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -184,14 +194,16 @@ def analyse(
     level: float,
     tile: int | None = None,
     channels_last: bool = False,
+    bf16: bool = False,
 ) -> torch.Tensor:
     """g_a, tile by tile: an image tensor (float in [0,1], or uint8) to the unquantized latent y
-    at a level (Position.value); `channels_last` for images over BATCH_PIXELS (tiling.run_tiled)."""
+    at a level (Position.value); `channels_last` for images over BATCH_PIXELS (tiling.run_tiled),
+    `bf16` in bfloat16 (use_bf16)."""
     level = _level_tensor(level)
     cfg = w.model.config
     tile, halo, _ = tiling(cfg.stride, tile)
     return run_tiled(
-        lambda part: w.model.analysis(_as_float(part), level),
+        lambda part: w.model.analysis(_as_float(part), level, bf16),
         x,
         cfg.M,
         1 / cfg.stride,
@@ -217,6 +229,7 @@ def encode_segment(
     level: float,
     tile: int | None = None,
     channels_last: bool = False,
+    bf16: bool = False,
 ) -> Symbols:
     """One segment's integers: g_a sees a halo across the segment's edges (so the latent is continuous
     over them), the latent codec only the segment's own latent."""
@@ -225,10 +238,11 @@ def encode_segment(
     halo = tiling(stride, tile)[1]
     ctop, cleft = max(0, top - halo), max(0, left - halo)
     crop = pixels[:, :, ctop : bottom + halo, cleft : right + halo]
-    y = analyse(w, crop, level, tile, channels_last)
+    y = analyse(w, crop, level, tile, channels_last, bf16)
     core = y[:, :, (top - ctop) // stride : (bottom - ctop) // stride, (left - cleft) // stride :]
     tables = math.ceil(level)
-    return w.latent.quantize(w, core[:, :, :, : (right - left) // stride].contiguous(), tables, tile)
+    core = core[:, :, :, : (right - left) // stride].contiguous()
+    return w.latent.quantize(w, core, tables, tile, bf16)
 
 
 @torch.inference_mode()
@@ -239,17 +253,18 @@ def synthesize(
     tile: int | None = None,
     pixels: bool = False,
     channels_last: bool = False,
+    bf16: bool = False,
 ) -> torch.Tensor:
     """g_s, tile by tile: the dequantized latent to the decoder's output, as floats or (`pixels`)
     as uint8 values, rounded tile by tile so a large image never exists as floats whole;
-    `channels_last` for images over BATCH_PIXELS (tiling.run_tiled)."""
+    `channels_last` for images over BATCH_PIXELS (tiling.run_tiled), `bf16` in bfloat16 (use_bf16)."""
     level = _level_tensor(level)
     cfg = w.model.config
     tile, _, latent_halo = tiling(cfg.stride, tile)
     fn = (
-        (lambda part: _as_uint8(w.model.synthesis(part, level)))
+        (lambda part: _as_uint8(w.model.synthesis(part, level, bf16)))
         if pixels
-        else (lambda part: w.model.synthesis(part, level))
+        else (lambda part: w.model.synthesis(part, level, bf16))
     )
     dtype = torch.uint8 if pixels else torch.float32
     return run_tiled(fn, y_hat, 3, cfg.stride, tile // cfg.stride, latent_halo, dtype, channels_last)
@@ -405,20 +420,31 @@ def compress(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     segment: int | None = None,
     metadata: str = "all",
+    precision: str = "auto",
 ) -> bytes:
     """Compress an image to .cae bytes: a PIL image, a uint8 array (HxW, HxWx3, HxWx4), or an image
     file's path, bytes or open stream. `quality` 0-100 (quality.py; default the bundle's); coder
     "auto" keeps the smaller file of the coders worth trying at the image's size (auto_coders);
-    `metadata` which of a PIL image's ICC profile, EXIF and XMP to keep ("all", "none", "icc,exif")."""
+    `metadata` which of a PIL image's ICC profile, EXIF and XMP to keep ("all", "none", "icc,exif");
+    `precision` of g_a on large images ("auto", "bf16", "fp32": use_bf16)."""
     if coder not in CODER_CHOICES:
         raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
-    files = compress_each(image, quality, weights, (coder,), max_pixels, segment, metadata)
+    files = compress_each(image, quality, weights, (coder,), max_pixels, segment, metadata, precision)
     return min(files.values(), key=len)  # ties go to the first coder (zstd)
 
 
 def auto_coders(width: int, height: int) -> tuple[str, ...]:
     """The coders that `auto` tries on an image of this size: zstd only above ZSTD_MIN_PIXELS."""
     return CODERS if width * height > ZSTD_MIN_PIXELS else ("range",)
+
+
+def use_bf16(precision: str) -> bool:
+    """Whether g_a and g_s run in bfloat16 for `precision`: "bf16", or "auto" on a CPU with bf16
+    units. Only images over BATCH_PIXELS ever do (with channels-last), so a small image's file does
+    not depend on whether it was coded alone or in a batch."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision == "bf16" or (precision == "auto" and cpu.native_bf16())
 
 
 def _resolve(coders: tuple[str, ...], width: int, height: int) -> tuple[str, ...]:
@@ -434,12 +460,14 @@ def compress_each(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     segment: int | None = None,
     metadata: str = "all",
+    precision: str = "auto",
 ) -> dict[str, bytes]:
     """The .cae file that each coder makes of one image (coders ("auto",): those auto_coders names);
     the network runs once. Without `weights`, the shipped model for the image's size
     (weights.default_id); `segment` overrides the side in pixels of a large image's segments."""
+    bf16 = use_bf16(precision)  # a bad choice is refused before the image is read
     source = prepare(image, weights, max_pixels, metadata)
-    return compress_source(source, quality, weights, coders, segment)
+    return compress_source(source, quality, weights, coders, segment, bf16)
 
 
 def compress_source(
@@ -448,8 +476,10 @@ def compress_source(
     weights: WeightsArg,
     coders: tuple[str, ...] = (AUTO,),
     segment: int | None = None,
+    bf16: bool = False,
 ) -> dict[str, bytes]:
-    """A prepared image's file from each coder, at a quality (0-100) or a Position of the fine scale."""
+    """A prepared image's file from each coder, at a quality (0-100) or a Position of the fine scale;
+    `bf16`: g_a in bfloat16 if the image is large enough (use_bf16)."""
     w, at = _model_for(source, weights, quality)
     coders = _resolve(coders, source.width, source.height)
     rgb = source.coded
@@ -457,8 +487,9 @@ def compress_source(
     side = segment_side(w, width, height, segment)
     pixels = to_pixel_tensor(rgb, w.model.config.pad_multiple)
     sections: dict[str, list[bytes]] = {coder: [] for coder in coders}
+    alone = _alone(width, height)
     for box in segment_boxes(w, width, height, side):
-        symbols = encode_segment(w, pixels, box, at.value, channels_last=_alone(width, height))
+        symbols = encode_segment(w, pixels, box, at.value, channels_last=alone, bf16=alone and bf16)
         for coder in coders:
             sections[coder].append(encode_symbols(w, symbols, at.tables, coder))
     return {
@@ -543,6 +574,7 @@ def compress_many(
     batch_size: int = 64,
     return_errors: bool = False,
     metadata: str = "all",
+    precision: str = "auto",
 ) -> list[bytes]:
     """Compress many images, in order, to the same files `compress` makes of each (up to float
     rounding): small images of one size share the network's forward passes, `batch_size` at a time.
@@ -551,7 +583,7 @@ def compress_many(
     if coder not in CODER_CHOICES:
         raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
     each = compress_many_each(
-        images, quality, weights, (coder,), max_pixels, batch_size, return_errors, metadata
+        images, quality, weights, (coder,), max_pixels, batch_size, return_errors, metadata, precision
     )
     # ties go to the first coder (zstd)
     return [f if isinstance(f, Exception) else min(f.values(), key=len) for f in each]
@@ -566,8 +598,10 @@ def compress_many_each(
     batch_size: int = 64,
     return_errors: bool = False,
     metadata: str = "all",
+    precision: str = "auto",
 ) -> list[dict[str, bytes]]:
     """`compress_each` for many images, in order, with compress_many's shared forward passes."""
+    bf16 = use_bf16(precision)
     files: list[dict[str, bytes] | Exception | None] = []
     waiting: dict[tuple, list[tuple[int, Source]]] = {}
     for image in images:
@@ -580,7 +614,7 @@ def compress_many_each(
             files[-1] = e
             continue
         if _alone(source.width, source.height) or source.fold > 1:
-            files[-1] = compress_source(source, quality, weights, coders, None)
+            files[-1] = compress_source(source, quality, weights, coders, None, bf16)
             continue
         key = (source.weights_id, source.height, source.width)
         waiting.setdefault(key, []).append((len(files) - 1, source))
@@ -651,11 +685,13 @@ def decompress(
     data: bytes | bytearray | memoryview | str | os.PathLike | BinaryIO,
     weights: WeightsArg = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    precision: str = "auto",
 ) -> Image.Image:
     """Decode .cae bytes (or a .cae file's path or open stream) to a PIL image of the original size
-    and mode (L, RGB or RGBA)."""
+    and mode (L, RGB or RGBA); `precision` of g_s on large images (use_bf16)."""
+    bf16 = use_bf16(precision)
     f = unpack(_as_bytes(data))
-    return _finish(f.header, *_entropy_decode(f, weights, max_pixels))
+    return _finish(f.header, *_entropy_decode(f, weights, max_pixels), bf16=bf16)
 
 
 def _entropy_decode(
@@ -677,19 +713,25 @@ def _side_sections(f: CaeFile) -> tuple[np.ndarray | None, dict]:
 
 
 def _synthesize_quietly(
-    w: weights_mod.Weights, y_hat: torch.Tensor, level: float, channels_last: bool = False
+    w: weights_mod.Weights, y_hat: torch.Tensor, level: float, channels_last: bool = False, bf16: bool = False
 ) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a garbage latent may overflow float math; pixels are clamped
-        return synthesize(w, y_hat, level, pixels=True, channels_last=channels_last)
+        return synthesize(w, y_hat, level, pixels=True, channels_last=channels_last, bf16=bf16)
 
 
 def _finish(
-    h: Header, w: weights_mod.Weights, y_hat: torch.Tensor, plane: np.ndarray | None, info: dict
+    h: Header,
+    w: weights_mod.Weights,
+    y_hat: torch.Tensor,
+    plane: np.ndarray | None,
+    info: dict,
+    bf16: bool = False,
 ) -> Image.Image:
     """g_s on one image's latent, to a PIL image of its size and mode, with its metadata."""
     width, height = h.coded_size
-    pixels = _synthesize_quietly(w, y_hat, h.position, _alone(width, height))
+    alone = _alone(width, height)
+    pixels = _synthesize_quietly(w, y_hat, h.position, alone, alone and bf16)
     rgb = unfold(to_pixels(pixels, height, width), h.width, h.height, h.fold)
     return _to_image(h, rgb, plane, info)
 
@@ -716,17 +758,19 @@ def decompress_many(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     batch_size: int = 64,
     return_errors: bool = False,
+    precision: str = "auto",
 ) -> list[Image.Image]:
     """Decode many .cae files, in order, to the images `decompress` gives: small images of one
     size, model and quality share h_s's and g_s's forward passes, `batch_size` at a time. With
     `return_errors`, a file that cannot be decoded gets its exception in its place instead of
-    stopping the others."""
+    stopping the others. `precision` as for decompress."""
+    bf16 = use_bf16(precision)
     images: list[Image.Image | Exception | None] = []
     waiting: dict[tuple, list[tuple[int, _Pending]]] = {}
     for data in files:
         images.append(None)
         try:
-            pending = _start_decode(unpack(_as_bytes(data)), weights, max_pixels)
+            pending = _start_decode(unpack(_as_bytes(data)), weights, max_pixels, bf16)
         except Exception as e:
             if not return_errors:
                 raise
@@ -755,11 +799,11 @@ class _Pending(NamedTuple):
     finish: Callable[[torch.Tensor], Symbols] | None  # reads y, given h_s's output on z
 
 
-def _start_decode(f: CaeFile, weights: WeightsArg, max_pixels: int) -> Image.Image | _Pending:
+def _start_decode(f: CaeFile, weights: WeightsArg, max_pixels: int, bf16: bool) -> Image.Image | _Pending:
     """A large file decoded at once; a small one read as far as its batch's shared passes."""
     h = f.header
     if _alone(h.width, h.height) or h.segment or h.fold > 1:
-        return _finish(h, *_entropy_decode(f, weights, max_pixels))
+        return _finish(h, *_entropy_decode(f, weights, max_pixels), bf16=bf16)
     _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)
     _check_padded(w.model.config.pad_multiple, h.width, h.height, max_pixels, FormatError)

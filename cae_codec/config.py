@@ -19,6 +19,9 @@ AUTO = "auto"  # not a coder: compress tries each coder worth trying and keeps t
 # of 128 (benchmarks/coders.py). Skipping it makes a 32x32 image's encode about a fifth faster.
 ZSTD_MIN_PIXELS = 256 * 256
 CODER_CHOICES = (AUTO, *CODERS)
+# How g_a and g_s compute on images over BATCH_PIXELS: "auto" uses bfloat16 where the CPU has bf16
+# units (AMX, AVX512-BF16), float32 elsewhere. Files do not depend on it: any decodes on any machine.
+PRECISIONS = ("auto", "bf16", "fp32")
 DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
 # Images up to this area share forward passes in the batch API. Larger ones always run alone, and only
 # they run channels-last (faster here, but its float rounding would differ between a batch and one

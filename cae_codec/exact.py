@@ -3,9 +3,11 @@ g_cm and g_ep): their weights and activations are multiples of 2**-fraction_bits
 floored back onto that grid, and every sum is computed without rounding, so encoder and decoder
 agree on every machine, library and thread count.
 
-Two ways give the same answer: float64 convolutions, exact for bounded fan-in, and the faster one,
-float32 matrix products of integers split so that no partial sum can reach 2**24 (checked from the
-data before each layer; where the check fails, the float64 way runs).
+Three ways give the same answer: float64 convolutions, exact for bounded fan-in; float32 matrix
+products of integers split so that no partial sum can reach 2**24 (checked from the data before each
+layer; where the check fails, the float64 way runs); and, on CPUs with int8 matrix units (AMX, VNNI),
+int8 products of the integers' 7-bit digits summed in int32, which cannot overflow below
+MAX_INT8_FAN_IN. The CPU picks the way; the integers out are the same.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import cpu
+
 EXACT_LIMIT = float(1 << 15)  # |activation| bound that keeps every sum exact in float64
 WEIGHT_LIMIT = 8.0  # |weight| bound, applied when the weights are rounded onto the grid
 _F32_EXACT = float(1 << 24)  # every integer below this is a float32
@@ -21,6 +25,10 @@ _F32_EXACT = float(1 << 24)  # every integer below this is a float32
 # more than it saves (a 32x32 image's z is 2x2; alone, it made small images decode 2x slower). A batch
 # of 64 such images runs h_s's last two layers in float32, about 15 % faster than in float64.
 _FLOAT32_MIN_AREA = 32 * 32
+DIGIT_BITS = 7  # int8 digits: every digit is in -128..127
+# Products summed per output below which int32 sums of digit products (each at most 2**14 in
+# magnitude) cannot overflow; EXACT_FAN_IN (latent_codecs.py) is far below it.
+MAX_INT8_FAN_IN = 1 << 17
 
 
 def run_exact(layers, x: Tensor, fraction_bits: int) -> Tensor:
@@ -31,13 +39,26 @@ def run_exact(layers, x: Tensor, fraction_bits: int) -> Tensor:
     ints = x.double().clamp(-EXACT_LIMIT, EXACT_LIMIT).mul(unit)  # the grid's integers
     for layer in layers:
         if isinstance(layer, nn.ReLU):
-            ints = ints.clamp_(0, limit)
+            ints.clamp_(0, limit)
+            continue
+        # The int8 way works channels-last; between its layers the permutes are views, not copies.
+        out = _int8_layer(layer, ints.permute(0, 2, 3, 1), unit) if use_int8() else None
+        if out is not None:
+            ints = out.clamp_(-limit, limit).permute(0, 3, 1, 2)
             continue
         scaled = _float32_layer(layer, ints, unit)
         if scaled is None:
             scaled = _float64_layer(layer, ints / unit).mul_(unit)
         ints = scaled.floor_().clamp_(-limit, limit)
     return (ints / unit).contiguous()
+
+
+def use_int8() -> bool:
+    """Whether run_exact multiplies int8 digits (where the CPU has int8 units; tests switch it)."""
+    return _INT8[0]
+
+
+_INT8 = [cpu.fast_int8()]
 
 
 def _float64_layer(layer: nn.Conv2d | nn.ConvTranspose2d, x: Tensor) -> Tensor:
@@ -161,3 +182,78 @@ def _conv_by_taps(x: Tensor, weight: Tensor, shift: int) -> Tensor:
                 out.addmm_(flat[offset : offset + rows], taps[dy, dx])
     out = out.view(parts, b, ph, pw, -1)
     return out[1].double().add_(out[0], alpha=2.0**shift) if shift else out[0].double()
+
+
+def _int8_layer(layer: nn.Module, x: Tensor, unit: float) -> Tensor | None:
+    """The layer's output on the grid, floored, from grid integers `x`, both channels-last float64
+    (B, H, W, C), by int8 products of their digits summed in int32; None where not covered."""
+    b, h, w, _ = x.shape
+    if x.device.type != "cpu" or b * h * w < _FLOAT32_MIN_AREA:
+        return None
+    kernel = as_stride1_kernel(layer)
+    if kernel is None:
+        return None
+    weight = kernel * unit
+    if not torch.equal(weight, torch.round(weight)):
+        return None
+    k = weight.shape[-1]
+    x_digits = _digits(x)
+    if len(x_digits) * kernel[0].numel() >= MAX_INT8_FAN_IN:
+        return None
+    w_digits = _digits(weight.permute(2, 3, 1, 0).reshape(kernel[0].numel(), -1))
+    transposed = isinstance(layer, nn.ConvTranspose2d)
+    bias = layer.bias.double().repeat(4 if transposed else 1) * unit
+    out = _int_conv(x_digits, w_digits, k, bias, unit)
+    if transposed:  # four phases, phase-major, interleave into twice the size
+        out = out.reshape(b, h, w, 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, -1)
+    return out
+
+
+def _digits(x: Tensor) -> list[Tensor]:
+    """Integers x as int8 digits, least significant first: x = sum d_i 128**i, the last one signed."""
+    x = x.to(torch.int32)  # every grid integer fits (EXACT_LIMIT * unit, WEIGHT_LIMIT * unit)
+    low, high = x.aminmax() if x.numel() else (torch.tensor(0), torch.tensor(0))
+    digits = []
+    while low < -128 or high > 127:
+        digits.append(torch.bitwise_and(x, (1 << DIGIT_BITS) - 1).to(torch.int8))
+        x = x.bitwise_right_shift(DIGIT_BITS)
+        low, high = low >> DIGIT_BITS, high >> DIGIT_BITS  # floor division is monotonic
+    digits.append(x.to(torch.int8))
+    return digits
+
+
+def _int_conv(x_digits: list[Tensor], w_digits: list[Tensor], k: int, bias: Tensor, unit: float) -> Tensor:
+    """A stride-1 'same' k x k convolution of channels-last integers given as int8 digits (each
+    (B, H, W, C)) by weights given as int8 digits (each (k*k*C, C_out), taps then channels), plus
+    `bias`, with the products divided by `unit`, floored. Returns (B, H, W, C_out) float64.
+
+    One int8 matrix product does it all: each row holds every digit's window (digit-major: im2col
+    through a strided view of the zero-padded images laid end to end), and the weights' column block
+    s holds the weight digits j facing activation digits i with i + j = s, so each block sums the
+    products of one power of 128 in int32. The blocks are recombined exactly in float64.
+    """
+    b, h, w, c = x_digits[0].shape
+    r = k // 2
+    ph, pw = h + 2 * r, w + 2 * r
+    rows = b * ph * pw
+    na, nw, taps = len(x_digits), len(w_digits), k * k * c
+    length = rows + 2 * r * pw + 2 * r  # tail: read by the last rows' windows
+    flat = x_digits[0].new_zeros(na, length, c)
+    interior = flat[:, :rows].view(na, b, ph, pw, c)[:, :, r : r + h, r : r + w]
+    for i, d in enumerate(x_digits):
+        interior[i] = d
+    columns = flat.new_empty(rows, na * taps)
+    for i, window in enumerate(columns.view(rows, na, k, k, c).unbind(1)):
+        window.copy_(flat[i].as_strided((rows, k, k, c), (c, pw * c, c, 1)))
+    cout = w_digits[0].shape[1]
+    blocks = na + nw - 1
+    weights = w_digits[0].new_zeros(na * taps, blocks * cout)
+    for i in range(na):
+        for j in range(nw):
+            weights[i * taps : (i + 1) * taps, (i + j) * cout : (i + j + 1) * cout] = w_digits[j]
+    products = torch._int_mm(columns, weights)  # (rows, blocks x C_out) int32
+    out = products.new_empty(rows, cout, dtype=torch.float64).copy_(products[:, :cout])
+    term = torch.empty_like(out)
+    for s in range(1, blocks):  # exact: each term is an int32 times a power of two, each sum below 2**53
+        out.add_(term.copy_(products[:, s * cout : (s + 1) * cout]), alpha=2.0 ** (DIGIT_BITS * s))
+    return out.div_(unit).add_(bias).floor_().view(b, ph, pw, cout)[:, :h, :w]

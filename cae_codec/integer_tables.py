@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from .range_coder import RANGE_PRECISION, RangeTables
 
@@ -51,8 +52,11 @@ def _ndtr(x: np.ndarray) -> np.ndarray:
     return 0.5 * np.vectorize(math.erfc)(-x / math.sqrt(2))
 
 
-def scale_index(log_sigma: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Which table codes each y symbol: exact comparisons of log sigma with the table's bounds."""
+def scale_index(log_sigma: np.ndarray | torch.Tensor, bounds: np.ndarray) -> np.ndarray:
+    """Which table codes each y symbol: exact comparisons of log sigma with the table's bounds (as
+    np.searchsorted(side="right"); torch's bucketize gives the same answer on 2 threads, twice as fast)."""
+    if isinstance(log_sigma, torch.Tensor):
+        return torch.bucketize(log_sigma, torch.from_numpy(bounds), right=True).numpy()
     return np.searchsorted(bounds, log_sigma, side="right")
 
 

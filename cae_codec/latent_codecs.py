@@ -44,11 +44,13 @@ class Factorized:
 
     name = "factorized"
 
-    def quantize(self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None) -> Symbols:
-        return self.quantize_many(w, y, quality, tile)[0]
+    def quantize(
+        self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None, bf16: bool = False
+    ) -> Symbols:
+        return self.quantize_many(w, y, quality, tile, bf16)[0]
 
     def quantize_many(
-        self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None
+        self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None, bf16: bool = False
     ) -> list[Symbols]:
         """The integers of each latent in a batch y (B, M, h, w)."""
         return [Symbols(v) for v in (torch.round(y).long() - _offsets(w, quality)).numpy()]
@@ -118,31 +120,44 @@ class MeanScaleHyperprior:
         reads them); returns y's integers with their (mu, table index)."""
         M = w.model.config.M
         shape = (M, *hyper.shape[1:])
+        passes = self.passes(shape)
+        if len(passes) == 1 and passes[0] == slice(None):  # all of y at once: nothing to gather
+            params = self.pass_params(w, hyper, None, 0, tile).reshape(2, -1)
+            part = Part(passes[0], params[0], params[1], scale_index(params[1], w.scale_bounds))
+            values = take(part).reshape(shape)
+            return Symbols(values, None, (params[0].view(shape), part.index.reshape(shape)))
         count = int(np.prod(shape))
         y, index = np.zeros(count, np.int64), np.zeros(count, np.int64)
         mu, y_hat = torch.zeros(count, dtype=torch.float64), torch.zeros(count, dtype=torch.float64)
-        for p, positions in enumerate(self.passes(shape)):
+        for p, positions in enumerate(passes):
             params = self.pass_params(w, hyper, y_hat.view(shape), p, tile).reshape(2, -1)
             log_sigma = params[1, positions]
-            part = Part(
-                positions, params[0, positions], log_sigma, scale_index(log_sigma.numpy(), w.scale_bounds)
-            )
+            part = Part(positions, params[0, positions], log_sigma, scale_index(log_sigma, w.scale_bounds))
             values = take(part)
             y[positions], mu[positions], index[positions] = values, part.mu, part.index
             y_hat[positions] = torch.from_numpy(values).double() + part.mu
         return Symbols(y.reshape(shape), None, (mu.view(shape), index.reshape(shape)))
 
-    def quantize(self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None) -> Symbols:
-        return self.quantize_many(w, y, quality, tile)[0]
+    def quantize(
+        self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None, bf16: bool = False
+    ) -> Symbols:
+        return self.quantize_many(w, y, quality, tile, bf16)[0]
 
     def quantize_many(
-        self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None
+        self, w: Weights, y: torch.Tensor, quality: int, tile: int | None = None, bf16: bool = False
     ) -> list[Symbols]:
-        """The integers of each latent in a batch y (B, M, h, w); h_a and h_s run on the whole batch."""
+        """The integers of each latent in a batch y (B, M, h, w); h_a and h_s run on the whole batch;
+        `bf16`: h_a in bfloat16, channels-last (codec.use_bf16)."""
         cfg = w.model.config
         tile, _, _ = tiling(cfg.stride, tile)
         z = run_tiled(
-            w.model.hyper_analysis, y, cfg.hyper_M, 1 / HYPER_STRIDE, tile // cfg.stride, HYPER_HALO
+            lambda part: w.model.hyper_analysis(part, bf16),
+            y,
+            cfg.hyper_M,
+            1 / HYPER_STRIDE,
+            tile // cfg.stride,
+            HYPER_HALO,
+            channels_last=bf16,
         )
         z_symbols = (torch.round(z).long() - _offsets(w, quality)).numpy()
         hyper = hyper_features(w, z_symbols, quality, tile)

@@ -63,15 +63,19 @@ class RangeReader:
         self, sizes: Sequence[int], tables: RangeTables, which: Sequence[int] | None = None
     ) -> np.ndarray:
         """The next part as `read` gives it, its groups end to end in one array."""
-        which = np.arange(len(sizes)) if which is None else np.asarray(which, dtype=np.int64)
+        which = range(len(sizes)) if which is None else [int(t) for t in which]
         models = tables.models
+        values = np.empty(int(sum(sizes)), dtype=np.int64)
+        escapes = []
         try:
-            decoded = [
-                self._decoder.decode(models[t], size) for size, t in zip(sizes, which, strict=True) if size
-            ]
-            index = np.concatenate(decoded).astype(np.int64) if decoded else np.zeros(0, np.int64)
-            values = index + np.repeat(tables.lo[which], sizes)
-            escaped = np.flatnonzero(index == np.repeat(tables.escapes[which], sizes))
+            start = 0
+            for size, t in zip(sizes, which, strict=True):
+                if size:  # group by group, in place: no concatenation or repeated tables
+                    index = self._decoder.decode(models[t], int(size))
+                    np.add(index, tables.lo[t], out=values[start : start + size])
+                    escapes.append(np.flatnonzero(index == tables.escapes[t]) + start)
+                    start += size
+            escaped = np.concatenate(escapes) if escapes else np.zeros(0, np.int64)
             if len(escaped):
                 codes = self._decoder.decode(
                     constriction.stream.model.Uniform(1 << ESCAPE_BITS), len(escaped)

@@ -68,6 +68,7 @@ def compress_to(
     coder: str = AUTO,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     metadata: str = "all",
+    precision: str = "auto",
 ) -> tuple[bytes, Reached]:
     """The .cae file for a target and what it reached: for "size" the highest quality whose file
     (header and metadata included) fits; for "psnr" and "ms-ssim" the lowest quality that reaches it.
@@ -77,6 +78,7 @@ def compress_to(
     from . import weights as weights_mod
 
     target = check(target)
+    bf16 = codec.use_bf16(precision)
     source = codec.prepare(image, weights, max_pixels, metadata)
     w = weights_mod.load(weights, source.weights_id)
     original = source.rgb if source.mode != "L" else source.rgb[:, :, :1]
@@ -85,10 +87,10 @@ def compress_to(
     def measure(index: int) -> tuple[bytes, float, float]:
         if index not in tries:
             at = Position(1 + index // FRACTION, index % FRACTION)
-            data = min(codec.compress_source(source, at, weights, (coder,)).values(), key=len)
+            data = min(codec.compress_source(source, at, weights, (coder,), None, bf16).values(), key=len)
             psnr = ssim = math.nan
             if target.kind != "size":
-                decoded = np.asarray(codec.decompress(data, weights, max_pixels))
+                decoded = np.asarray(codec.decompress(data, weights, max_pixels, precision))
                 decoded = decoded[:, :, None] if decoded.ndim == 2 else decoded[:, :, :3]
                 psnr = metrics.psnr(original, decoded)
                 ssim = metrics.ms_ssim(original, decoded) if target.kind == "ms-ssim" else math.nan

@@ -209,6 +209,8 @@ def test_usage_errors_are_status_2_before_torch_loads(png, tmp_path):
         ["compress", str(png), "-q", "high"],
         ["decompress", str(cae), "-o", str(tmp_path / "a.gif")],
         ["compress", str(png), "--threads", "0"],
+        ["compress", str(png), "--precision", "fp16"],
+        ["decompress", str(cae), "--precision", "half"],
         ["compress", str(png), str(png), "-o", str(tmp_path / "one.cae")],
     ]
     for args in cases:

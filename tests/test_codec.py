@@ -285,3 +285,31 @@ def test_only_images_too_large_for_a_batch_run_channels_last(monkeypatch):
         seen.clear()
         cae_codec.decompress(cae_codec.compress(sample_image(side, 256, "RGB"), quality=at_level(1)))
         assert seen == [expected, expected]  # g_a, then g_s
+
+
+def test_bf16_files_are_alike_and_the_same_on_any_thread_count():
+    # Over 256x256 pixels g_a and g_s may run in bfloat16: the bytes still may not depend on the
+    # thread count, the file decodes in float32 too, and the pictures stay within 0.05 dB.
+    array = sample_image(320, 240, "RGB")
+    before = torch.get_num_threads()
+    files = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            files.append(cae_codec.compress(array, precision="bf16"))
+    finally:
+        torch.set_num_threads(before)
+    assert files[0] == files[1]
+    fp32 = cae_codec.compress(array, precision="fp32")
+    assert abs(len(files[0]) - len(fp32)) <= 0.01 * len(fp32)
+    reference = metrics.psnr(array, np.asarray(cae_codec.decompress(fp32, precision="fp32")))
+    for precision in ("bf16", "fp32"):
+        decoded = np.asarray(cae_codec.decompress(files[0], precision=precision))
+        assert abs(metrics.psnr(array, decoded) - reference) < 0.05
+
+
+def test_precision_is_one_of_three():
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32"):
+        cae_codec.compress(sample_image(8, 8, "RGB"), precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        cae_codec.decompress(b"", precision="half")

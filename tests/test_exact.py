@@ -85,3 +85,38 @@ def test_small_batches_of_small_planes_take_the_float64_way():
     assert exact._float32_layer(layer, _grid_input((2, 24, 16, 16), 2.0, 0), UNIT) is None
     assert exact._float32_layer(layer, _grid_input((8, 24, 16, 16), 2.0, 0), UNIT) is not None
     assert exact._float32_layer(layer, _grid_input((1, 24, 32, 32), 2.0, 0), UNIT) is not None
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("peak", [1.0, 60.0, 30000.0])
+def test_int8_way_equals_float64(name, peak):
+    # Any magnitude the grid allows: the digits grow with it, the answer may not change.
+    layer = _on_grid(LAYERS[name](), spread=7.9, seed=int(peak))
+    ints = _grid_input((2, 24, 33, 37), peak=peak, seed=1).clamp(-(2.0**25), 2.0**25)
+    out = exact._int8_layer(layer, ints.permute(0, 2, 3, 1), UNIT)
+    assert out is not None
+    assert torch.equal(out.permute(0, 3, 1, 2), _float64_answer(layer, ints))
+
+
+def test_digits_rebuild_their_integers():
+    x = torch.tensor([0, 1, -1, 127, 128, -128, -129, 2**25, -(2**25), 123456789 % 2**25])
+    digits = exact._digits(x)
+    assert all(d.dtype == torch.int8 for d in digits)
+    assert torch.equal(sum(d.long() << (7 * i) for i, d in enumerate(digits)), x)
+
+
+def test_every_way_gives_the_shipped_hyper_synthesis_the_same_integers(monkeypatch):
+    # The exact h_s of a shipped photo model on a real hyper-latent (z of a Kodak-like photo, with the
+    # magnitudes h_s meets): int8 digits, split float32 products and float64 agree bit for bit.
+    from cae_codec import weights
+
+    model = weights.load("cae-msh8-photo-v5").model
+    g = torch.Generator().manual_seed(0)
+    z = torch.randint(-12, 13, (1, 32, 20, 28), generator=g).double()
+    answers = []
+    for int8, float32 in ((True, True), (False, True), (False, False)):
+        monkeypatch.setattr(exact, "_INT8", [int8])
+        if not float32:
+            monkeypatch.setattr(exact, "_float32_layer", lambda *args: None)
+        answers.append(exact.run_exact(model.h_s, z, model.config.fraction_bits))
+    assert torch.equal(answers[0], answers[1]) and torch.equal(answers[1], answers[2])
