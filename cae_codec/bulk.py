@@ -41,9 +41,9 @@ class Job:
     precision: str = "auto"  # g_a's and g_s's on large images (config.PRECISIONS)
 
 
-def compress_image(source: Path | BinaryIO, job: Job) -> tuple[bytes, dict, list[str]]:
+def compress_image(source: Path | BinaryIO, job: Job, progress=None) -> tuple[bytes, dict, list[str]]:
     """One image file (a path or binary stream) to .cae bytes, with a record of the result and the
-    warnings about what the file does not keep."""
+    warnings about what the file does not keep; `progress` as codec.compress's."""
     from . import codec
 
     image, notes = _read(source, job)
@@ -60,6 +60,7 @@ def compress_image(source: Path | BinaryIO, job: Job) -> tuple[bytes, dict, list
                 job.max_pixels,
                 metadata=job.metadata,
                 precision=job.precision,
+                progress=progress,
             )
         else:
             from . import targets
@@ -156,12 +157,15 @@ def _compressed(image, data: bytes, seconds: float, job: Job) -> dict:
     return record
 
 
-def decompress_image(data: bytes, fmt: OutputFormat, job: Job) -> tuple[bytes, dict, list[str]]:
-    """.cae bytes to an image file's bytes in `fmt`, with a record and warnings."""
+def decompress_image(
+    data: bytes, fmt: OutputFormat, job: Job, progress=None
+) -> tuple[bytes, dict, list[str]]:
+    """.cae bytes to an image file's bytes in `fmt`, with a record and warnings; `progress` as
+    codec.decompress's."""
     from . import codec
 
     start = time.perf_counter()
-    image = codec.decompress(data, job.weights, job.max_pixels, job.precision)
+    image = codec.decompress(data, job.weights, job.max_pixels, job.precision, progress)
     return _saved(image, fmt, time.perf_counter() - start)
 
 
@@ -228,13 +232,14 @@ def _saved(image, fmt: OutputFormat, seconds: float) -> tuple[bytes, dict, list[
     return buffer.getvalue(), record, notes
 
 
-def code(job: Job, source: Path | bytes, target: Path) -> tuple[bytes, dict, list[str]]:
+def code(job: Job, source: Path | bytes, target: Path, progress=None) -> tuple[bytes, dict, list[str]]:
     """One input (a file, or its bytes) coded as the job says: the output's bytes (a decode in the
-    format `target`'s suffix names), a record of the result, and warnings."""
+    format `target`'s suffix names), a record of the result, and warnings. `progress` is told of the
+    steps of a large image (codec.Progress)."""
     if job.kind == "compress":
-        return compress_image(io.BytesIO(source) if isinstance(source, bytes) else source, job)
+        return compress_image(io.BytesIO(source) if isinstance(source, bytes) else source, job, progress)
     data = source if isinstance(source, bytes) else read_cae(source)
-    return decompress_image(data, output_format(target), job)
+    return decompress_image(data, output_format(target), job, progress)
 
 
 def read_cae(source: Path) -> bytes:

@@ -254,7 +254,11 @@ def _work(source: Path, target: Path, named: bool, job: bulk.Job, force: bool) -
     data = _input(source, job)
     if target != STDIO:
         check_free(target, source, force, named)
-    coded, result, notes = bulk.code(job, data, target)
+    bar = _StepBar(job.kind)
+    try:
+        coded, result, notes = bulk.code(job, data, target, bar if _isatty(sys.stderr) else None)
+    finally:
+        bar.close()
     _write(target, coded, source, force, named)
     return {"input": _name(source), "output": _name(target, output=True), **result, "warnings": notes}
 
@@ -372,6 +376,30 @@ def _make_folder(folder: Path) -> None:
 
 def _isatty(stream) -> bool:
     return stream is not None and stream.isatty()  # a stream closed by the shell (>&-) is None
+
+
+class _StepBar:
+    """A progress bar on stderr for one large image (its segments and tiles, with the time left),
+    drawn from its first report; images of a few steps get none."""
+
+    MIN_STEPS = 4  # below this the image takes a second or two: no bar
+
+    def __init__(self, kind: str) -> None:
+        self.label = "compressing" if kind == "compress" else "decompressing"
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < self.MIN_STEPS:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_eta=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def _with_progress(records: Iterator[dict], count: int, report: Report, kind: str) -> Iterator[dict]:
@@ -1057,6 +1085,14 @@ def _train_option(*names: str, key: str, **kwargs):
     key="device",
     help="Where training runs: cpu, or cuda (cuda:N for one GPU of several). A checkpoint made on "
     "one resumes on the other, and the weight file is exported on the CPU either way.",
+)
+@_train_option(
+    "--precision",
+    key="precision",
+    type=click.Choice(config.PRECISIONS),
+    help="auto trains the transforms in bfloat16 on a CPU with bf16 units (AMX, AVX512-BF16: about "
+    "2.5x the steps), keeping master weights, latents, densities, rate and loss in float32; fp32 "
+    "everywhere else. bf16 forces it (slow without those units).",
 )
 @click.option(
     "--lambdas",

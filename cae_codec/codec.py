@@ -27,16 +27,31 @@ from .config import (
     CODER_CHOICES,
     DEFAULT_MAX_PIXELS,
     PRECISIONS,
-    STRIDES,
     ZSTD_MIN_PIXELS,
 )
 from .container import CODERS, CaeFile, FormatError, Header, folded_size, join_segments, pack, unpack
 from .latent_codecs import Symbols, hyper_features
 from .model import SEGMENT
 from .quality import Position, position
-from .tiling import run_tiled, tiling
+from .tiling import run_tiled, tile_count, tiling
 
 WeightsArg = str | os.PathLike | None
+# Called as work on one large image goes on: (steps done, steps in all). A step is a segment coded,
+# or a tile of g_s decoded, so a 24 MP photo reports about 40 steps.
+Progress = Callable[[int, int], None]
+
+
+class _Steps:
+    """Counts steps done and tells a Progress callback (if any)."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
 
 # How Pillow modes reach the network: everything becomes L, RGB or RGBA first.
 CONVERSIONS = {"1": "L", "F": "L", "LA": "RGBA", "PA": "RGBA"}
@@ -254,6 +269,7 @@ def synthesize(
     pixels: bool = False,
     channels_last: bool = False,
     bf16: bool = False,
+    on_tile: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """g_s, tile by tile: the dequantized latent to the decoder's output, as floats or (`pixels`)
     as uint8 values, rounded tile by tile so a large image never exists as floats whole;
@@ -267,7 +283,7 @@ def synthesize(
         else (lambda part: w.model.synthesis(part, level, bf16))
     )
     dtype = torch.uint8 if pixels else torch.float32
-    return run_tiled(fn, y_hat, 3, cfg.stride, tile // cfg.stride, latent_halo, dtype, channels_last)
+    return run_tiled(fn, y_hat, 3, cfg.stride, tile // cfg.stride, latent_halo, dtype, channels_last, on_tile)
 
 
 @torch.inference_mode()
@@ -358,11 +374,39 @@ def unfold(rgb: np.ndarray, width: int, height: int, strips: int) -> np.ndarray:
 
 
 def _check_pixels(width: int, height: int, max_pixels: int, error: type[ValueError] = ValueError) -> None:
+    """The pixel count against the limit, before any pixel or weight is loaded (the padded area,
+    which depends on the model's pad multiple and on folding, is checked once the model is known)."""
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)):
         raise TypeError(f"max_pixels must be an integer, not {type(max_pixels).__name__}")
     if width * height > max_pixels:
         raise error(f"{width}x{height} is over the limit of {max_pixels} pixels (max_pixels, --max-pixels)")
-    _check_padded(min(STRIDES), width, height, max_pixels, error)  # no model pads less: before any loads
+
+
+# A zstd block holds at most 128 KiB and costs at least 4 bytes (an RLE block), so no zstd frame
+# expands more than this.
+ZSTD_MAX_RATIO = 1 << 15
+
+
+def _check_justified(f: CaeFile, w: weights_mod.Weights) -> None:
+    """A file whose latent sections are too short to hold the latent its header claims is refused at
+    once (FormatError): each value costs at least the cheapest symbol of its coder's tables (the
+    range coder), or one bit packed and expanded at zstd's best ratio. So a crafted header that
+    claims a huge thin image, which folding makes cheap to pad, costs no work."""
+    h = f.header
+    cfg = w.model.config
+    width, height = h.coded_size
+    values = math.prod(latent_shape(w, height, width))
+    payload = sum(len(s) for s in f.segments)
+    if h.coder == "range":
+        tables = w.scale_tables if cfg.hyper_N else w.range_tables[h.tables - 1]
+        cheapest = min(-math.log2(int(freqs.max()) / 2**16) for freqs in tables.freqs)
+        capacity = 8 * payload / cheapest
+    else:
+        capacity = 8 * payload * ZSTD_MAX_RATIO / (1 if cfg.hyper_N else 8)
+    if values > capacity:
+        raise FormatError(
+            f"{h.width}x{h.height} needs more latent than its {payload:,} bytes can hold (corrupt or forged)"
+        )
 
 
 def _check_padded(
@@ -421,15 +465,19 @@ def compress(
     segment: int | None = None,
     metadata: str = "all",
     precision: str = "auto",
+    progress: Progress | None = None,
 ) -> bytes:
     """Compress an image to .cae bytes: a PIL image, a uint8 array (HxW, HxWx3, HxWx4), or an image
     file's path, bytes or open stream. `quality` 0-100 (quality.py; default the bundle's); coder
     "auto" keeps the smaller file of the coders worth trying at the image's size (auto_coders);
     `metadata` which of a PIL image's ICC profile, EXIF and XMP to keep ("all", "none", "icc,exif");
-    `precision` of g_a on large images ("auto", "bf16", "fp32": use_bf16)."""
+    `precision` of g_a on large images ("auto", "bf16", "fp32": use_bf16); `progress` is told of
+    each segment coded."""
     if coder not in CODER_CHOICES:
         raise ValueError(f"coder must be one of {', '.join(CODER_CHOICES)}, not {coder!r}")
-    files = compress_each(image, quality, weights, (coder,), max_pixels, segment, metadata, precision)
+    files = compress_each(
+        image, quality, weights, (coder,), max_pixels, segment, metadata, precision, progress
+    )
     return min(files.values(), key=len)  # ties go to the first coder (zstd)
 
 
@@ -461,13 +509,14 @@ def compress_each(
     segment: int | None = None,
     metadata: str = "all",
     precision: str = "auto",
+    progress: Progress | None = None,
 ) -> dict[str, bytes]:
     """The .cae file that each coder makes of one image (coders ("auto",): those auto_coders names);
     the network runs once. Without `weights`, the shipped model for the image's size
     (weights.default_id); `segment` overrides the side in pixels of a large image's segments."""
     bf16 = use_bf16(precision)  # a bad choice is refused before the image is read
     source = prepare(image, weights, max_pixels, metadata)
-    return compress_source(source, quality, weights, coders, segment, bf16)
+    return compress_source(source, quality, weights, coders, segment, bf16, progress)
 
 
 def compress_source(
@@ -477,9 +526,10 @@ def compress_source(
     coders: tuple[str, ...] = (AUTO,),
     segment: int | None = None,
     bf16: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, bytes]:
     """A prepared image's file from each coder, at a quality (0-100) or a Position of the fine scale;
-    `bf16`: g_a in bfloat16 if the image is large enough (use_bf16)."""
+    `bf16`: g_a in bfloat16 if the image is large enough (use_bf16); `progress` per segment."""
     w, at = _model_for(source, weights, quality)
     coders = _resolve(coders, source.width, source.height)
     rgb = source.coded
@@ -488,10 +538,13 @@ def compress_source(
     pixels = to_pixel_tensor(rgb, w.model.config.pad_multiple)
     sections: dict[str, list[bytes]] = {coder: [] for coder in coders}
     alone = _alone(width, height)
-    for box in segment_boxes(w, width, height, side):
+    boxes = segment_boxes(w, width, height, side)
+    step = _Steps(progress, len(boxes))
+    for box in boxes:
         symbols = encode_segment(w, pixels, box, at.value, channels_last=alone, bf16=alone and bf16)
         for coder in coders:
             sections[coder].append(encode_symbols(w, symbols, at.tables, coder))
+        step()
     return {
         coder: _pack(source, w, at, coder, join_segments(parts), side) for coder, parts in sections.items()
     }
@@ -647,7 +700,9 @@ def decode_symbols(w: weights_mod.Weights, data: bytes, header: Header) -> Symbo
     return w.latent.read(w, data, shape, header.tables, header.coder)
 
 
-def dequantize_segments(w: weights_mod.Weights, f: CaeFile) -> torch.Tensor:
+def dequantize_segments(
+    w: weights_mod.Weights, f: CaeFile, on_segment: Callable[[], None] | None = None
+) -> torch.Tensor:
     """Every segment's colour section decoded into one latent y_hat (1, M, h, w) for g_s."""
     h = f.header
     if h.segment % w.model.config.pad_multiple:
@@ -662,6 +717,8 @@ def dequantize_segments(w: weights_mod.Weights, f: CaeFile) -> torch.Tensor:
         y_hat[:, :, top // stride : bottom // stride, left // stride : right // stride] = w.latent.dequantize(
             w, decode_symbols(w, data, part), h.tables
         )
+        if on_segment is not None:
+            on_segment()
     return y_hat
 
 
@@ -686,24 +743,31 @@ def decompress(
     weights: WeightsArg = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     precision: str = "auto",
+    progress: Progress | None = None,
 ) -> Image.Image:
     """Decode .cae bytes (or a .cae file's path or open stream) to a PIL image of the original size
-    and mode (L, RGB or RGBA); `precision` of g_s on large images (use_bf16)."""
+    and mode (L, RGB or RGBA); `precision` of g_s on large images (use_bf16); `progress` is told of
+    each segment entropy-decoded and each tile of g_s."""
     bf16 = use_bf16(precision)
     f = unpack(_as_bytes(data))
-    return _finish(f.header, *_entropy_decode(f, weights, max_pixels), bf16=bf16)
+    return _finish(f.header, *_entropy_decode(f, weights, max_pixels, progress), bf16=bf16)
 
 
 def _entropy_decode(
-    f: CaeFile, weights: WeightsArg, max_pixels: int
-) -> tuple[weights_mod.Weights, torch.Tensor, np.ndarray | None, dict]:
-    """Everything before g_s, every section checked: the weights, y_hat, the alpha plane and the
-    metadata as Image.info holds it."""
+    f: CaeFile, weights: WeightsArg, max_pixels: int, progress: Progress | None = None
+) -> tuple[weights_mod.Weights, torch.Tensor, np.ndarray | None, dict, _Steps]:
+    """Everything before g_s, every section checked: the weights, y_hat, the alpha plane, the
+    metadata as Image.info holds it, and the steps counted so far (of segments and g_s tiles)."""
     h = f.header
     _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)
     _check_padded(w.model.config.pad_multiple, *h.coded_size, max_pixels, FormatError)
-    return w, dequantize_segments(w, f), *_side_sections(f)
+    _check_justified(f, w)
+    width, height = h.coded_size
+    m, tile = w.model.config.pad_multiple, tiling(w.model.config.stride)[0]
+    tiles = tile_count(-(-height // m) * m, -(-width // m) * m, tile)
+    step = _Steps(progress, len(f.segments) + tiles)
+    return w, dequantize_segments(w, f, step), *_side_sections(f), step
 
 
 def _side_sections(f: CaeFile) -> tuple[np.ndarray | None, dict]:
@@ -713,11 +777,18 @@ def _side_sections(f: CaeFile) -> tuple[np.ndarray | None, dict]:
 
 
 def _synthesize_quietly(
-    w: weights_mod.Weights, y_hat: torch.Tensor, level: float, channels_last: bool = False, bf16: bool = False
+    w: weights_mod.Weights,
+    y_hat: torch.Tensor,
+    level: float,
+    channels_last: bool = False,
+    bf16: bool = False,
+    on_tile: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a garbage latent may overflow float math; pixels are clamped
-        return synthesize(w, y_hat, level, pixels=True, channels_last=channels_last, bf16=bf16)
+        return synthesize(
+            w, y_hat, level, pixels=True, channels_last=channels_last, bf16=bf16, on_tile=on_tile
+        )
 
 
 def _finish(
@@ -726,12 +797,13 @@ def _finish(
     y_hat: torch.Tensor,
     plane: np.ndarray | None,
     info: dict,
+    step: Callable[[], None] | None = None,
     bf16: bool = False,
 ) -> Image.Image:
     """g_s on one image's latent, to a PIL image of its size and mode, with its metadata."""
     width, height = h.coded_size
     alone = _alone(width, height)
-    pixels = _synthesize_quietly(w, y_hat, h.position, alone, alone and bf16)
+    pixels = _synthesize_quietly(w, y_hat, h.position, alone, alone and bf16, step)
     rgb = unfold(to_pixels(pixels, height, width), h.width, h.height, h.fold)
     return _to_image(h, rgb, plane, info)
 
@@ -807,6 +879,7 @@ def _start_decode(f: CaeFile, weights: WeightsArg, max_pixels: int, bf16: bool) 
     _check_pixels(h.width, h.height, max_pixels, FormatError)
     w = _weights_for(h, weights)
     _check_padded(w.model.config.pad_multiple, h.width, h.height, max_pixels, FormatError)
+    _check_justified(f, w)
     start = getattr(w.latent, "start_read", None)
     if start is None:
         return _Pending(h, w, f, None, None)

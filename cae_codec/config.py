@@ -22,7 +22,9 @@ CODER_CHOICES = (AUTO, *CODERS)
 # How g_a and g_s compute on images over BATCH_PIXELS: "auto" uses bfloat16 where the CPU has bf16
 # units (AMX, AVX512-BF16), float32 elsewhere. Files do not depend on it: any decodes on any machine.
 PRECISIONS = ("auto", "bf16", "fp32")
-DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; the network's activations grow with the area
+# 134 megapixels (16384 x 8192): cameras' 24-61 MP and 100 MP panoramas pass. Memory is bounded by
+# tiles and segments, not by the image (a 45 MP photo codes within about 2.5 GB either way).
+DEFAULT_MAX_PIXELS = 1 << 27
 # Images up to this area share forward passes in the batch API. Larger ones always run alone, and only
 # they run channels-last (faster here, but its float rounding would differ between a batch and one
 # image, so a small image would decode differently alone and in a folder).
@@ -68,6 +70,9 @@ class TrainConfig:
     balance_levels: bool = False  # weigh each level's loss by 1 / its running mean (LevelBalance)
     noise: float = 0.0  # Gaussian noise (std, in 8-bit levels) added to inputs: a denoising codec
     device: str = "cpu"  # where training runs: cpu, cuda or cuda:N (export always runs on the CPU)
+    # PRECISIONS: "auto" trains the transforms in bfloat16 on a CPU with bf16 units (float32 master
+    # weights; latents, densities, rate and loss in float32), float32 elsewhere.
+    precision: str = "auto"
     checkpoint_minutes: float = 5.0  # also checkpoint after this much wall time, so a kill loses little
     checkpoint: str | Path | None = None  # a file, or a folder (ending in /) of parts small enough to commit
     checkpoint_optimizer: bool = True  # False: checkpoints hold the network without Adam's moments

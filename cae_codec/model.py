@@ -287,13 +287,16 @@ class CAE(_GainedAutoencoder):
         """Per level, the factorized density of the tensor coded first (here y)."""
         return self.densities
 
-    def forward(self, x: Tensor, level: Tensor, noise: bool = True) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, level: Tensor, noise: bool = True, bf16: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """x_hat and the bits of each image's latent. With noise (training), the rate sees noise and
-        the decoder straight-through rounding (Minnen & Singh 2020); without, both see rounding."""
-        y = self.analysis(x, level)
+        the decoder straight-through rounding (Minnen & Singh 2020); without, both see rounding.
+        `bf16`: the transforms in bfloat16 (_run), the latent, densities and rate in float32."""
+        y = self.analysis(x, level, bf16)
         y_hat = _quantize(y, noise=False)
         bits = _factorized_bits(self.densities, _quantize(y, noise) if noise else y_hat, level)
-        return self.synthesis(y_hat, level), bits
+        return self.synthesis(y_hat, level, bf16), bits
 
 
 def gaussian_likelihood(v: Tensor, sigma: Tensor) -> Tensor:
@@ -338,9 +341,9 @@ class HyperCAE(_GainedAutoencoder):
         """y to the unquantized hyper-latent z; `bf16`: see _run."""
         return _run(self.h_a, y, bf16)
 
-    def hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        """z_hat to (mu, log sigma) in float, as in training."""
-        mu, log_sigma = self.h_s(z_hat).chunk(2, dim=1)
+    def hyper_synthesis(self, z_hat: Tensor, bf16: bool = False) -> tuple[Tensor, Tensor]:
+        """z_hat to (mu, log sigma) in float, as in training; `bf16`: see _run."""
+        mu, log_sigma = _run(self.h_s, z_hat, bf16).chunk(2, dim=1)
         return mu, log_sigma
 
     @property
@@ -369,22 +372,24 @@ class HyperCAE(_GainedAutoencoder):
                 if isinstance(layer, CheckerboardConv):
                     layer.weight.mul_(layer.mask)
 
-    def y_parameters(self, y: Tensor, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+    def y_parameters(self, y: Tensor, z_hat: Tensor, bf16: bool = False) -> tuple[Tensor, Tensor]:
         """(mu, log sigma) of every value of y, in float, as in training; here from z alone."""
-        return self.hyper_synthesis(z_hat)
+        return self.hyper_synthesis(z_hat, bf16)
 
-    def forward(self, x: Tensor, level: Tensor, noise: bool = True) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, level: Tensor, noise: bool = True, bf16: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """x_hat and the bits of each image's y and z, as in CAE.forward."""
-        y = self.analysis(x, level)
-        z = self.hyper_analysis(y)
+        y = self.analysis(x, level, bf16)
+        z = self.hyper_analysis(y, bf16)
         z_hat = _quantize(z, noise=False)
         bits = _factorized_bits(self.z_densities, _quantize(z, noise) if noise else z_hat, level)
-        mu, log_sigma = self.y_parameters(y, z_hat)
+        mu, log_sigma = self.y_parameters(y, z_hat, bf16)
         sigma = log_sigma.exp().clamp(SCALE_MIN, SCALE_MAX)
         y_hat = _quantize(y - mu, noise=False) + mu
         residual = _quantize(y - mu, noise) if noise else y_hat - mu
         bits = bits - torch.log2(gaussian_likelihood(residual, sigma)).sum(dim=(1, 2, 3))
-        return self.synthesis(y_hat, level), bits
+        return self.synthesis(y_hat, level, bf16), bits
 
 
 class CheckerboardConv(nn.Conv2d):
@@ -462,9 +467,10 @@ class CheckerboardCAE(HyperCAE):
             ctx += self.g_cm.weight[:, :, dy, dx].double() @ padded[:, dy : dy + h, dx : dx + w][:, where]
         return torch.floor(ctx * unit).div(unit).clamp(-EXACT_LIMIT, EXACT_LIMIT)
 
-    def y_parameters(self, y: Tensor, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        """(mu, log sigma): the anchors' from z alone, the others' with the rounded anchors as context."""
-        hyper = self.h_s(z_hat)
+    def y_parameters(self, y: Tensor, z_hat: Tensor, bf16: bool = False) -> tuple[Tensor, Tensor]:
+        """(mu, log sigma): the anchors' from z alone, the others' with the rounded anchors as context
+        (g_cm and g_ep in float32 always)."""
+        hyper = _run(self.h_s, z_hat, bf16)
         anchor = anchors(*y.shape[2:]).to(y.device)
         first = self.entropy_parameters(hyper, torch.zeros_like(hyper))
         mu, _ = first.chunk(2, dim=1)

@@ -49,10 +49,12 @@ def run_tiled(
     halo: int,
     dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    on_tile: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Apply a convolutional `fn` that maps an HxW input to (H*scale)x(W*scale), tile by tile, into
     an output of `dtype` (default: the input's). `channels_last` hands fn its tiles in that memory
-    format, on which PyTorch's CPU convolutions run 1.2-1.7x faster here."""
+    format, on which PyTorch's CPU convolutions run 1.2-1.7x faster here. `on_tile` is called after
+    each tile (progress)."""
     h, w = x.shape[2:]
     out = torch.empty(len(x), out_channels, int(h * scale), int(w * scale), dtype=dtype or x.dtype)
     for core, padded in _tiles(h, w, tile, halo):
@@ -63,4 +65,11 @@ def run_tiled(
             part.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         )
         out[:, :, top:bottom, left:right] = y[:, :, top - ptop : bottom - ptop, left - pleft : right - pleft]
+        if on_tile is not None:
+            on_tile()
     return out
+
+
+def tile_count(height: int, width: int, tile: int) -> int:
+    """How many tiles run_tiled cuts a height x width plane into."""
+    return sum(1 for _ in _tiles(height, width, tile, 0))

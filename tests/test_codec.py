@@ -313,3 +313,15 @@ def test_precision_is_one_of_three():
         cae_codec.compress(sample_image(8, 8, "RGB"), precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
         cae_codec.decompress(b"", precision="half")
+
+
+def test_progress_counts_every_segment_and_tile_of_a_large_image():
+    array = sample_image(300, 200, "RGB")
+    seen = []
+    data = cae_codec.compress(array, segment=64, progress=lambda done, total: seen.append((done, total)))
+    segments = len(unpack(data).segments)
+    assert segments > 1 and seen == [(i, segments) for i in range(1, segments + 1)]
+    seen.clear()
+    cae_codec.decompress(data, progress=lambda done, total: seen.append((done, total)))
+    total = seen[0][1]
+    assert total > segments and seen == [(i, total) for i in range(1, total + 1)]

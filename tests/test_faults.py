@@ -249,7 +249,7 @@ def _limited_memory() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["compress", "-", "-o", "x.cae"], "input is larger than an image of 16,777,216 pixels can be"),
+        (["compress", "-", "-o", "x.cae"], "input is larger than an image of 134,217,728 pixels can be"),
         (["decompress", "-", "-o", "x.png"], "not a .cae file"),
         (["info", "/dev/zero"], "not a .cae file"),
     ],
@@ -397,3 +397,40 @@ def test_the_pillow_plugin_opens_a_huge_file_by_its_header(tmp_path, cae):
         assert image.size == (PHOTO_SIDE, PHOTO_SIDE)
         with pytest.raises(OSError, match="more than the"):
             image.load()
+
+
+def test_a_header_claiming_more_than_its_latent_can_hold_is_refused_at_once():
+    """A small file's payload under a header that claims 8192 x 8192 pixels: its sections cannot hold
+    that latent at the best rate either coder could reach, so nothing is decoded or allocated."""
+    from dataclasses import replace
+
+    import cae_codec
+    from cae_codec.container import pack, unpack
+
+    array = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    for coder in ("zstd", "range"):
+        f = unpack(cae_codec.compress(array, quality=0, coder=coder))
+        forged = pack(replace(f, header=replace(f.header, width=8192, height=8192)))
+        started = time.monotonic()
+        with pytest.raises(cae_codec.FormatError, match="needs more latent than its"):
+            cae_codec.decompress(forged)
+        assert time.monotonic() - started < 0.5
+
+
+def test_thin_images_are_judged_by_their_folded_size():
+    """4,200,000 x 1 pads to 4,200,000 x 16 unfolded (67 Mpx) but folds into a 4.2 Mpx image: the
+    limit counts what the networks would run on."""
+    from cae_codec import codec
+
+    line = np.zeros((1, 4_200_000, 3), dtype=np.uint8)
+    source = codec.prepare(line, max_pixels=6_000_000)
+    assert source.fold > 1
+    with pytest.raises(ValueError, match="over the limit"):
+        codec.prepare(line, max_pixels=4_000_000)
+
+
+def test_the_default_limit_admits_cameras_and_panoramas():
+    from cae_codec import codec, config
+
+    for width, height in ((12000, 3000), (9504, 6336), (11648, 8736)):  # a panorama, 61 and 100 MP
+        codec._check_pixels(width, height, config.DEFAULT_MAX_PIXELS)

@@ -43,11 +43,12 @@ def rd_loss(
     lambdas: torch.Tensor,
     loss: str = "mse",
     target: torch.Tensor | None = None,
+    bf16: bool = False,
 ) -> torch.Tensor:
     """lambda * D + bpp of each image (B,), D the scaled distortion term (losses.py; 255^2 * MSE by
     default) at the image's level. `target` (default x) is what x_hat should be: the clean image when
-    x is noisy."""
-    x_hat, bits = model(x, level)
+    x is noisy. `bf16`: the transforms in bfloat16 (model._run), all else in float32."""
+    x_hat, bits = model(x, level, bf16=bf16) if bf16 else model(x, level)
     target = x if target is None else target
     bpp = bits / (x.shape[2] * x.shape[3])
     return lambdas[level] * distortion(loss, x_hat, target) + bpp
@@ -212,6 +213,16 @@ def _write_log(path: Path | None, step: int, split: str, metrics: dict[str, floa
             writer.writerow([step, split, key, f"{value:.6g}", f"{time.time():.0f}"])
 
 
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a run trains its transforms in bfloat16: "bf16", or "auto" on a CPU with bf16 units."""
+    from .. import cpu
+    from ..config import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision == "bf16" or (precision == "auto" and device.type == "cpu" and cpu.native_bf16())
+
+
 def process_rank() -> int:
     """This process's rank under torchrun (its RANK variable), else 0."""
     return int(os.environ.get("RANK", "0"))
@@ -275,6 +286,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress, source) -> str:
     if not 1 <= default_quality <= levels:
         raise ValueError(f"default quality {default_quality} is outside the {levels} levels")
     device = training_device(cfg.device, world)
+    bf16 = use_bf16(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     source = source or make_source(cfg)
@@ -285,6 +297,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress, source) -> str:
     model = build(config)
     filled = init_network(model, cfg.init_from) if cfg.init_from else {n for n, _ in model.named_parameters()}
     model.to(device)
+    if bf16:  # bfloat16 convolutions run fastest channels-last
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(_param_groups(model, filled), lr=cfg.lr, fused=device.type == "cuda")
     lambdas = torch.tensor(cfg.lambdas, device=device)
     balance = LevelBalance(levels) if cfg.balance_levels else None
@@ -323,7 +337,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress, source) -> str:
             clean = on_device.batch(rng, cfg.batch_size)[mine]
         else:
             clean = to_device(to_tensor(source.batch(rng, cfg.batch_size)[mine]), device)
-        losses = rd_loss(net, add_noise(clean, cfg.noise), level[mine], lambdas, cfg.loss, clean)
+        if bf16:
+            clean = clean.contiguous(memory_format=torch.channels_last)
+        losses = rd_loss(net, add_noise(clean, cfg.noise), level[mine], lambdas, cfg.loss, clean, bf16)
         loss = balance(losses, level[mine]) if balance else losses.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
