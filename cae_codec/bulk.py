@@ -151,7 +151,9 @@ def _compressed(image, data: bytes, seconds: float, job: Job) -> dict:
         "metadata": sorted(f.metadata),
     }
     if job.psnr:
-        rgb, _, _ = codec.split_image(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", codec.InputWarning)  # _read has said them once
+            rgb, _, _ = codec.split_image(image)
         decoded = codec.decompress(data, job.weights, job.max_pixels, job.precision)
         record["psnr"] = round(metrics.psnr(rgb, codec.split_image(decoded)[0]), 3)
     return record
@@ -215,14 +217,22 @@ def _saved(image, fmt: OutputFormat, seconds: float) -> tuple[bytes, dict, list[
     """A decoded image as a file's bytes in `fmt`, with its record and warnings."""
     if image.mode == "RGBA" and not fmt.alpha:
         raise ValueError(f"{fmt.name} cannot hold the alpha plane; use .png")
-    from .metadata import save_options
+    from .metadata import INFO_KEYS, save_options
 
     notes = [f"{fmt.name} compresses the decode again, losing more"] if fmt.lossy else []
     kept, dropped = save_options(fmt.name, image)
-    if dropped:
-        notes.append(f"{fmt.name} cannot hold its {' and '.join(dropped)} metadata; use .png to keep it")
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt.name, **fmt.options, **kept)
+    try:
+        image.save(buffer, format=fmt.name, **fmt.options, **kept)
+    except Exception as e:  # noqa: BLE001 (metadata never costs the picture: save it without)
+        if not kept:
+            raise
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt.name, **fmt.options)
+        why = f"{fmt.name} could not write it ({describe(e)})"
+        dropped.update({kind: why for kind in INFO_KEYS if image.info.get(INFO_KEYS[kind])})
+    if dropped:
+        notes.append(_left_out(fmt.name, dropped))
     record = {
         "width": image.width,
         "height": image.height,
@@ -230,6 +240,16 @@ def _saved(image, fmt: OutputFormat, seconds: float) -> tuple[bytes, dict, list[
         "ms": round(seconds * 1000, 1),
     }
     return buffer.getvalue(), record, notes
+
+
+def _left_out(fmt: str, dropped: dict[str, str]) -> str:
+    """One line for the metadata an output leaves out: what, and why."""
+    cannot = sorted(kind for kind, why in dropped.items() if why.endswith("cannot hold it"))
+    parts = [f"{fmt} cannot hold its {' and '.join(cannot)} metadata"] if cannot else []
+    parts += [
+        f"its {kind} metadata left out: {why}" for kind, why in sorted(dropped.items()) if kind not in cannot
+    ]
+    return "; ".join(parts) + "; use .png to keep it"
 
 
 def code(job: Job, source: Path | bytes, target: Path, progress=None) -> tuple[bytes, dict, list[str]]:

@@ -16,7 +16,7 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from . import cpu, packing
 from . import metadata as metadata_mod
@@ -31,6 +31,7 @@ from .config import (
 )
 from .container import CODERS, CaeFile, FormatError, Header, folded_size, join_segments, pack, unpack
 from .latent_codecs import Symbols, hyper_features
+from .metadata import InputWarning
 from .model import SEGMENT
 from .quality import Position, position
 from .tiling import run_tiled, tile_count, tiling
@@ -56,10 +57,6 @@ class _Steps:
 # How Pillow modes reach the network: everything becomes L, RGB or RGBA first.
 CONVERSIONS = {"1": "L", "F": "L", "LA": "RGBA", "PA": "RGBA"}
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-
-
-class InputWarning(UserWarning):
-    """Something of the input that a .cae file does not keep."""
 
 
 class FrameWarning(InputWarning):
@@ -114,7 +111,7 @@ def read_image(path: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX
                 _check_pixels(image.width, image.height, max_pixels)
                 frames = getattr(image, "n_frames", 1)
                 image.load()
-                upright = ImageOps.exif_transpose(image)
+                upright = metadata_mod.upright(image)
     except Image.DecompressionBombError:
         raise ValueError(
             f"image is over the limit of {max_pixels} pixels (max_pixels, --max-pixels)"
@@ -576,6 +573,8 @@ def prepare(
     """An image read, checked and split for the network once, to be coded at one or more qualities."""
     keep = metadata_mod.kinds(metadata)  # a bad choice is refused before the image is read
     image = _as_image(image, max_pixels)
+    if isinstance(image, Image.Image):  # as read_image does for files, so every entry point agrees
+        image = metadata_mod.upright(image)
     found = metadata_mod.from_image(image, keep) if isinstance(image, Image.Image) else {}
     sections = metadata_mod.pack_sections(found)
     rgb, alpha, mode = split_image(image, metadata)

@@ -3,9 +3,17 @@
 
 from __future__ import annotations
 
+import struct
+import warnings
+
 from PIL import Image, PngImagePlugin
 
 from .container import METADATA_KINDS, METADATA_MAX, FormatError
+
+
+class InputWarning(UserWarning):
+    """Something of the input that a .cae file does not keep."""
+
 
 CHOICES = ("all", "none", *METADATA_KINDS)
 EXIF_PREFIX = b"Exif\x00\x00"  # JPEG's APP1 marker text; the section holds the TIFF structure after it
@@ -40,19 +48,76 @@ def from_image(image: Image.Image, keep: frozenset[str]) -> dict[str, bytes]:
 
 
 def _exif(image: Image.Image) -> bytes | None:
+    """The image's EXIF as stored: byte for byte as it came, its orientation (if any) set upright,
+    since the pixels are (upright). EXIF whose orientation cannot be found is kept as it came."""
     raw = image.info.get("exif")
     if not isinstance(raw, (bytes, bytearray)) or not raw:
         return None
     raw = bytes(raw).removeprefix(EXIF_PREFIX)
-    exif = Image.Exif()
+    found = _orientation_entry(raw)
+    if found is None or found[1] == 1:
+        return raw
+    at, _, order = found
+    return raw[:at] + struct.pack(order + "H", 1) + raw[at + 2 :]
+
+
+def _orientation_entry(raw: bytes) -> tuple[int, int, str] | None:
+    """Where IFD0's orientation value sits in a TIFF-structured EXIF block, the value, and the byte
+    order: read directly, so EXIF that Pillow cannot parse elsewhere still gives its orientation."""
+    if raw[:4] not in (b"II*\0", b"MM\0*"):
+        return None
+    order = "<" if raw[:2] == b"II" else ">"
     try:
-        exif.load(raw)
-    except Exception:  # noqa: BLE001 (EXIF that Pillow cannot parse is kept as it came)
-        return raw
-    if exif.get(ORIENTATION, 1) == 1:
-        return raw
-    exif[ORIENTATION] = 1  # the pixels were turned upright as they were read
-    return exif.tobytes().removeprefix(EXIF_PREFIX)
+        (ifd,) = struct.unpack_from(order + "I", raw, 4)
+        (count,) = struct.unpack_from(order + "H", raw, ifd)
+        for i in range(min(count, 1024)):
+            entry = ifd + 2 + 12 * i
+            tag, kind, n = struct.unpack_from(order + "HHI", raw, entry)
+            if tag == ORIENTATION and kind == 3 and n == 1:  # one SHORT, stored in the entry
+                return entry + 8, struct.unpack_from(order + "H", raw, entry + 8)[0], order
+    except struct.error:
+        pass
+    return None
+
+
+# Orientation 2-8 as the transposition that makes the pixels upright (EXIF 2.3, Pillow's exif_transpose).
+TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says, its EXIF then saying upright; an image without
+    one as it is. EXIF that Pillow cannot parse costs nothing: the orientation is read from the raw
+    bytes where it can be, and a warning says when it cannot."""
+    raw = image.info.get("exif")
+    orientation = None
+    if isinstance(raw, (bytes, bytearray)) and raw:
+        found = _orientation_entry(bytes(raw).removeprefix(EXIF_PREFIX))
+        orientation = found[1] if found else None
+    if orientation is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow's own "Corrupt EXIF data" lines
+                orientation = image.getexif().get(ORIENTATION, 1)
+        except Exception:  # noqa: BLE001 (any parse failure of someone's EXIF)
+            warnings.warn(
+                "its EXIF could not be read, so its orientation is not applied", InputWarning, stacklevel=2
+            )
+            return image
+    if orientation not in TURNS:
+        return image
+    turned = image.transpose(TURNS[orientation])
+    turned.info = dict(image.info)
+    if raw:
+        turned.info["exif"] = EXIF_PREFIX + (_exif(image) or b"")
+    return turned
 
 
 def _xmp(image: Image.Image) -> bytes | None:
@@ -104,27 +169,49 @@ HOLDS = {
 }
 
 
-def save_options(fmt: str, image: Image.Image) -> tuple[dict, list[str]]:
+# JPEG keeps EXIF and XMP in one APP1 segment each, of at most 65,535 bytes less its length field
+# and name (Pillow writes no extended XMP).
+JPEG_EXIF_MAX = 65_535 - 2 - len(EXIF_PREFIX)
+JPEG_XMP_MAX = 65_535 - 2 - len(b"http://ns.adobe.com/xap/1.0/\0")
+
+
+def save_options(fmt: str, image: Image.Image) -> tuple[dict, dict[str, str]]:
     """Keyword arguments that make Pillow's save write a decoded image's metadata in `fmt`, and the
-    kinds it had that `fmt` cannot hold."""
+    kinds it had that `fmt` cannot hold, each with the reason."""
     present = {kind for kind, key in INFO_KEYS.items() if image.info.get(key)}
     holds = HOLDS.get(fmt, ())
+    dropped = {kind: f"{fmt} cannot hold it" for kind in sorted(present - set(holds))}
     options: dict = {}
+    exif, xmp = image.info.get("exif"), image.info.get("xmp")
     if "icc" in present and "icc" in holds:
         options["icc_profile"] = image.info["icc_profile"]
-    if "exif" in present and "exif" in holds:
-        options["exif"] = image.info["exif"]
-    if "xmp" in present and "xmp" in holds:
-        xmp = image.info["xmp"]
+    if fmt == "JPEG" and "exif" in present and len(exif) - len(EXIF_PREFIX) > JPEG_EXIF_MAX:
+        dropped["exif"] = f"{len(exif):,} bytes, over JPEG's 64 KB a segment"
+    elif "exif" in present and "exif" in holds:
+        options["exif"] = exif
+    if fmt == "JPEG" and "xmp" in present and len(xmp) > JPEG_XMP_MAX:
+        dropped["xmp"] = f"{len(xmp):,} bytes, over JPEG's 64 KB a segment"
+    elif "xmp" in present and "xmp" in holds:
         if fmt == "PNG":
             options["pnginfo"] = PngImagePlugin.PngInfo()
             options["pnginfo"].add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
-        elif fmt == "TIFF":  # XMP is a tag of the TIFF's own directory, beside EXIF's
-            tags = Image.Exif()
-            if "exif" in options:
-                tags.load(options["exif"])
-            tags[XMP_TIFF_TAG] = xmp
-            options["exif"] = tags
-        else:
+        elif fmt != "TIFF":
             options["xmp"] = xmp
-    return options, sorted(present - set(holds))
+    if fmt == "TIFF" and (
+        "exif" in options or "xmp" in options or ("xmp" in present and "xmp" not in dropped)
+    ):
+        # TIFF writes EXIF as tags of its own directory, so Pillow must parse it; XMP is one more tag.
+        tags = Image.Exif()
+        if "exif" in options:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    tags.load(options["exif"])
+                    dict(tags)  # a lazy parse fails here, not halfway through the save
+            except Exception:  # noqa: BLE001 (someone's EXIF that Pillow cannot parse)
+                tags = Image.Exif()
+                dropped["exif"] = "TIFF stores EXIF as parsed tags, and this EXIF cannot be parsed"
+        if "xmp" in present and "xmp" not in dropped:
+            tags[XMP_TIFF_TAG] = xmp
+        options["exif"] = tags
+    return options, dropped

@@ -615,3 +615,33 @@ def test_binary_output_to_a_terminal_is_refused_and_input_from_one_gets_a_hint(t
     assert result.returncode == 2 and "binary data to the terminal" in result.stderr
     result = on_terminal(["compress", "-", "-o", str(tmp_path / "x.cae")], "stdin")
     assert result.returncode == 1 and "standard input is a terminal: pipe a file in" in result.stderr
+
+
+def test_no_python_warning_text_reaches_a_user(tmp_path):
+    """Run as `python -W error`: any warning that is not turned into our own one line would end the
+    command with a traceback. Warnings that are reported come as `cae-codec: ...` lines."""
+    import numpy as np
+
+    gray16 = tmp_path / "gray16.png"
+    Image.fromarray((np.arange(40 * 50).reshape(40, 50) * 30).astype(np.uint16)).save(gray16)
+    broken_exif = tmp_path / "exif.png"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    raw = bytearray(exif.tobytes())
+    raw[10:14] = b"\xff\xff\xff\x7f"  # a value offset far past the end
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(broken_exif, exif=bytes(raw))
+    steps = [
+        ["compress", str(gray16), "--psnr"],
+        ["compress", str(broken_exif), "--psnr"],
+        ["decompress", str(gray16.with_suffix(".cae")), "-o", str(tmp_path / "g.jpg")],
+        ["decompress", str(broken_exif.with_suffix(".cae")), "-o", str(tmp_path / "e.tif")],
+        ["decompress", str(broken_exif.with_suffix(".cae")), "-o", str(tmp_path / "e.bmp")],
+        ["info", str(broken_exif.with_suffix(".cae"))],
+    ]
+    for args in steps:
+        result = subprocess.run(
+            [sys.executable, "-W", "error", "-m", "cae_codec", *args], capture_output=True, text=True
+        )
+        assert result.returncode == 0, (args, result.stderr)
+        for line in result.stderr.splitlines():
+            assert line.startswith("cae-codec: "), (args, result.stderr)

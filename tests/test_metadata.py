@@ -130,3 +130,87 @@ def test_array_inputs_have_no_metadata_and_pixels_are_unchanged_by_it(tmp_path):
     assert np.array_equal(
         np.asarray(cae_codec.decompress(with_meta)), np.asarray(cae_codec.decompress(without))
     )
+
+
+def _oriented(folder, orientation: int = 6) -> Image.Image:
+    """A 64x48 photo whose EXIF says it must be turned (6: 90 degrees clockwise), as a phone writes."""
+    phone_jpeg(folder / "oriented.jpg", orientation=orientation)
+    return Image.open(folder / "oriented.jpg")
+
+
+@pytest.mark.parametrize("entry", ["path", "bytes", "pil", "plugin"])
+def test_every_entry_point_gives_upright_pixels_and_an_upright_orientation(tmp_path, entry):
+    photo = _oriented(tmp_path, 6)
+    photo.save(tmp_path / "p.jpg", exif=photo.info["exif"], quality=95)
+    if entry == "plugin":
+        photo.save(tmp_path / "p.cae", quality=50)
+        back = Image.open(tmp_path / "p.cae")
+        back.load()
+    else:
+        source = {"path": tmp_path / "p.jpg", "bytes": (tmp_path / "p.jpg").read_bytes(), "pil": photo}[entry]
+        back = cae_codec.decompress(cae_codec.compress(source, quality=50))
+    assert back.size == (48, 64)  # turned upright
+    assert back.getexif().get(metadata.ORIENTATION) == 1
+
+
+def _mutations(data: bytes, count: int, seed: int):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        mutated = bytearray(data)
+        for _ in range(int(rng.integers(1, 7))):
+            mutated[int(rng.integers(0, len(mutated)))] = int(rng.integers(0, 256))
+        yield bytes(mutated)
+
+
+def test_mutated_metadata_never_costs_a_file(tmp_path):
+    """EXIF, ICC and XMP with 1-6 random bytes changed (as broken writers leave them) through compress
+    and every output format: each file is written, with at most one line about what was left out,
+    and the pixels come upright wherever the orientation can still be read."""
+    photo = _oriented(tmp_path, 6)
+    exif = photo.info["exif"]
+    runner = CliRunner()
+    cases = [("exif", m) for m in _mutations(exif, 24, 0)]
+    cases += [("icc", m) for m in _mutations(display_p3_profile(), 6, 1)]
+    cases += [("xmp", m) for m in _mutations(XMP, 4, 2)]
+    pixels = Image.fromarray(sample_image(64, 48, "RGB"))
+    for i, (kind, data) in enumerate(cases):
+        source = tmp_path / f"source{i}.png"
+        info = PngInfo_with(kind, data)
+        pixels.save(source, **info)
+        result = runner.invoke(main, ["compress", str(source), "-o", str(tmp_path / f"m{i}.cae")])
+        assert result.exit_code == 0 and "Traceback" not in result.output, (kind, result.output)
+        assert len([ln for ln in result.stderr.splitlines() if ln]) <= 1, result.stderr
+        for suffix in (".png", ".jpg", ".webp", ".tif", ".bmp"):
+            out = tmp_path / f"m{i}{suffix}"
+            result = runner.invoke(main, ["decompress", str(tmp_path / f"m{i}.cae"), "-o", str(out)])
+            assert result.exit_code == 0 and out.stat().st_size > 0, (kind, suffix, result.output)
+            assert len([ln for ln in result.stderr.splitlines() if ln]) <= 2, result.stderr
+            Image.open(out).load()
+
+
+def PngInfo_with(kind: str, data: bytes) -> dict:  # noqa: N802 (reads as what it returns)
+    """Pillow's PNG save options that store one metadata kind as given, whatever it holds."""
+    from PIL import PngImagePlugin
+
+    if kind == "exif":
+        return {"exif": data}
+    if kind == "icc":
+        return {"icc_profile": data}
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", data.decode("utf-8", "replace"))
+    return {"pnginfo": info}
+
+
+def test_outputs_say_what_they_leave_out(tmp_path):
+    """JPEG holds at most 64 KB of EXIF or XMP in one segment: the rest of the file is written, and
+    one line names what was left out and why."""
+    big_xmp = XMP[: -len(b"</x:xmpmeta>")] + b"<!--" + b"x" * 70_000 + b"--></x:xmpmeta>"
+    image = Image.fromarray(sample_image(64, 48, "RGB"))
+    image.save(tmp_path / "big.png", **PngInfo_with("xmp", big_xmp))
+    runner = CliRunner()
+    assert runner.invoke(main, ["compress", str(tmp_path / "big.png")]).exit_code == 0
+    result = runner.invoke(main, ["decompress", str(tmp_path / "big.cae"), "-o", str(tmp_path / "b.jpg")])
+    assert result.exit_code == 0 and (tmp_path / "b.jpg").exists()
+    assert "its xmp metadata left out" in result.stderr and "over JPEG's 64 KB" in result.stderr
+    result = runner.invoke(main, ["decompress", str(tmp_path / "big.cae"), "-o", str(tmp_path / "b.png")])
+    assert result.exit_code == 0 and "left out" not in result.stderr
