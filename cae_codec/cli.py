@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import io
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -43,6 +44,20 @@ from .files import (
 from .peers import CLASSICS, COMPARE_PEERS, DEFAULT_PEERS, PEERS_EXTRA
 
 
+class Finite(click.FloatRange):
+    """A float option that also refuses NaN and the infinities (click's ranges let NaN through, and
+    it would fail only after PyTorch had loaded)."""
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+INT_MAX = 2**31 - 1  # counts beyond this would overflow where they reach C (threads, batch sizes)
+
+
 def _user_errors() -> tuple[type[Exception], ...]:
     """Exceptions a user can cause: each ends in one line on stderr and a non-zero exit."""
     from PIL import Image
@@ -62,7 +77,7 @@ MAX_PIXELS_OPTION = click.option(
     "--max-pixels",
     default=config.DEFAULT_MAX_PIXELS,
     show_default=True,
-    type=click.IntRange(1),
+    type=click.IntRange(1, INT_MAX),
     help="Refuse images with more pixels than this, padding included (the networks run on sides "
     "padded to a multiple of 16, or 64).",
 )
@@ -113,7 +128,7 @@ PARALLEL_AFTER_S = 8.0
 PROGRESS_FROM = 16  # files from which a run on a terminal may show a progress bar
 WORKERS_OPTION = click.option(
     "--workers",
-    type=click.IntRange(1),
+    type=click.IntRange(1, INT_MAX),
     help="Worker processes, one core each (default: one per CPU when the files are estimated to "
     f"take one process over {PARALLEL_AFTER_S:g} s, else 1; with --engine ray, one per CPU).",
 )
@@ -148,7 +163,7 @@ class Report:
 
     def done(self, record: dict) -> None:
         if self.json:
-            self._out(json.dumps(record))
+            self._out(_json(record))
         elif not self.quiet:
             self._out(_line(record), err=self.to_stderr)
 
@@ -156,9 +171,9 @@ class Report:
         """A file's failure: a line on stderr (unless `quietly`: said in a summary instead) and,
         with --json, its object on stdout."""
         if not quietly:
-            click.echo(f"cae-codec: {name}: {message}", err=True)
+            click.echo(f"cae-codec: {_shown(name)}: {_shown(message)}", err=True)
         if self.json and json_too:
-            self._out(json.dumps({"input": name, "error": message}))
+            self._out(_json({"input": name, "error": message}))
 
     def _out(self, line: str, err: bool = False) -> None:
         """A report line; a report channel that fails (a full disk, a closed descriptor) is said once
@@ -178,15 +193,52 @@ class Report:
             click.echo(f"cae-codec: cannot write reports to standard output: {bulk.describe(e)}", err=True)
 
 
+def _shown(text: str) -> str:
+    """A name or message as a report line shows it: control characters (a newline could forge a
+    line) and bytes that are not UTF-8 (os.fsdecode's surrogates) as \\xNN escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif not ch.isprintable() and ch != " ":
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+NAME_KEYS = ("input", "output")
+
+
+def _json(record: dict) -> str:
+    """A record as one line of strict JSON: an infinite PSNR (an exact decode) is null, and a name
+    that is not UTF-8 has each such byte as U+FFFD, its exact bytes in "<key>_hex" beside it."""
+    record = dict(record)
+    for key in NAME_KEYS:
+        name = record.get(key)
+        if isinstance(name, str) and any(0xDC80 <= ord(c) <= 0xDCFF for c in name):
+            raw = os.fsencode(name)
+            record[key] = raw.decode("utf-8", "replace")
+            record[f"{key}_hex"] = raw.hex()
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            record[key] = None
+    return json.dumps(record, allow_nan=False)
+
+
 def _line(record: dict) -> str:
     """A file's report line, from its record."""
-    route = f"{record['input']} -> {record['output']}"
+    route = f"{_shown(record['input'])} -> {_shown(record['output'])}"
     if "skipped" in record:
         return f"{route}: skipped, {record['skipped']}"
     if "bytes" in record:  # compressed
         quality = f"quality {record['quality']:g}" if record.get("quality") is not None else ""
         quality = quality or f"level {record['level']:g}"
         psnr = f", PSNR {record['psnr']:.2f} dB" if "psnr" in record else ""
+        psnr = ", PSNR inf dB (identical)" if psnr == ", PSNR inf dB" else psnr
         ssim = f", MS-SSIM {record['ms_ssim']:.4f}" if "ms_ssim" in record else ""
         target = ""
         if "target" in record:
@@ -207,7 +259,7 @@ def _name(path: Path, output: bool = False) -> str:
 
 def _warn(name: str, notes: list[str]) -> None:
     for note in notes:
-        click.echo(f"cae-codec: warning: {name}: {note}", err=True)
+        click.echo(f"cae-codec: warning: {_shown(name)}: {_shown(note)}", err=True)
 
 
 def _write(target: Path, data: bytes, source: Path, force: bool, named: bool) -> None:
@@ -496,7 +548,7 @@ def _set_threads(ctx: click.Context, param: click.Parameter, value: int | None) 
 
 THREADS_OPTION = click.option(
     "--threads",
-    type=click.IntRange(1),
+    type=click.IntRange(1, INT_MAX),
     expose_value=False,
     callback=_set_threads,
     help="CPU threads for the network (default: $OMP_NUM_THREADS, else all cores). On a busy "
@@ -548,7 +600,7 @@ def _tune_allocator() -> None:
 @click.option(
     "-q",
     "--quality",
-    type=click.FloatRange(0, 100),
+    type=Finite(0, 100),
     help="0 (fewest bits) to 100 (best pictures), as cwebp's; default 71. The shipped weights' 8 levels "
     "sit at 0, 14, 29, 43, 57, 71, 86 and 100; qualities between move between them in 256ths of a level.",
 )
@@ -560,13 +612,13 @@ def _tune_allocator() -> None:
 )
 @click.option(
     "--target-psnr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     metavar="DB",
     help="Instead of -q: the smallest file whose decode reaches DB dB PSNR.",
 )
 @click.option(
     "--target-ms-ssim",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=Finite(0, 1, min_open=True),
     metavar="X",
     help="Instead of -q: the smallest file whose decode reaches MS-SSIM X (0-1, e.g. 0.98).",
 )
@@ -920,7 +972,7 @@ def compare(image, size, output, codecs, weights, force) -> None:
     help=f"CIFAR-10 archive or folder (default: ${DATA_DIR_ENV}, else download to the cache); for "
     "kodak, the folder holding kodim01.png .. kodim24.png (default: download to the cache).",
 )
-@click.option("--limit", type=click.IntRange(1), help="Use only the first N images.")
+@click.option("--limit", type=click.IntRange(1, INT_MAX), help="Use only the first N images.")
 @click.option(
     "--levels",
     "qualities",
@@ -1064,8 +1116,15 @@ TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(config.TrainConf
 
 
 def _train_option(*names: str, key: str, **kwargs):
-    """A train option whose default is TrainConfig's, so the two cannot drift apart."""
-    return click.option(*names, key, default=TRAIN_DEFAULTS[key], show_default=True, **kwargs)
+    """A train option whose default is TrainConfig's, so the two cannot drift apart; numbers are
+    finite and fit where they go."""
+    default = TRAIN_DEFAULTS[key]
+    if "type" not in kwargs and not kwargs.get("is_flag") and not isinstance(default, bool):
+        if isinstance(default, float):
+            kwargs["type"] = Finite()
+        elif isinstance(default, int):
+            kwargs["type"] = click.IntRange(0, INT_MAX)
+    return click.option(*names, key, default=default, show_default=True, **kwargs)
 
 
 @main.command()
@@ -1097,7 +1156,7 @@ def _train_option(*names: str, key: str, **kwargs):
 @_train_option(
     "--minutes",
     key="minutes",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     help="Train for this many minutes of training time: the learning rate decays over the clock, "
     "not the steps, and the run validates and saves at the end. A resumed run counts the time "
     "it already had.",
@@ -1165,7 +1224,7 @@ def _train_option(*names: str, key: str, **kwargs):
 @_train_option(
     "--noise",
     key="noise",
-    type=click.FloatRange(min=0),
+    type=Finite(min=0),
     help="Train a denoising codec: Gaussian noise of this std (8-bit levels) on the inputs, the "
     "clean image as the target. Validation PSNR is against the clean image.",
 )
@@ -1186,7 +1245,7 @@ def _train_option(*names: str, key: str, **kwargs):
 @_train_option(
     "--checkpoint-minutes",
     key="checkpoint_minutes",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     help="Also checkpoint after this much wall time, so an interrupted run loses little.",
 )
 @click.option(
@@ -1203,7 +1262,7 @@ def _train_option(*names: str, key: str, **kwargs):
 )
 @click.option(
     "--first-rows-share",
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     default=1.0,
     show_default=True,
     help="With --first-rows: the share of each batch drawn from those rows; the rest come from all rows.",
@@ -1217,10 +1276,12 @@ def _train_option(*names: str, key: str, **kwargs):
 @click.option("--name", help="Name recorded in the weights (default: the output file's stem).")
 @click.option(
     "--default-quality",
-    type=int,
+    type=click.IntRange(1, 64),
     help="Quality used when -q is not given (default: 3/4 of the way up, 6 of 8).",
 )
-@click.option("--id", "weights_id", type=int, hidden=True, help="Registry id (maintainers only).")
+@click.option(
+    "--id", "weights_id", type=click.IntRange(0, INT_MAX), hidden=True, help="Registry id (maintainers only)."
+)
 @click.option("-f", "--force", is_flag=True, help="Replace an existing --out file.")
 def train(force: bool, **options) -> None:
     """Train a model on CIFAR-10's training batches (or on photos) and write a weight file.

@@ -7,6 +7,7 @@ original could have. `decompress photo.cae` writes `photo.decoded.png`, never `p
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -57,6 +58,7 @@ def plan_outputs(inputs: list[Path], suffix: str, output: str | os.PathLike | No
     if output is not None:
         text = os.fspath(output)
         path = Path(text)
+        _check_name(path)
         if not (text.endswith(("/", os.sep)) or path.is_dir()):
             if len(inputs) > 1:
                 raise ValueError(
@@ -68,6 +70,8 @@ def plan_outputs(inputs: list[Path], suffix: str, output: str | os.PathLike | No
         if not folder.exists():
             _check_parent(folder)
     outs = [(folder or p.parent) / (p.stem + suffix) for p in inputs]
+    for out in outs:
+        _check_name(out)
     seen: dict[Path, Path] = {}
     for source, out in zip(inputs, outs, strict=True):
         key = Path(os.path.abspath(out))
@@ -75,6 +79,19 @@ def plan_outputs(inputs: list[Path], suffix: str, output: str | os.PathLike | No
             raise ValueError(f"{seen[key]} and {source} would both write {out}; use -o with separate runs")
         seen[key] = source
     return Plan(outs, named=False, folder=folder)
+
+
+def _check_name(path: Path) -> None:
+    """A name the file system cannot hold (a part over NAME_MAX bytes, usually 255) is refused
+    before any work, in one line."""
+    limit = 255
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        limit = os.pathconf(path.absolute().parent if path.absolute().parent.exists() else "/", "PC_NAME_MAX")
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise ValueError(
+                f"name {part[:40]}... is {len(os.fsencode(part))} bytes; the file system takes {limit}"
+            )
 
 
 def _check_parent(path: Path) -> None:

@@ -45,7 +45,10 @@ def parse_size(text: str) -> int:
     unit = match and match.group(2).lower()
     if not match or unit not in SIZE_UNITS:
         raise ValueError(f"{text!r} is not a size such as 40KB, 1.5MB, 64KiB or 40000")
-    size = math.floor(float(match.group(1)) * SIZE_UNITS[unit])
+    value = float(match.group(1)) * SIZE_UNITS[unit]
+    if not math.isfinite(value) or value >= 2**63:
+        raise ValueError(f"{text!r} is more bytes than any file holds")
+    size = math.floor(value)
     if size < 1:
         raise ValueError(f"{text!r} is less than a byte")
     return size

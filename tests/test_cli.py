@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -210,6 +211,15 @@ def test_usage_errors_are_status_2_before_torch_loads(png, tmp_path):
         ["decompress", str(cae), "-o", str(tmp_path / "a.gif")],
         ["compress", str(png), "--threads", "0"],
         ["compress", str(png), "--precision", "fp16"],
+        ["compress", str(png), "-q", "nan"],
+        ["compress", str(png), "--target-psnr", "inf"],
+        ["compress", str(png), "--target-psnr", "nan"],
+        ["compress", str(png), "--target-ms-ssim", "nan"],
+        ["compress", str(png), "--target-size", "9" * 400],
+        ["compress", str(png), "--threads", "9" * 40],
+        ["compress", str(png), "--max-pixels", "9" * 40],
+        ["train", "--out", str(tmp_path / "t.pt"), "--lr", "nan"],
+        ["train", "--out", str(tmp_path / "t.pt"), "--batch-size", "9" * 40],
         ["decompress", str(cae), "--precision", "half"],
         ["compress", str(png), str(png), "-o", str(tmp_path / "one.cae")],
     ]
@@ -645,3 +655,52 @@ def test_no_python_warning_text_reaches_a_user(tmp_path):
         assert result.returncode == 0, (args, result.stderr)
         for line in result.stderr.splitlines():
             assert line.startswith("cae-codec: "), (args, result.stderr)
+
+
+def test_odd_names_work_or_fail_in_one_line(tmp_path):
+    """A name over the file system's limit is one line (status 2); a newline in a name cannot forge a
+    report line; a name that is not UTF-8 gives strict JSON with its exact bytes beside it."""
+    source = tmp_path / "a.png"
+    Image.fromarray(sample_image(24, 16, "RGB")).save(source)
+    long_name = tmp_path / ("x" * 300 + ".cae")
+    result = subprocess.run(
+        [sys.executable, "-m", "cae_codec", "compress", str(source), "-o", str(long_name)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "300" not in result.stdout
+    assert "the file system takes 255" in result.stderr
+    forged = tmp_path / "b\nfake.png -> x.cae: 1 bytes.png"
+    forged.write_bytes(source.read_bytes())
+    result = subprocess.run(
+        [sys.executable, "-m", "cae_codec", "compress", str(forged), "-o", str(tmp_path / "out") + "/"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 1 and "b\\x0afake" in result.stdout
+    odd = os.fsencode(str(tmp_path)) + b"/caf\xe9.png"
+    with open(odd, "wb") as f:
+        f.write(source.read_bytes())
+    result = subprocess.run(
+        [sys.executable, "-m", "cae_codec", "compress", odd, "--json", "--psnr", "-q", "100"],
+        capture_output=True,
+    )
+    assert result.returncode == 0
+    record = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert record["input"].endswith("caf\ufffd.png") and bytes.fromhex(record["input_hex"]) == odd
+
+
+def test_an_exact_decode_reports_psnr_as_null_in_json():
+    from cae_codec.cli import _json, _line
+
+    record = {
+        "input": "a",
+        "output": "b",
+        "bytes": 9,
+        "bpp": 1.0,
+        "ms": 1.0,
+        "quality": 100.0,
+        "psnr": math.inf,
+    }
+    assert json.loads(_json(record))["psnr"] is None
+    assert "PSNR inf dB (identical)" in _line(record)
