@@ -305,9 +305,19 @@ def process_file(source: Path, target: Path, job: Job, force: bool, named: bool)
 SECONDS_PER_FILE, SECONDS_PER_PIXEL = 0.0005, 1.6e-6
 
 
+def regular_files(sources: list[Path]) -> bool:
+    """Whether every input is a regular file: only those may be opened to plan, or read by a worker
+    process (a FIFO or <(...) can be read once, and only by this process)."""
+    try:
+        return all(stat.S_ISREG(os.stat(source).st_mode) for source in sources)
+    except OSError:
+        return False
+
+
 def work_estimate(sources: list[Path], kind: str) -> float:
     """Rough seconds that one process would take on these files, from their sizes in pixels (read
-    from their headers); unreadable files count as small ones."""
+    from their headers); unreadable files count as small ones, and anything but a regular file is
+    never opened (a FIFO would block, or be used up)."""
     from PIL import Image
 
     from .container import peek_size
@@ -316,7 +326,9 @@ def work_estimate(sources: list[Path], kind: str) -> float:
     for source in sources:
         pixels = 0
         try:
-            if kind == "compress":
+            if not stat.S_ISREG(os.stat(source).st_mode):
+                pass
+            elif kind == "compress":
                 with Image.open(source) as image:  # reads the header only
                     pixels = image.width * image.height
             else:

@@ -394,8 +394,8 @@ def _local(
     core each (the entropy coders run in one thread, so processes keep every core busy). Files
     go CHUNK at a time through the batch API, so same-size small images share passes."""
     streams = any(STDIO in pair for pair in pairs)
-    if len(pairs) == 1 or streams:
-        workers = 1
+    if len(pairs) == 1 or streams or not bulk.regular_files([source for source, _ in pairs]):
+        workers = 1  # a FIFO or <(...) is read once, here, in order
     elif workers is None:
         estimate = bulk.work_estimate([source for source, _ in pairs], job.kind)
         workers = (os.cpu_count() or 1) if estimate > PARALLEL_AFTER_S else 1

@@ -434,3 +434,16 @@ def test_the_default_limit_admits_cameras_and_panoramas():
 
     for width, height in ((12000, 3000), (9504, 6336), (11648, 8736)):  # a panorama, 61 and 100 MP
         codec._check_pixels(width, height, config.DEFAULT_MAX_PIXELS)
+
+
+def test_a_fifo_among_inputs_is_read_once_in_order(tmp_path, photo):
+    """Planning the workers never opens a FIFO (it would block, or use up the stream), and such
+    inputs keep the run in this process, which can read them."""
+    fifo = tmp_path / "q.png"
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=lambda: fifo.write_bytes(photo.read_bytes()))
+    feeder.start()
+    result = _cli(["compress", str(photo), str(fifo), "-o", str(tmp_path / "out") + "/", "--workers", "2"])
+    feeder.join(timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.cae", "q.cae"]
