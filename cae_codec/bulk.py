@@ -292,7 +292,7 @@ def process_file(source: Path, target: Path, job: Job, force: bool, named: bool)
     record: dict = {"input": str(source), "output": str(target)}
     try:
         if target.exists() and not force:
-            return {**record, "skipped": "the output exists"}
+            return {**record, "skipped": True, "reason": "the output exists"}
         data, result, notes = code(job, source, target)
         write_atomic(target, data, source, force, named)
         return {**record, **result, "warnings": notes}
@@ -314,31 +314,30 @@ def regular_files(sources: list[Path]) -> bool:
         return False
 
 
-def work_estimate(sources: list[Path], kind: str) -> float:
-    """Rough seconds that one process would take on these files, from their sizes in pixels (read
-    from their headers); unreadable files count as small ones, and anything but a regular file is
-    never opened (a FIFO would block, or be used up)."""
+def pixels_of(source: Path, kind: str) -> int:
+    """An input's size in pixels from its header (0 if unknown); anything but a regular file is never
+    opened (a FIFO would block, or be used up)."""
     from PIL import Image
 
     from .container import peek_size
 
-    total = 0.0
-    for source in sources:
-        pixels = 0
-        try:
-            if not stat.S_ISREG(os.stat(source).st_mode):
-                pass
-            elif kind == "compress":
-                with Image.open(source) as image:  # reads the header only
-                    pixels = image.width * image.height
-            else:
-                with open(source, "rb") as f:
-                    width, height = peek_size(f.read(16))
-                pixels = width * height
-        except Exception:  # noqa: BLE001 (the real attempt reports what is wrong with it)
-            pass
-        total += SECONDS_PER_FILE + SECONDS_PER_PIXEL * pixels
-    return total
+    try:
+        if not stat.S_ISREG(os.stat(source).st_mode):
+            return 0
+        if kind == "compress":
+            with Image.open(source) as image:  # reads the header only
+                return image.width * image.height
+        with open(source, "rb") as f:
+            width, height = peek_size(f.read(16))
+        return width * height
+    except Exception:  # noqa: BLE001 (the real attempt reports what is wrong with it)
+        return 0
+
+
+def work_estimate(pixels: list[int]) -> float:
+    """Rough seconds that one process would take on files of these sizes (unknown ones count as
+    small)."""
+    return sum(SECONDS_PER_FILE + SECONDS_PER_PIXEL * n for n in pixels)
 
 
 def describe(e: Exception) -> str:

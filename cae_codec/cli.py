@@ -90,6 +90,12 @@ PRECISION_OPTION = click.option(
     "bf16 units (AMX, AVX512-BF16; about 3x faster), float32 elsewhere; fp32 forces float32. Files "
     "decode on any machine either way.",
 )
+SKIP_OPTION = click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Leave outputs that exist alone and go on with the rest, exiting 0: a rerun resumes where "
+    'a batch stopped (--json marks them "skipped": true).',
+)
 FORCE_OPTION = click.option(
     "-f",
     "--force",
@@ -232,8 +238,8 @@ def _json(record: dict) -> str:
 def _line(record: dict) -> str:
     """A file's report line, from its record."""
     route = f"{_shown(record['input'])} -> {_shown(record['output'])}"
-    if "skipped" in record:
-        return f"{route}: skipped, {record['skipped']}"
+    if record.get("skipped"):
+        return f"{route}: skipped, {record.get('reason', 'the output exists')}"
     if "bytes" in record:  # compressed
         quality = f"quality {record['quality']:g}" if record.get("quality") is not None else ""
         quality = quality or f"level {record['level']:g}"
@@ -395,24 +401,48 @@ def _local(
     go CHUNK at a time through the batch API, so same-size small images share passes."""
     streams = any(STDIO in pair for pair in pairs)
     if len(pairs) == 1 or streams or not bulk.regular_files([source for source, _ in pairs]):
-        workers = 1  # a FIFO or <(...) is read once, here, in order
-    elif workers is None:
-        estimate = bulk.work_estimate([source for source, _ in pairs], job.kind)
-        workers = (os.cpu_count() or 1) if estimate > PARALLEL_AFTER_S else 1
-    size = min(CHUNK, -(-len(pairs) // workers))
-    chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
-    work = _records if streams or len(pairs) == 1 else _chunk  # one file: exactly what compress makes
+        # A FIFO or <(...) is read once, here, in order; one file is exactly what compress makes.
+        for pair in pairs:
+            yield from _records([pair], named, job, force)
+        return
+    pixels = [bulk.pixels_of(source, job.kind) for source, _ in pairs]
+    if workers is None:
+        workers = (os.cpu_count() or 1) if bulk.work_estimate(pixels) > PARALLEL_AFTER_S else 1
+    units = _units(pairs, pixels, workers)
     if workers == 1:
-        for chunk in chunks:
-            yield from work(chunk, named, job, force)
+        for unit in units:
+            yield from _chunk(unit, named, job, force)
         return
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold torch's threads
     with ProcessPoolExecutor(
-        min(workers, len(chunks)), context, initializer=_start_worker, initargs=(os.getpid(),)
+        min(workers, len(units)), context, initializer=_start_worker, initargs=(os.getpid(),)
     ) as pool:
-        n = len(chunks)
-        for records in pool.map(work, chunks, [named] * n, [job] * n, [force] * n):
+        n = len(units)
+        for records in pool.map(_chunk, units, [named] * n, [job] * n, [force] * n):
             yield from records
+
+
+def _units(pairs: list, pixels: list[int], workers: int) -> list[list]:
+    """The files in input order, cut into the units a process codes at once: an image too large for
+    the batch API alone (so its report comes as soon as it is done, with its own time), runs of
+    small ones together (up to CHUNK, and split over the workers), which share forward passes."""
+    size = min(CHUNK, max(1, -(-len(pairs) // workers)))
+    units: list[list] = []
+    run: list = []
+    for pair, n in zip(pairs, pixels, strict=True):
+        if n > config.BATCH_PIXELS:
+            if run:
+                units.append(run)
+                run = []
+            units.append([pair])
+            continue
+        run.append(pair)
+        if len(run) == size:
+            units.append(run)
+            run = []
+    if run:
+        units.append(run)
+    return units
 
 
 def _records(pairs: list[tuple[Path, Path]], named: bool, job: bulk.Job, force: bool) -> list[dict]:
@@ -481,8 +511,11 @@ def _run_batch(
     address: str | None = None,
     workers: int | None = None,
     verbose: bool = False,
+    skip_existing: bool = False,
 ) -> None:
     """Run the job on each input, here or on Ray; one failure does not stop the others."""
+    if skip_existing and force:
+        raise click.UsageError("--skip-existing keeps outputs that exist, --force replaces them: give one")
     on_ray = _ray(engine, job, force, address, workers, verbose)
     suffix = COMPRESSED_SUFFIX if job.kind == "compress" else DECODED_SUFFIX
     try:
@@ -503,9 +536,10 @@ def _run_batch(
     if plan.folder is not None:
         _make_folder(plan.folder)
     pairs = list(zip(inputs, plan.targets, strict=True))
-    records = (
-        on_ray(pairs, plan.named) if on_ray is not None else _local(pairs, plan.named, job, force, workers)
-    )
+    exists = {i for i, (_, t) in enumerate(pairs) if skip_existing and t != STDIO and os.path.lexists(t)}
+    todo = [pair for i, pair in enumerate(pairs) if i not in exists]
+    coded = on_ray(todo, plan.named) if on_ray is not None else _local(todo, plan.named, job, force, workers)
+    records = _merged(pairs, exists, coded)
     failed, existing = 0, []
     try:
         for record in _with_progress(records, len(pairs), report, job.kind):
@@ -529,11 +563,20 @@ def _run_batch(
         report.failed(existing[0]["input"], existing[0]["error"], quietly=False, json_too=False)
     elif existing:
         left = f"{len(existing)} of {len(inputs)} outputs exist and were left alone"
-        click.echo(f"cae-codec: {left}; --force replaces them", err=True)
+        click.echo(f"cae-codec: {left}; --skip-existing skips them, --force replaces them", err=True)
     if failed > len(existing) and len(inputs) > 1:
         click.echo(f"cae-codec: {failed - len(existing)} of {len(inputs)} files failed", err=True)
     if failed or report.broken:
         raise SystemExit(1)
+
+
+def _merged(pairs: list, skipped: set[int], coded: Iterator[dict]) -> Iterator[dict]:
+    """Records in input order: the outputs --skip-existing left alone, and the others as coded."""
+    for i, (source, target) in enumerate(pairs):
+        if i in skipped:
+            yield {"input": _name(source), "output": _name(target, True), "skipped": True, "reason": "exists"}
+        else:
+            yield next(coded)
 
 
 def _set_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
@@ -632,6 +675,7 @@ def _tune_allocator() -> None:
 )
 @WEIGHTS_OPTION
 @FORCE_OPTION
+@SKIP_OPTION
 @MAX_PIXELS_OPTION
 @click.option(
     "--coder",
@@ -660,6 +704,7 @@ def compress(
     metadata,
     weights,
     force,
+    skip_existing,
     max_pixels,
     coder,
     psnr,
@@ -700,7 +745,8 @@ def compress(
 
     job = bulk.Job("compress", quality, weights, coder, max_pixels, psnr, metadata, target, precision)
 
-    _run_batch(inputs, output, job, force, Report(as_json, quiet), engine, address, workers, verbose)
+    report = Report(as_json, quiet)
+    _run_batch(inputs, output, job, force, report, engine, address, workers, verbose, skip_existing)
 
 
 def _target(quality, size: str | None, psnr: float | None, ms_ssim: float | None) -> tuple[str, float] | None:
@@ -727,6 +773,7 @@ def _target(quality, size: str | None, psnr: float | None, ms_ssim: float | None
 @OUTPUT_OPTION
 @WEIGHTS_OPTION
 @FORCE_OPTION
+@SKIP_OPTION
 @MAX_PIXELS_OPTION
 @PRECISION_OPTION
 @JSON_OPTION
@@ -736,7 +783,19 @@ def _target(quality, size: str | None, psnr: float | None, ms_ssim: float | None
 @VERBOSE_OPTION
 @WORKERS_OPTION
 def decompress(
-    inputs, output, weights, force, max_pixels, precision, as_json, quiet, engine, address, verbose, workers
+    inputs,
+    output,
+    weights,
+    force,
+    skip_existing,
+    max_pixels,
+    precision,
+    as_json,
+    quiet,
+    engine,
+    address,
+    verbose,
+    workers,
 ) -> None:
     """Decompress .cae files to PNG (or the format -o's suffix names).
 
@@ -751,8 +810,8 @@ def decompress(
     """
 
     job = bulk.Job("decompress", weights=weights, max_pixels=max_pixels, precision=precision)
-
-    _run_batch(inputs, output, job, force, Report(as_json, quiet), engine, address, workers, verbose)
+    report = Report(as_json, quiet)
+    _run_batch(inputs, output, job, force, report, engine, address, workers, verbose, skip_existing)
 
 
 @main.command()

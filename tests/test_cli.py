@@ -464,14 +464,14 @@ def test_workers_by_default_only_when_the_work_outweighs_their_start(monkeypatch
     small = [tmp_path / f"{i}.png" for i in range(3)]
     for path in small:
         Image.fromarray(sample_image(32, 32, "RGB")).save(path)
-    assert bulk.work_estimate(small, "compress") < 0.1
+    assert bulk.work_estimate([bulk.pixels_of(p, "compress") for p in small]) < 0.1
     big = tmp_path / "big.cae"
     big.write_bytes(cae_codec.compress(sample_image(4, 3, "RGB"))[:3] + bytes([3, 0x87, 0x27, 0x9F, 0x1F]))
     assert peek_size(big.read_bytes()[:16]) == (5000, 4000)
-    assert bulk.work_estimate([big], "decompress") == pytest.approx(
+    assert bulk.work_estimate([bulk.pixels_of(big, "decompress")]) == pytest.approx(
         bulk.SECONDS_PER_FILE + bulk.SECONDS_PER_PIXEL * 20e6
     )
-    assert bulk.work_estimate([big], "decompress") > cli.PARALLEL_AFTER_S  # 20 MP: worth the workers
+    assert bulk.work_estimate([20_000_000]) > cli.PARALLEL_AFTER_S  # 20 MP: worth the workers
 
     used = []
 
@@ -492,7 +492,7 @@ def test_workers_by_default_only_when_the_work_outweighs_their_start(monkeypatch
     job = bulk.Job("compress", 2)
     pairs = [(p, p.with_suffix(".cae")) for p in small]
     assert all("bytes" in r for r in cli._local(pairs, False, job, False)) and used == []
-    monkeypatch.setattr(bulk, "work_estimate", lambda sources, kind: 60.0)
+    monkeypatch.setattr(bulk, "work_estimate", lambda pixels: 60.0)
     cores = os.cpu_count() or 1
     assert all("bytes" in r for r in cli._local(pairs, False, job, True))
     assert (len(used) == 1 and 1 < used[0] <= min(3, cores)) if cores > 1 else used == []
@@ -589,7 +589,7 @@ def test_a_rerun_says_once_that_outputs_exist(runner, tmp_path):
     assert result.exit_code == 1
     assert lines == [
         f"cae-codec: {tmp_path / 'none.png'}: no such file or directory",
-        "cae-codec: 3 of 4 outputs exist and were left alone; --force replaces them",
+        "cae-codec: 3 of 4 outputs exist and were left alone; --skip-existing skips them, --force replaces them",
         "cae-codec: 1 of 4 files failed",
     ]
     assert runner.invoke(main, ["compress", *map(str, pngs), "-q", "0", "--force"]).exit_code == 0
@@ -704,3 +704,34 @@ def test_an_exact_decode_reports_psnr_as_null_in_json():
     }
     assert json.loads(_json(record))["psnr"] is None
     assert "PSNR inf dB (identical)" in _line(record)
+
+
+def test_large_images_are_their_own_units_so_each_reports_as_it_finishes():
+    from cae_codec import cli
+
+    pairs = [(f"{i}", f"{i}.cae") for i in range(7)]
+    pixels = [100, 10**6, 100, 100, 10**7, 100, 100]
+    units = cli._units(pairs, pixels, workers=1)
+    assert units == [[pairs[0]], [pairs[1]], pairs[2:4], [pairs[4]], pairs[5:]]
+    assert [p for unit in units for p in unit] == pairs  # input order kept
+
+
+def test_skip_existing_resumes_a_batch(tmp_path):
+    runner = CliRunner()
+    sources = []
+    for i in range(3):
+        sources.append(tmp_path / f"{i}.png")
+        Image.fromarray(sample_image(24, 16, "RGB", seed=i)).save(sources[-1])
+    first = runner.invoke(main, ["compress", str(sources[0])])
+    assert first.exit_code == 0
+    before = sources[0].with_suffix(".cae").stat().st_mtime_ns
+    result = runner.invoke(main, ["compress", *map(str, sources), "--skip-existing", "--json"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r.get("skipped", False) for r in records] == [True, False, False]
+    assert all(r["input"] == str(s) for r, s in zip(records, sources, strict=True))
+    assert sources[0].with_suffix(".cae").stat().st_mtime_ns == before
+    again = runner.invoke(main, ["compress", *map(str, sources), "--skip-existing"])
+    assert again.exit_code == 0 and again.stdout.count("skipped") == 3
+    both = runner.invoke(main, ["compress", str(sources[0]), "--skip-existing", "--force"])
+    assert both.exit_code == 2
