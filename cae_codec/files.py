@@ -256,10 +256,48 @@ def _unnamed_file(folder: Path) -> int | None:
         raise
 
 
+def _temporary_name(path: Path, pid: int, token: str) -> str:
+    return str(path.parent / f".{path.name}.{pid}-{token}.tmp")
+
+
+def remove_stale(path: Path) -> list[str]:
+    """Remove temporary files of `path` that a killed run of ours left (kill -9 between naming a
+    file and renaming it into place): ours by their name, our user's, and their process is gone."""
+    removed = []
+    prefix = f".{path.name}."
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            name = entry.name
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            pid, _, token = name[len(prefix) : -len(".tmp")].partition("-")
+            if not (pid.isdigit() and len(token) == 8 and _gone(int(pid))):
+                continue
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(name)
+    return removed
+
+
+def _gone(pid: int) -> bool:
+    """Whether no process has this id (a process of another user still counts as there)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _rename_into_place(make: Callable[[str], None], path: Path, force: bool) -> None:
-    """`make` a temporary file beside `path`, then put it in place: replacing (force) or not."""
+    """`make` a temporary file beside `path`, then put it in place: replacing (force) or not. The
+    temporary name holds our process id, so a later run can tell a stale one of ours (remove_stale)."""
+    remove_stale(path)
     for _ in range(100):
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = _temporary_name(path, os.getpid(), secrets.token_hex(4))
         try:
             make(tmp)
         except FileExistsError:  # the name is taken, by someone else: try another

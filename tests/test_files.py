@@ -66,3 +66,27 @@ def test_no_temporary_files_after_success(tmp_path):
     source.write_bytes(b"x")
     files.write_atomic(tmp_path / "o.cae", b"z", source, force=False)
     assert not [p for p in Path(tmp_path).iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_temporary_left_by_a_killed_run_is_removed_by_the_next_write(tmp_path):
+    """kill -9 between naming a temporary file and renaming it (the --force path) leaves one; the
+    next write of that output removes it, having proven it ours: our name, our user, a dead process."""
+    import subprocess
+    import sys
+
+    from cae_codec import files
+
+    out = tmp_path / "a.cae"
+    out.write_bytes(b"old")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = Path(files._temporary_name(out, int(dead.stdout), "0badcafe"))
+    stale.write_bytes(b"half")
+    alive = Path(files._temporary_name(out, os.getpid(), "12345678"))  # a run still going: kept
+    alive.write_bytes(b"busy")
+    other = tmp_path / ".a.cae.notes.tmp"  # not of our naming: kept
+    other.write_bytes(b"x")
+    files.write_atomic(out, b"new", tmp_path / "a.png", force=True)
+    assert out.read_bytes() == b"new"
+    assert not stale.exists() and alive.exists() and other.exists()
