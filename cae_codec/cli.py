@@ -6,21 +6,23 @@ need them, so `cae-codec --help` and usage errors come back fast.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import errno
+import functools
 import io
 import json
 import math
 import multiprocessing
 import os
 import platform
+import signal
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -382,6 +384,9 @@ CHUNK = 32  # files a local worker codes through the batch API at a time
 
 def _start_worker(parent: int) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"  # read when the worker first imports torch
+    # Ctrl-C reaches the whole process group: the parent alone decides, and ends its workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(target=_end_with, args=(parent,), daemon=True).start()
 
 
@@ -413,13 +418,16 @@ def _local(
         for unit in units:
             yield from _chunk(unit, named, job, force)
         return
-    context = multiprocessing.get_context("spawn")  # never fork a process that may hold torch's threads
-    with ProcessPoolExecutor(
-        min(workers, len(units)), context, initializer=_start_worker, initargs=(os.getpid(),)
-    ) as pool:
-        n = len(units)
-        for records in pool.map(_chunk, units, [named] * n, [job] * n, [force] * n):
+    # Leaving this block for any reason, an interrupt included, terminates the workers at once.
+    with _pool(min(workers, len(units))) as pool:
+        for records in pool.imap(functools.partial(_chunk, named=named, job=job, force=force), units):
             yield from records
+
+
+def _pool(workers: int):
+    """Worker processes of one core each (spawned: never fork a process that may hold torch's threads)."""
+    context = multiprocessing.get_context("spawn")
+    return context.Pool(workers, initializer=_start_worker, initargs=(os.getpid(),))
 
 
 def _units(pairs: list, pixels: list[int], workers: int) -> list[list]:
@@ -540,9 +548,10 @@ def _run_batch(
     todo = [pair for i, pair in enumerate(pairs) if i not in exists]
     coded = on_ray(todo, plan.named) if on_ray is not None else _local(todo, plan.named, job, force, workers)
     records = _merged(pairs, exists, coded)
-    failed, existing = 0, []
+    failed, existing, seen = 0, [], 0
     try:
         for record in _with_progress(records, len(pairs), report, job.kind):
+            seen += 1
             if record.pop("exists", False) and len(pairs) > 1:
                 failed += 1
                 existing.append(record)  # said once, at the end
@@ -559,6 +568,16 @@ def _run_batch(
         # As Unix tools end when their reader goes (SIGPIPE): quietly, with 128 + 13.
         sys.stdout = None
         raise SystemExit(141) from None
+    except (KeyboardInterrupt, Terminated) as e:
+        # The workers are gone (_local's pool), every output written is whole, none half-written.
+        code = 143 if isinstance(e, Terminated) else 130
+        done = seen - failed
+        click.echo(
+            f"\ncae-codec: interrupted: {done} of {len(pairs)} files done, {failed} failed, "
+            f"{len(pairs) - seen} not done; every output written is whole",
+            err=True,
+        )
+        raise SystemExit(code) from None
     if len(existing) == 1:
         report.failed(existing[0]["input"], existing[0]["error"], quietly=False, json_too=False)
     elif existing:
@@ -613,6 +632,16 @@ def main() -> None:
     """
     warnings.showwarning = _one_line_warning
     _tune_allocator()
+    with contextlib.suppress(ValueError):  # not the main thread (a test's runner): left as it is
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so a batch stops as cleanly as on Ctrl-C."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

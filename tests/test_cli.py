@@ -476,7 +476,7 @@ def test_workers_by_default_only_when_the_work_outweighs_their_start(monkeypatch
     used = []
 
     class Pool:  # runs the "workers" here, recording how many were asked for
-        def __init__(self, workers, context, initializer, initargs=()):
+        def __init__(self, workers):
             used.append(workers)
 
         def __enter__(self):
@@ -485,10 +485,10 @@ def test_workers_by_default_only_when_the_work_outweighs_their_start(monkeypatch
         def __exit__(self, *exc):
             return False
 
-        def map(self, fn, *args, chunksize=1):
-            return map(fn, *args)
+        def imap(self, fn, units):
+            return map(fn, units)
 
-    monkeypatch.setattr(cli, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(cli, "_pool", Pool)
     job = bulk.Job("compress", 2)
     pairs = [(p, p.with_suffix(".cae")) for p in small]
     assert all("bytes" in r for r in cli._local(pairs, False, job, False)) and used == []

@@ -447,3 +447,40 @@ def test_a_fifo_among_inputs_is_read_once_in_order(tmp_path, photo):
     feeder.join(timeout=10)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.cae", "q.cae"]
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_stops_a_worker_batch_at_once(tmp_path, sig, status):
+    """SIGINT or SIGTERM to the main process of a two-worker batch: the run ends within a couple of
+    seconds with 130 or 143, says what was done, every output written is whole, no temporary file
+    is left, and no worker or leak warning outlives it."""
+    sources = tmp_path / "in"
+    sources.mkdir()
+    for i in range(40):
+        Image.fromarray(sample_image(320, 240, "RGB", seed=i)).save(sources / f"{i:02d}.png")
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cae_codec", "compress", *sorted(map(str, sources.iterdir())),
+         "-o", str(out) + "/", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and any(out.glob("*.cae"))):
+        time.sleep(0.1)
+    process.send_signal(sig)
+    sent = time.monotonic()
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - sent < 3.0
+    assert process.returncode == status, stderr
+    assert "interrupted:" in stderr and "Traceback" not in stderr and "leaked" not in stderr
+    written = sorted(out.glob("*.cae"))
+    assert 0 < len(written) < 40 and _leftovers(out) == []
+    import cae_codec
+
+    for path in written:
+        cae_codec.read_header(path.read_bytes())  # whole: its checksum holds
+    time.sleep(1.0)  # workers end with their parent (they watch it every 0.25 s)
+    workers = subprocess.run(["pgrep", "-f", "spawn_main"], capture_output=True, text=True)
+    assert workers.stdout == ""
