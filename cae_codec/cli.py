@@ -73,7 +73,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 WEIGHTS_OPTION = click.option(
     "--weights",
     type=click.Path(dir_okay=False),
-    help="Weight file, or the name of shipped weights (cae-codec info --weights lists them).",
+    help="Weight file, or the name of shipped weights (cae-codec info --list-weights lists them).",
 )
 MAX_PIXELS_OPTION = click.option(
     "--max-pixels",
@@ -846,7 +846,12 @@ def decompress(
 @main.command()
 @THREADS_OPTION
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--weights", "list_weights", is_flag=True, help="List the shipped weights instead.")
+@click.option("--list-weights", is_flag=True, help="List the shipped weights instead.")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    help="The weight file the .cae files were made with, when it is not a shipped one (as decompress).",
+)
 @click.option(
     "--model",
     is_flag=False,
@@ -860,11 +865,11 @@ def decompress(
     show_default=True,
     help="With --model: the input, WIDTHxHEIGHT as reports print it.",
 )
-def info(inputs, list_weights, model, size) -> None:
-    """Show the header of .cae files without decoding them, list the shipped weights, or print a
-    model's layers."""
+def info(inputs, list_weights, weights, model, size) -> None:
+    """Show what .cae files hold, after every check decompress makes short of decoding the latent
+    (header, weights, quality, limits, section sizes, alpha plane, metadata); list the shipped
+    weights; or print a model's layers."""
     from . import metrics
-    from .container import unpack
     from .quality import describe as describe_quality
     from .quality import shipped_levels
 
@@ -884,15 +889,17 @@ def info(inputs, list_weights, model, size) -> None:
             click.echo(f"id {entry.id}  {entry.name}{role}  {entry.file}, {size:.1f} MiB")
         return
     if not inputs:
-        raise click.UsageError("give .cae files, or --weights to list the shipped weights")
+        raise click.UsageError("give .cae files, or --list-weights to list the shipped weights")
+    from . import codec
+
     failed = False
     for source in inputs:
         try:
             data = read_limited(sys.stdin.buffer) if source == STDIO else bulk.read_cae(source)
-            f = unpack(data)
-        except (OSError, FormatError) as e:
+            f = codec.check(data, weights, max_pixels=2**62)  # the limits are decompress's choice
+        except _user_errors() as e:
             failed = True
-            click.echo(f"cae-codec: {source}: {bulk.describe(e)}", err=True)
+            click.echo(f"cae-codec: {_shown(str(source))}: {_shown(bulk.describe(e))}", err=True)
             continue
         h = f.header
         bpp = metrics.bpp(len(data), h.width, h.height)
@@ -901,7 +908,7 @@ def info(inputs, list_weights, model, size) -> None:
         kept = [f"{kind} {len(section):,} B" for kind, section in f.metadata.items()]
         kept = f", metadata: {', '.join(kept)}" if kept else ""
         click.echo(
-            f"{source}: {h.width}x{h.height} {h.mode}, quality "
+            f"{_shown(str(source))}: {h.width}x{h.height} {h.mode}, quality "
             f"{describe_quality(h.level, h.fraction, shipped_levels(h.weights_id))}, coder {h.coder}, "
             f"weights id {h.weights_id}{segments}{folded}{kept}, {len(data)} bytes ({bpp:.3f} bpp)"
         )

@@ -752,6 +752,26 @@ def decompress(
     return _finish(f.header, *_entropy_decode(f, weights, max_pixels, progress), bf16=bf16)
 
 
+def check(
+    data: bytes | bytearray | memoryview | str | os.PathLike | BinaryIO,
+    weights: WeightsArg = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> CaeFile:
+    """Every check decompress makes before it decodes the latent: the header, the weights and quality
+    it names, the limits, whether the sections can hold what the header claims, the alpha plane and
+    the metadata frames. Raises FormatError (or WeightsError); returns the parsed file."""
+    f = unpack(_as_bytes(data))
+    h = f.header
+    _check_pixels(h.width, h.height, max_pixels, FormatError)
+    w = _weights_for(h, weights)
+    _check_padded(w.model.config.pad_multiple, *h.coded_size, max_pixels, FormatError)
+    _check_justified(f, w)
+    if h.segment % w.model.config.pad_multiple:
+        raise FormatError(f"segment side {h.segment} is not a multiple of {w.model.config.pad_multiple}")
+    _side_sections(f)
+    return f
+
+
 def _entropy_decode(
     f: CaeFile, weights: WeightsArg, max_pixels: int, progress: Progress | None = None
 ) -> tuple[weights_mod.Weights, torch.Tensor, np.ndarray | None, dict, _Steps]:

@@ -72,7 +72,7 @@ def test_decompress_takes_bytes_a_path_or_a_binary_stream(image, tmp_path):
 def test_shipped_weights_by_name_and_listed(image, tmp_path):
     data = cae_codec.compress(image, quality=at_level(2), weights="cae-fp8-v2")
     assert cae_codec.read_header(data).weights_id == 2
-    result = CliRunner().invoke(main, ["info", "--weights"])
+    result = CliRunner().invoke(main, ["info", "--list-weights"])
     assert result.exit_code == 0
     for entry in weights.REGISTRY.values():
         assert entry.name in result.output and f"id {entry.id}" in result.output

@@ -735,3 +735,37 @@ def test_skip_existing_resumes_a_batch(tmp_path):
     assert again.exit_code == 0 and again.stdout.count("skipped") == 3
     both = runner.invoke(main, ["compress", str(sources[0]), "--skip-existing", "--force"])
     assert both.exit_code == 2
+
+
+def test_info_vouches_only_for_what_decompress_would_take(tmp_path):
+    """A fraction byte past the last level and a metadata frame that does not unpack each pass
+    unpack's field checks; info now refuses them as decompress does, in one line, status 1."""
+    from dataclasses import replace
+
+    from cae_codec.container import pack, unpack
+
+    image = tmp_path / "a.png"
+    Image.fromarray(sample_image(40, 30, "RGB")).save(image, pnginfo=_xmp_info())
+    good = cae_codec.compress(image, quality=100)
+    f = unpack(good)
+    bad_fraction = tmp_path / "fraction.cae"
+    bad_fraction.write_bytes(pack(replace(f, header=replace(f.header, fraction=255))))
+    bad_metadata = tmp_path / "metadata.cae"
+    bad_metadata.write_bytes(pack(replace(f, metadata={"xmp": b"\x00\x01garbage"})))
+    (tmp_path / "good.cae").write_bytes(good)
+    runner = CliRunner()
+    assert runner.invoke(main, ["info", str(tmp_path / "good.cae")]).exit_code == 0
+    for path in (bad_fraction, bad_metadata):
+        result = runner.invoke(main, ["info", str(path)])
+        assert result.exit_code == 1 and result.stdout == "", result.output
+        assert len(result.stderr.splitlines()) == 1
+        with pytest.raises(cae_codec.FormatError):
+            cae_codec.decompress(path.read_bytes())
+
+
+def _xmp_info():
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    return info
