@@ -5,6 +5,7 @@ image -> (rgb, alpha, mode) -> tensor -> latent -> integers -> bytes, and back.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -103,6 +104,7 @@ def read_image(path: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX
     """Open an image file (a path or binary stream) fully, upright by its EXIF orientation; first frame."""
     if isinstance(path, (str, os.PathLike)) and os.path.isfile(path) and os.path.getsize(path) == 0:
         raise ValueError("empty file")
+    heif = _heif_opener()
     try:
         with warnings.catch_warnings():
             # Our own pixel limit is checked right after opening, before any pixel is decoded.
@@ -117,6 +119,8 @@ def read_image(path: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX
             f"image is over the limit of {max_pixels} pixels (max_pixels, --max-pixels)"
         ) from None
     except UnidentifiedImageError:
+        if not heif and _looks_like_heif(path):
+            raise ValueError("a HEIF/HEIC image, which needs pillow-heif: pip install pillow-heif") from None
         raise ValueError("not an image file, or a format Pillow cannot read") from None
     except (OSError, SyntaxError) as e:
         if isinstance(e, OSError) and e.errno is not None:
@@ -125,6 +129,35 @@ def read_image(path: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX
     if frames > 1:
         warnings.warn(f"{frames} frames; only the first is kept", FrameWarning, stacklevel=2)
     return upright
+
+
+@functools.cache
+def _heif_opener() -> bool:
+    """Register pillow-heif's opener where it is installed, so phones' HEIC photos open; False if not."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif")
+
+
+def _looks_like_heif(source) -> bool:
+    """Whether a file starts as an ISO-BMFF HEIF/HEIC one does (an ftyp box with a HEIF brand)."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                head = f.read(12)
+        else:
+            source.seek(0)
+            head = source.read(12)
+            source.seek(0)
+    except (OSError, AttributeError):
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
 
 
 def split_image(

@@ -2,7 +2,8 @@
 
 im = Image.open("photo.cae")        # size and mode from the header, the only part read yet
 im.load()                           # decodes (with the shipped weights the file names)
-im.save("copy.cae", quality=80)     # 0-100; also coder=, weights=, metadata="all" | "none" | "icc,exif"
+im.save("copy.cae", quality=80)     # 0-100; also coder=, weights=, metadata="all" | "none" | "icc,exif",
+                                    # and exif=, icc_profile=, xmp= as Pillow's other writers take them
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from .codec import AUTO, compress
 
     options = im.encoderinfo
+    # exif=, icc_profile= and xmp= as Pillow's own writers take them: they replace what the image
+    # carries (exif may be an Image.Exif, as Pillow's writers accept).
+    given = {key: options[key] for key in ("exif", "icc_profile", "xmp") if options.get(key) is not None}
+    if given:
+        if isinstance(given.get("exif"), Image.Exif):
+            given["exif"] = given["exif"].tobytes()
+        if isinstance(given.get("xmp"), str):
+            given["xmp"] = given["xmp"].encode()
+        im = im.copy()
+        im.info.update(given)
     try:
         data = compress(
             im,

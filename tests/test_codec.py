@@ -325,3 +325,23 @@ def test_progress_counts_every_segment_and_tile_of_a_large_image():
     cae_codec.decompress(data, progress=lambda done, total: seen.append((done, total)))
     total = seen[0][1]
     assert total > segments and seen == [(i, total) for i in range(1, total + 1)]
+
+
+def test_heic_from_a_phone_opens_and_says_what_it_needs_otherwise(tmp_path, monkeypatch):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif (the test extra) is not installed")
+    pillow_heif.register_heif_opener()
+    path = tmp_path / "phone.heic"
+    Image.fromarray(sample_image(80, 64, "RGB")).save(path, quality=90)
+    back = cae_codec.decompress(cae_codec.compress(path))
+    assert back.size == (80, 64)
+    # Without pillow-heif: one clear line, not "not an image file".
+    from PIL import UnidentifiedImageError
+
+    def refuse(*args, **kwargs):
+        raise UnidentifiedImageError("no opener")
+
+    codec._heif_opener.cache_clear()
+    monkeypatch.setattr(codec, "_heif_opener", lambda: False)
+    monkeypatch.setattr(codec.Image, "open", refuse)
+    with pytest.raises(ValueError, match="HEIF/HEIC image, which needs pillow-heif"):
+        codec.read_image(path)

@@ -214,3 +214,13 @@ def test_outputs_say_what_they_leave_out(tmp_path):
     assert "its xmp metadata left out" in result.stderr and "over JPEG's 64 KB" in result.stderr
     result = runner.invoke(main, ["decompress", str(tmp_path / "big.cae"), "-o", str(tmp_path / "b.png")])
     assert result.exit_code == 0 and "left out" not in result.stderr
+
+
+def test_the_plugin_takes_pillows_metadata_keywords(tmp_path):
+    image = Image.fromarray(sample_image(40, 30, "RGB"))
+    exif = Image.Exif()
+    exif.update(CAMERA)
+    image.save(tmp_path / "k.cae", quality=50, exif=exif, icc_profile=display_p3_profile(), xmp=XMP)
+    back = Image.open(tmp_path / "k.cae")
+    assert back.info["icc_profile"] == display_p3_profile()
+    assert camera(back) == CAMERA and back.info["xmp"] == XMP
