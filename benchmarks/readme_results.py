@@ -22,7 +22,6 @@ from PIL import Image
 
 from cae_codec import benchmark, weights
 from cae_codec.datasets import load_cifar10, load_folder, locate_kodak
-from cae_codec.quality import of_level
 
 RESULTS = Path(__file__).parent / "results"
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png")
@@ -48,7 +47,7 @@ def markdown(points: list[benchmark.Point], title: str) -> str:
             for n in names
         )
         cells = (
-            f"{z.quality} ({of_level(z.quality, 8):.0f})",
+            f"{z.level:g} ({z.quality:.0f})",
             f"{z.bpp:.3f}",
             f"{r.bpp:.3f}",
             f"{z.entropy_bpp:.3f}",
@@ -78,7 +77,7 @@ def _peers_from_last_run(name: str, title: str) -> list[benchmark.Point]:
     last = json.loads((RESULTS / f"{name}.json").read_text())
     if last["data"] != title:
         raise SystemExit(f"--reuse-peers: the last {name} run measured {last['data']!r}, not {title!r}")
-    return [benchmark.Point(**p) for p in last["points"] if not p["codec"].startswith("cae-codec")]
+    return [benchmark.Point.from_dict(p) for p in last["points"] if not p["codec"].startswith("cae-codec")]
 
 
 def _peer_source(name: str, title: str) -> str:
@@ -122,7 +121,7 @@ def remeasure(name: str, images, peers: list[str], published: bool) -> str:
     start = time.time()
     record = json.loads((RESULTS / f"{name}.json").read_text())
     gone = set(peers) | ({"jpeg-payload"} if "jpeg" in peers else set())
-    points = [benchmark.Point(**p) for p in record["points"] if p["codec"] not in gone]
+    points = [benchmark.Point.from_dict(p) for p in record["points"] if p["codec"] not in gone]
     measured = [n for n in peers if benchmark.available(n)]
     points += benchmark.measure_classics(images, measured)
     w = weights.load(weights_id=record["weights"]["id"])
@@ -138,7 +137,7 @@ def redraw(name: str, images, published: bool) -> str:
     points, measuring nothing (after a change in how BD figures are computed or plots drawn); the
     per-level table stays as measured. The grid codes its few crops again."""
     record = json.loads((RESULTS / f"{name}.json").read_text())
-    points = [benchmark.Point(**p) for p in record["points"]]
+    points = [benchmark.Point.from_dict(p) for p in record["points"]]
     shown = points + (benchmark.published_points() if published else [])
     w = weights.load(weights_id=record["weights"]["id"])
     benchmark.plot_rd(shown, RESULTS / f"{name}-rd.png", f"{record['data']}; weights {w.name}")
@@ -149,7 +148,8 @@ def redraw(name: str, images, published: bool) -> str:
 def tables_only(name: str, published: bool) -> str:
     """Rebuild the BD table of {name}.md from the last run's points, measuring nothing (after a
     change in how BD figures are computed); the per-level table above it stays as measured."""
-    points = [benchmark.Point(**p) for p in json.loads((RESULTS / f"{name}.json").read_text())["points"]]
+    stored = json.loads((RESULTS / f"{name}.json").read_text())["points"]
+    points = [benchmark.Point.from_dict(p) for p in stored]
     shown = points + (benchmark.published_points() if published else [])
     old = (RESULTS / f"{name}.md").read_text().splitlines()
     new = markdown(shown, old[0].removeprefix("#### ")).splitlines()

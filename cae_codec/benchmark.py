@@ -34,7 +34,7 @@ class Point:
     """One codec at one quality; quality measures are means of per-image values."""
 
     codec: str
-    quality: int
+    quality: float  # the codec's own quality; cae-codec's on the public 0-100 scale, as compress takes
     bpp: float
     psnr: float
     mse: float
@@ -45,6 +45,14 @@ class Point:
     coder: str | None = None
     entropy_bpp: float | None = None
     ms_ssim: float = float("nan")
+    level: float | None = None  # cae-codec: the trained level (1-8) that quality is
+
+    @classmethod
+    def from_dict(cls, record: dict) -> Point:
+        """A stored point; cae-codec's from before 0.6 held the level in quality (8 levels then)."""
+        if record["codec"] == "cae-codec" and record.get("level") is None:
+            record = {**record, "level": record["quality"], "quality": of_level(record["quality"], 8)}
+        return cls(**record)
 
     @property
     def label(self) -> str:
@@ -261,8 +269,9 @@ def measure_cae(
         if coder not in coders:
             continue
         for q, tallies in zip(levels, merged, strict=True):
-            points.append(_point("cae-codec", q, tallies[c], len(images), coder=coder))
+            points.append(_point("cae-codec", of_level(q, w.levels), tallies[c], len(images), coder=coder))
             points[-1].entropy_bpp = tallies[c].mean("entropy_bpp")
+            points[-1].level = q
     return points
 
 
@@ -437,7 +446,7 @@ def summary(points: list[Point], full: bool = False) -> str:
     head += [f"{_short(n)} {k}" for n in others for k in (("PSNR@bpp", "bpp@PSNR") if full else ("bpp",))]
     rows = [head]
     for p in [p for p in points if p.codec == "cae-codec"]:
-        row = [p.coder or "", str(p.quality), f"{p.bpp:.3f}", f"{p.psnr:.2f}", f"{p.ssim:.4f}"]
+        row = [p.coder or "", f"{p.level or p.quality:g}", f"{p.bpp:.3f}", f"{p.psnr:.2f}", f"{p.ssim:.4f}"]
         if full:
             row += [f"{p.mse:.1f}", f"{p.ms_ssim:.4f}", num(p.entropy_bpp, ".3f")]
         for n in others:
@@ -535,7 +544,7 @@ def plot_rd(points: list[Point], path: Path, title: str) -> bool:
         if name == labels(points, ours=True)[0]:  # the levels (L1..) on the first cae-codec curve
             for p in c:
                 ax.annotate(
-                    f"L{p.quality}",
+                    f"L{p.level or p.quality:g}",
                     (p.bpp, p.psnr),
                     textcoords="offset points",
                     xytext=(-4, 6),
@@ -574,7 +583,7 @@ def grid(
     """
     scale = max(1, crop // max(max(im.shape[:2]) for im in images))
     on_scale = of_level(quality, weights_mod.load(weights).levels)
-    cae = next(p for p in points if p.codec == "cae-codec" and p.quality == quality)
+    cae = next(p for p in points if p.codec == "cae-codec" and p.level == quality)
     rows: list[tuple[str, Callable[[np.ndarray], bytes] | None, Callable[[bytes], np.ndarray] | None]] = [
         ("original", None, None),
         (

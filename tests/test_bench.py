@@ -77,12 +77,12 @@ def test_bench_by_default_measures_compress_default_against_jpeg_and_webp(tiny_c
 def test_bench_figures_agree_with_our_own_measurement(bench_run):
     out, images, _ = bench_run
     rows = json.loads((out / "results.json").read_text())["points"]
-    cae = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "zstd" and r["quality"] == 6)
+    cae = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "zstd" and r["level"] == 6)
     ranged = next(
-        r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "range" and r["quality"] == 6
+        r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "range" and r["level"] == 6
     )
     assert ranged["psnr"] == cae["psnr"]  # same integers, other coder (its rate depends on the data)
-    auto = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "auto" and r["quality"] == 6)
+    auto = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "auto" and r["level"] == 6)
     defaults = [
         cae_codec.compress(image, quality=at_level(6)) for image in images
     ]  # the default coder is auto
@@ -104,7 +104,7 @@ def test_bench_figures_agree_with_our_own_measurement(bench_run):
     )
     # The entropy estimate includes the header and must be within reach of the real file.
     assert 0.5 * cae["bpp"] < cae["entropy_bpp"] < 2 * cae["bpp"]
-    q1 = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "zstd" and r["quality"] == 1)
+    q1 = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "zstd" and r["level"] == 1)
     assert q1["bpp"] < cae["bpp"] and q1["psnr"] < cae["psnr"]
 
 

@@ -183,3 +183,19 @@ def test_peer_files_carry_no_metadata_and_stripping_keeps_their_pixels():
             assert len(stripped) < len(whole)
             assert np.array_equal(benchmark.decode_pillow(whole), benchmark.decode_pillow(stripped))
     assert peers.settings()["avif"]["options"] == {"speed": 0}
+
+
+def test_results_give_cae_codecs_quality_on_the_public_scale_with_its_level(cifar_dir):
+    """A point's quality is what compress(quality=) takes: feeding it back gives the same file."""
+    import cae_codec
+    from cae_codec.datasets import load_cifar10
+
+    images = list(load_cifar10("test", cifar_dir)[:4])
+    points = benchmark.measure_cae(images, qualities=[3], coders=("auto",))
+    point = points[0]
+    assert point.level == 3 and point.quality == pytest.approx(29, abs=0.5)
+    files = cae_codec.compress_many(images, quality=point.quality)
+    bpp = np.mean([8 * len(f) / (32 * 32) for f in files])
+    assert bpp == pytest.approx(point.bpp)
+    old = benchmark.Point.from_dict({**point.to_dict(), "quality": 3, "level": None})
+    assert (old.quality, old.level) == (point.quality, 3)
