@@ -1014,7 +1014,12 @@ def _bench_images(dataset: str, data_dir: str | None, limit: int | None) -> list
     f"{PEERS_EXTRA}).",
 )
 @WEIGHTS_OPTION
-@FORCE_OPTION
+@click.option(
+    "-f",
+    "--force",
+    is_flag=True,
+    help="Replace an existing page (IMAGE.compare.html, or the file -o names). IMAGE is never replaced.",
+)
 def compare(image, size, output, codecs, weights, force) -> None:
     """Write one self-contained HTML page comparing IMAGE as each codec codes it at the same file
     size: a swipe between any two, zoom 1:1 and 2:1, bytes, PSNR and MS-SSIM, and the photo's

@@ -119,10 +119,12 @@ def build(
     return render(rgb, size, entries, missed, points), entries, missed
 
 
-def _png(pixels: np.ndarray) -> str:
+def _lossless(pixels: np.ndarray) -> str:
+    """A data URI of the pixels, exactly: lossless WebP, about two thirds of a PNG's size (0.5 MB for
+    a 768x512 photo, in 0.2 s)."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", optimize=False, compress_level=6)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    Image.fromarray(pixels).save(buffer, format="WEBP", lossless=True, quality=50, method=4)
+    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def _svg(tag: str, text: str = "", **attrs) -> str:
@@ -206,7 +208,7 @@ def render(
 ) -> str:
     """The self-contained page: a swipe view of any two, zoom 1:1 and 2:1, the figures, the plot."""
     h, w = rgb.shape[:2]
-    sources = {"original": _png(rgb)} | {e.name: _png(e.decoded) for e in entries}
+    sources = {"original": _lossless(rgb)} | {e.name: _lossless(e.decoded) for e in entries}
     rows = "".join(
         f"<tr><td>{html.escape(e.name)}</td><td>{html.escape(e.setting)}</td><td>{e.bytes:,}</td>"
         f"<td>{e.bpp:.3f}</td><td>{e.psnr:.2f}</td><td>{e.ms_ssim:.4f}</td></tr>"
@@ -214,9 +216,9 @@ def render(
     )
     note = f"<p>Could not come down to {size:,} bytes: {', '.join(missed)}.</p>" if missed else ""
     thumbs = "".join(
-        f'<figure><img class="thumb" alt="{name}" data-name="{name}" src="{src}" width="{min(w, 160)}">'
+        f'<figure><img class="thumb" alt="{name}" data-name="{name}" width="{min(w, 160)}">'
         f"<figcaption>{name}</figcaption></figure>"
-        for name, src in sources.items()
+        for name in sources
     )
     options = "".join(f'<option value="{n}">{n}</option>' for n in sources)
     second = entries[0].name if entries else "original"
@@ -292,6 +294,7 @@ slider.oninput = swipe;
 document.getElementById("zoom-1").onclick = () => zoom(1);
 document.getElementById("zoom-2").onclick = () => zoom(2);
 for (const t of document.querySelectorAll(".thumb")) {{
+  t.src = sources[t.dataset.name];  // each picture is in the page once, in sources
   t.onclick = () => {{ rightChoice.value = t.dataset.name; show(); }};
 }}
 show(); swipe();

@@ -43,7 +43,9 @@ def page_file(tmp_path_factory) -> Path:
 def test_the_page_is_one_file_that_needs_no_network(page_file):
     text = page_file.read_text()
     assert "http://" not in text and "https://" not in text
-    assert text.count("data:image/png;base64,") >= 2 * 3  # original and two codecs, thumbnails and sources
+    sources = text.count("data:image/webp;base64,")
+    assert sources >= 3 and "data:image/png" not in text  # original and two codecs or more
+    assert sources == text.count('class="thumb"')  # each picture once: the thumbnails share it
 
 
 def test_the_page_in_a_browser_decodes_every_image_swipes_and_zooms(page_file):
