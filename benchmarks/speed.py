@@ -1,6 +1,13 @@
 """Speed, side by side with Pillow's WebP (method 6) and JPEG, on this machine.
 
     python benchmarks/speed.py [--shared ../shared/data] [--skip-16mp]
+    python benchmarks/speed.py --sizes 0.4,3,12,24,45    # the per-megapixel table alone
+
+--sizes: seconds per megapixel each way on mosaics of the Kodak photos at each size (cae-codec in a
+fresh process each way, with its peak RSS; its default precision, bf16 where the CPU has it), against
+WebP method 6, AVIF and JPEG XL at their default and strongest effort, all in one run. The strongest
+efforts (AVIF speed 0, JPEG XL effort 9) run up to 3 MP only: a minute or more a megapixel. Writes
+benchmarks/results/speed-sizes.json and speed-sizes.md.
 
 Times (best of 3 unless said): a 768x512 Kodak photo at the default quality, in-process; 2- and
 16-megapixel photos (kodim01 enlarged with Lanczos), each in a fresh process so its peak RSS is its
@@ -12,6 +19,7 @@ Writes benchmarks/results/speed.json and speed.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import platform
@@ -35,9 +43,11 @@ PEERS = {"webp": ("WEBP", {"quality": 75, "method": 6}), "jpeg": ("JPEG", {"qual
 # Run in a fresh process, so each peak RSS is its own: compress an image file, or decompress a .cae.
 _CHILD = """
 import sys, time, resource, cae_codec
+import numpy as np
 from pathlib import Path
 from PIL import Image
 source, target = sys.argv[1:]
+cae_codec.decompress(cae_codec.compress(np.zeros((320, 320, 3), np.uint8)))  # import, load the photo model
 start = time.perf_counter()
 if source.endswith(".cae"):
     decoded = cae_codec.decompress(source); seconds = time.perf_counter() - start
@@ -122,6 +132,128 @@ def edge_psnr(original: np.ndarray, decoded: np.ndarray, grid: int = 512, reach:
         "psnr_edges": 10 * np.log10(255**2 / error[edges].mean()),
         "psnr_rest": 10 * np.log10(255**2 / error[~edges].mean()),
     }
+
+
+# name -> (Pillow format, save options, largest size in MP it runs at): a peer at a similar quality
+# to cae-codec's default (q71, about 37 dB on Kodak), default and strongest effort.
+SIZE_PEERS = {
+    "webp m6": ("WEBP", {"quality": 75, "method": 6}, None),
+    "avif (default speed)": ("AVIF", {"quality": 60}, None),
+    "avif speed 0": ("AVIF", {"quality": 60, "speed": 0}, 3.0),
+    "jpeg xl (default effort)": ("JXL", {"quality": 80}, None),
+    "jpeg xl effort 9": ("JXL", {"quality": 80, "effort": 9}, 3.0),
+}
+
+
+def mosaic(kodak: Path, megapixels: float) -> Image.Image:
+    """A 3:2 photo of about this many megapixels tiled from the Kodak photos (portraits turned)."""
+    tiles = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(kodak.glob("kodim*.png"))]
+    tiles = [t if t.shape[0] == 512 else t.transpose(1, 0, 2) for t in tiles]
+    height = int((megapixels * 1e6 / 1.5) ** 0.5)
+    width = int(height * 1.5)
+    out = np.zeros((height, width, 3), np.uint8)
+    k = 0
+    for top in range(0, height, 512):
+        for left in range(0, width, 768):
+            tile = tiles[k % len(tiles)]
+            k += 1
+            out[top : top + 512, left : left + 768] = tile[: height - top, : width - left][:512, :768]
+    return Image.fromarray(out)
+
+
+def per_megapixel(kodak: Path, sizes: list[float]) -> dict:
+    """Seconds per megapixel each way at each size, cae-codec and the peers, in one run."""
+    with contextlib.suppress(ImportError):
+        import pillow_jxl  # noqa: F401  (registers JPEG XL)
+    from cae_codec import codec, cpu
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for mp in sizes:
+            image = mosaic(kodak, mp)
+            pixels = image.width * image.height
+            path, packed = Path(tmp) / "m.png", Path(tmp) / "m.cae"
+            image.save(path, compress_level=1)
+            enc, rss_enc = _child(path, packed)
+            dec, rss_dec = _child(packed, Path(tmp) / "d.png")
+            decoded = np.asarray(Image.open(Path(tmp) / "d.png").convert("RGB")).astype(np.float64)
+            mse = ((decoded - np.asarray(image, dtype=np.float64)) ** 2).mean()
+            row = {
+                "megapixels": pixels / 1e6,
+                "size": f"{image.width}x{image.height}",
+                "cae-codec": {
+                    "encode_s_per_mp": enc / (pixels / 1e6),
+                    "decode_s_per_mp": dec / (pixels / 1e6),
+                    "peak_rss_mib": [rss_enc, rss_dec],
+                    "bpp": 8 * packed.stat().st_size / pixels,
+                    "psnr": 10 * np.log10(255**2 / mse),
+                },
+            }
+            for name, (fmt, options, most) in SIZE_PEERS.items():
+                if most is not None and pixels / 1e6 > most * 1.05:
+                    continue
+                try:
+                    buffer = io.BytesIO()
+                    start = time.perf_counter()
+                    image.save(buffer, format=fmt, **options)
+                    e = time.perf_counter() - start
+                    start = time.perf_counter()
+                    Image.open(io.BytesIO(buffer.getvalue())).load()
+                    d = time.perf_counter() - start
+                except (KeyError, OSError, ValueError) as error:  # a format this Pillow lacks
+                    print(f"{name}: {error}", file=sys.stderr)
+                    continue
+                row[name] = {
+                    "encode_s_per_mp": e / (pixels / 1e6),
+                    "decode_s_per_mp": d / (pixels / 1e6),
+                    "bpp": 8 * len(buffer.getvalue()) / pixels,
+                }
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    return {
+        "cpu": cpu.describe(),
+        "bf16": codec.use_bf16("auto"),
+        "int8_exact": cpu.fast_int8(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rows": rows,
+    }
+
+
+def sizes_markdown(r: dict) -> str:
+    """The per-megapixel table: one row per size, cae-codec and each peer, encode / decode."""
+    names = ["cae-codec", *SIZE_PEERS]
+    lines = [
+        f"#### Seconds per megapixel, encode / decode: {r['cpu']}, {r['threads']} threads, "
+        f"torch {r['torch']}",
+        "",
+        f"cae-codec at its default quality 71, bfloat16 {'on' if r['bf16'] else 'off'}, int8 exact "
+        f"hyper-synthesis {'on' if r['int8_exact'] else 'off'}; peers at similar qualities (WebP q75, "
+        "AVIF q60, JPEG XL q80).",
+        "",
+        "| size | " + " | ".join(names) + " |",
+        "| ---" + " | ---:" * len(names) + " |",
+    ]
+    for row in r["rows"]:
+        cells = []
+        for name in names:
+            got = row.get(name)
+            cells.append(
+                "n/a" if got is None else f"{got['encode_s_per_mp']:.3f} / {got['decode_s_per_mp']:.3f}"
+            )
+        lines.append(f"| {row['megapixels']:.1f} MP ({row['size']}) | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| size | cae-codec peak RSS, encode / decode | bpp | PSNR |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row in r["rows"]:
+        c = row["cae-codec"]
+        lines.append(
+            f"| {row['megapixels']:.1f} MP | {c['peak_rss_mib'][0]:.0f} / {c['peak_rss_mib'][1]:.0f} MiB | "
+            f"{c['bpp']:.3f} | {c['psnr']:.2f} dB |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def tiny(rows: np.ndarray) -> dict:
@@ -278,8 +410,18 @@ def main() -> None:
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--skip-16mp", action="store_true")
     parser.add_argument("--ray", action="store_true", help="also time --engine ray with 1 and 2 workers")
+    parser.add_argument("--sizes", help="megapixels, e.g. 0.4,3,12,24,45: the per-megapixel table alone")
     args = parser.parse_args()
     shared = Path(args.shared)
+    if args.sizes:
+        result = per_megapixel(shared / "kodak", [float(v) for v in args.sizes.split(",")])
+        result["date"] = time.strftime("%Y-%m-%d")
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "speed-sizes.json").write_text(json.dumps(result, indent=1) + "\n")
+        table = sizes_markdown(result)
+        (RESULTS / "speed-sizes.md").write_text(table)
+        print(table)
+        return
     kodim = Image.open(shared / "kodak" / "kodim01.png").convert("RGB")
     rows = load_cifar10("test", shared / "cifar10")
     rows = np.concatenate([rows] * (-(-1000 // len(rows))))[:1000]  # the shared copy has 508 exact rows
