@@ -82,12 +82,9 @@ def _float32_layer(layer: nn.Module, ints: Tensor, unit: float) -> Tensor | None
         return None  # elsewhere a float32 product may be rounded to fewer bits
     if not ints.numel() or ints.shape[0] * ints.shape[2] * ints.shape[3] < _FLOAT32_MIN_AREA:
         return None
-    kernel = as_stride1_kernel(layer)
-    if kernel is None:
+    weight = _grid_kernel(layer, unit)
+    if weight is None:
         return None
-    weight = kernel * unit
-    if not torch.equal(weight, torch.round(weight)):
-        return None  # weights off the grid: only the float64 way reproduces the old results
     low, high = ints.amin(dim=(0, 2, 3)), ints.amax(dim=(0, 2, 3))
     shift = split_shift(weight, low, high)
     if shift is None:
@@ -100,6 +97,16 @@ def _float32_layer(layer: nn.Module, ints: Tensor, unit: float) -> Tensor | None
     if transposed:  # four phases, phase-major, interleave into twice the size
         out = out.reshape(b, h, w, 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, -1)
     return out.permute(0, 3, 1, 2)
+
+
+def _grid_kernel(layer: nn.Module, unit: float) -> Tensor | None:
+    """The layer's stride-1 kernel in units of the grid (integers, float64); None where the shape is
+    not covered or a weight is off the grid (only the float64 way reproduces the old results then)."""
+    kernel = as_stride1_kernel(layer)
+    if kernel is None:
+        return None
+    weight = kernel * unit
+    return weight if torch.equal(weight, torch.round(weight)) else None
 
 
 def as_stride1_kernel(layer: nn.Module) -> Tensor | None:
@@ -190,17 +197,14 @@ def _int8_layer(layer: nn.Module, x: Tensor, unit: float) -> Tensor | None:
     b, h, w, _ = x.shape
     if x.device.type != "cpu" or b * h * w < _FLOAT32_MIN_AREA:
         return None
-    kernel = as_stride1_kernel(layer)
-    if kernel is None:
+    weight = _grid_kernel(layer, unit)
+    if weight is None:
         return None
-    weight = kernel * unit
-    if not torch.equal(weight, torch.round(weight)):
-        return None
-    k = weight.shape[-1]
+    k, fan_in = weight.shape[-1], weight[0].numel()
     x_digits = _digits(x)
-    if len(x_digits) * kernel[0].numel() >= MAX_INT8_FAN_IN:
+    if len(x_digits) * fan_in >= MAX_INT8_FAN_IN:
         return None
-    w_digits = _digits(weight.permute(2, 3, 1, 0).reshape(kernel[0].numel(), -1))
+    w_digits = _digits(weight.permute(2, 3, 1, 0).reshape(fan_in, -1))
     transposed = isinstance(layer, nn.ConvTranspose2d)
     bias = layer.bias.double().repeat(4 if transposed else 1) * unit
     out = _int_conv(x_digits, w_digits, k, bias, unit)
