@@ -78,9 +78,7 @@ def test_bench_figures_agree_with_our_own_measurement(bench_run):
     out, images, _ = bench_run
     rows = json.loads((out / "results.json").read_text())["points"]
     cae = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "zstd" and r["level"] == 6)
-    ranged = next(
-        r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "range" and r["level"] == 6
-    )
+    ranged = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "range" and r["level"] == 6)
     assert ranged["psnr"] == cae["psnr"]  # same integers, other coder (its rate depends on the data)
     auto = next(r for r in rows if r["codec"] == "cae-codec" and r["coder"] == "auto" and r["level"] == 6)
     defaults = [

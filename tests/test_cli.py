@@ -589,7 +589,8 @@ def test_a_rerun_says_once_that_outputs_exist(runner, tmp_path):
     assert result.exit_code == 1
     assert lines == [
         f"cae-codec: {tmp_path / 'none.png'}: no such file or directory",
-        "cae-codec: 3 of 4 outputs exist and were left alone; --skip-existing skips them, --force replaces them",
+        "cae-codec: 3 of 4 outputs exist and were left alone; "
+        "--skip-existing skips them, --force replaces them",
         "cae-codec: 1 of 4 files failed",
     ]
     assert runner.invoke(main, ["compress", *map(str, pngs), "-q", "0", "--force"]).exit_code == 0

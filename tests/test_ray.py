@@ -51,7 +51,8 @@ def test_process_file_is_what_each_worker_runs(tmp_path):
     job = bulk.Job("compress", quality=2)
     done = bulk.process_file(source, tmp_path / "a.cae", job, force=False, named=False)
     assert done["quality"] == 2 and (tmp_path / "a.cae").exists()
-    assert bulk.process_file(source, tmp_path / "a.cae", job, False, False)["skipped"] == "the output exists"
+    skipped = bulk.process_file(source, tmp_path / "a.cae", job, False, False)
+    assert skipped["skipped"] is True and skipped["reason"] == "the output exists"
     back = bulk.process_file(
         tmp_path / "a.cae", tmp_path / "a.decoded.png", bulk.Job("decompress"), False, False
     )

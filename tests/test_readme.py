@@ -24,10 +24,20 @@ def test_the_headline_example_prints_what_the_readme_shows(readme, tmp_path):
     shown = re.search(r"chelsea\.png -> chelsea\.cae: " + line, readme)
     assert shown, "the README's headline example is gone"
     out = tmp_path / "chelsea.cae"
-    result = CliRunner().invoke(cli.main, ["compress", str(EXAMPLE), "-o", str(out), "--psnr"])
+    # The headline is float32's, as on a CPU without bfloat16 units; the bf16 figures follow it.
+    args = ["compress", str(EXAMPLE), "-o", str(out), "--psnr", "--force"]
+    result = CliRunner().invoke(cli.main, [*args, "--precision", "fp32"])
     assert result.exit_code == 0, result.output
     printed = re.search(line, result.output)
     assert printed.groups() == shown.groups()
+    from cae_codec import codec
+
+    bf16 = re.search(r"the same command\s+writes (\d+) bytes at ([\d.]+) dB", readme)
+    assert bf16, "the README's bf16 figures are gone"
+    if codec.use_bf16("auto"):
+        result = CliRunner().invoke(cli.main, [*args, "--precision", "bf16"])
+        printed = re.search(line, result.output)
+        assert (printed.group(1), printed.group(4)) == bf16.groups()
 
 
 def test_the_readme_states_the_thresholds_the_code_uses(readme):

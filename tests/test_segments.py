@@ -57,7 +57,9 @@ def test_segments_bound_what_the_network_sees(monkeypatch):
     w = weights.load(path)
     seen = []
     analysis = w.model.analysis
-    monkeypatch.setattr(w.model, "analysis", lambda x, level: seen.append(x.shape[2:]) or analysis(x, level))
+    monkeypatch.setattr(
+        w.model, "analysis", lambda x, level, *rest: seen.append(x.shape[2:]) or analysis(x, level, *rest)
+    )
     cae_codec.compress(sample_image(300, 200, "RGB"), 2, weights=path, segment=96)
     halo = codec.tiling(4)[1]
     assert seen and max(max(s) for s in seen) <= 96 + 2 * halo
