@@ -60,6 +60,16 @@ class Finite(click.FloatRange):
 INT_MAX = 2**31 - 1  # counts beyond this would overflow where they reach C (threads, batch sizes)
 
 
+class Count(click.IntRange):
+    """A whole number from `low` up to INT_MAX (shown with thousands separators)."""
+
+    def __init__(self, low: int = 1) -> None:
+        super().__init__(low, INT_MAX)
+
+    def _describe_range(self) -> str:
+        return f"{self.min}<=x<={self.max:,}"
+
+
 def _user_errors() -> tuple[type[Exception], ...]:
     """Exceptions a user can cause: each ends in one line on stderr and a non-zero exit."""
     from PIL import Image
@@ -79,7 +89,7 @@ MAX_PIXELS_OPTION = click.option(
     "--max-pixels",
     default=config.DEFAULT_MAX_PIXELS,
     show_default=True,
-    type=click.IntRange(1, INT_MAX),
+    type=Count(1),
     help="Refuse images with more pixels than this, padding included (the networks run on sides "
     "padded to a multiple of 16, or 64).",
 )
@@ -136,7 +146,7 @@ PARALLEL_AFTER_S = 8.0
 PROGRESS_FROM = 16  # files from which a run on a terminal may show a progress bar
 WORKERS_OPTION = click.option(
     "--workers",
-    type=click.IntRange(1, INT_MAX),
+    type=Count(1),
     help="Worker processes, one core each (default: one per CPU when the files are estimated to "
     f"take one process over {PARALLEL_AFTER_S:g} s, else 1; with --engine ray, one per CPU).",
 )
@@ -610,7 +620,7 @@ def _set_threads(ctx: click.Context, param: click.Parameter, value: int | None) 
 
 THREADS_OPTION = click.option(
     "--threads",
-    type=click.IntRange(1, INT_MAX),
+    type=Count(1),
     expose_value=False,
     callback=_set_threads,
     help="CPU threads for the network (default: $OMP_NUM_THREADS, else all cores). On a busy "
@@ -1072,7 +1082,7 @@ def compare(image, size, output, codecs, weights, force) -> None:
     help=f"CIFAR-10 archive or folder (default: ${DATA_DIR_ENV}, else download to the cache); for "
     "kodak, the folder holding kodim01.png .. kodim24.png (default: download to the cache).",
 )
-@click.option("--limit", type=click.IntRange(1, INT_MAX), help="Use only the first N images.")
+@click.option("--limit", type=Count(1), help="Use only the first N images.")
 @click.option(
     "--levels",
     "qualities",
@@ -1223,7 +1233,7 @@ def _train_option(*names: str, key: str, **kwargs):
         if isinstance(default, float):
             kwargs["type"] = Finite()
         elif isinstance(default, int):
-            kwargs["type"] = click.IntRange(0, INT_MAX)
+            kwargs["type"] = Count(0)
     return click.option(*names, key, default=default, show_default=True, **kwargs)
 
 
@@ -1380,7 +1390,7 @@ def _train_option(*names: str, key: str, **kwargs):
     help="Quality used when -q is not given (default: 3/4 of the way up, 6 of 8).",
 )
 @click.option(
-    "--id", "weights_id", type=click.IntRange(0, INT_MAX), hidden=True, help="Registry id (maintainers only)."
+    "--id", "weights_id", type=Count(0), hidden=True, help="Registry id (maintainers only)."
 )
 @click.option("-f", "--force", is_flag=True, help="Replace an existing --out file.")
 def train(force: bool, **options) -> None:
