@@ -1389,9 +1389,7 @@ def _train_option(*names: str, key: str, **kwargs):
     type=click.IntRange(1, 64),
     help="Quality used when -q is not given (default: 3/4 of the way up, 6 of 8).",
 )
-@click.option(
-    "--id", "weights_id", type=Count(0), hidden=True, help="Registry id (maintainers only)."
-)
+@click.option("--id", "weights_id", type=Count(0), hidden=True, help="Registry id (maintainers only).")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing --out file.")
 def train(force: bool, **options) -> None:
     """Train a model on CIFAR-10's training batches (or on photos) and write a weight file.

@@ -191,7 +191,8 @@ class MeanScaleHyperprior:
         _, index = self._params(w, symbols, quality)
         y, index = symbols.y.ravel(), index.ravel()
         parts = [
-            packing.scale_part(y[pos], index[pos], w.scale_widths) for pos in self.passes(symbols.y.shape)
+            packing.scale_part(y[pos], index[pos], w.scale_widths, _scale_order(symbols, p, index[pos]))
+            for p, pos in enumerate(self.passes(symbols.y.shape))
         ]
         return packing.hyper_raw(packing.channel_part(symbols.z, w.zstd_layouts[quality - 1]), *parts)
 
@@ -204,9 +205,9 @@ class MeanScaleHyperprior:
         y, index = symbols.y.ravel(), index.ravel()
         z_groups = list(symbols.z.reshape(len(symbols.z), -1))
         parts = [(z_groups, w.range_tables[quality - 1], range(len(z_groups)))]
-        for pos in self.passes(symbols.y.shape):
+        for p, pos in enumerate(self.passes(symbols.y.shape)):
             used, counts = packing.scale_counts(index[pos])
-            groups = np.split(y[pos][packing.scale_order(index[pos])], np.cumsum(counts)[:-1])
+            groups = np.split(y[pos][_scale_order(symbols, p, index[pos])], np.cumsum(counts)[:-1])
             parts.append((groups, w.scale_tables, used))
         return range_coder.range_encode_parts(parts)
 
@@ -400,6 +401,15 @@ def unpack_tables(
 def _offsets(w: Weights, quality: int) -> torch.Tensor:
     """Each channel's rounded median of the factorized tensor (y, or z), shaped (C, 1, 1)."""
     return w.offsets[quality - 1][:, None, None]
+
+
+def _scale_order(symbols: Symbols, p: int, index: np.ndarray) -> np.ndarray:
+    """packing.scale_order of pass p's table indexes, sorted once per Symbols: auto's two coders
+    both need it (a 1-megapixel segment's sort costs about 30 ms)."""
+    cache = symbols.__dict__.setdefault("_scale_orders", {})  # a cache beside the frozen fields
+    if p not in cache:
+        cache[p] = packing.scale_order(index)
+    return cache[p]
 
 
 def hyper_features(w: Weights, z_symbols: np.ndarray, quality: int, tile: int | None = None) -> torch.Tensor:

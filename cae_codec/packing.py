@@ -253,10 +253,10 @@ def channel_part(z: np.ndarray, layout: ZstdLayout) -> tuple[np.ndarray, np.ndar
 
 
 def scale_part(
-    values: np.ndarray, index: np.ndarray, scale_widths: np.ndarray
+    values: np.ndarray, index: np.ndarray, scale_widths: np.ndarray, order: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(values, widths) of y values sorted by their scale table."""
-    order = scale_order(index)
+    """(values, widths) of y values sorted by their scale table (`order`: scale_order(index), if known)."""
+    order = scale_order(index) if order is None else order
     return values.ravel()[order], scale_widths[index.ravel()[order]]
 
 
