@@ -10,7 +10,8 @@ import io
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -570,10 +571,14 @@ def compress_source(
     alone = _alone(width, height)
     boxes = segment_boxes(w, width, height, side)
     step = _Steps(progress, len(boxes))
-    for box in boxes:
+
+    def code(box: Box) -> list[bytes]:
         symbols = encode_segment(w, pixels, box, at.value, channels_last=alone, bf16=alone and bf16)
-        for coder in coders:
-            sections[coder].append(encode_symbols(w, symbols, at.tables, coder))
+        return [encode_symbols(w, symbols, at.tables, coder) for coder in coders]
+
+    for coded in _segment_map(code, boxes):
+        for coder, section in zip(coders, coded, strict=True):
+            sections[coder].append(section)
         step()
     return {
         coder: _pack(source, w, at, coder, join_segments(parts), side) for coder, parts in sections.items()
@@ -742,16 +747,35 @@ def dequantize_segments(
     stride = w.model.config.stride
     width, height = h.coded_size
     y_hat = torch.empty(1, *latent_shape(w, height, width))
-    for (top, left, bottom, right), data in zip(
-        segment_boxes(w, width, height, h.segment), f.segments, strict=True
-    ):
+    boxes = segment_boxes(w, width, height, h.segment)
+
+    def decode(item: tuple[Box, bytes]) -> torch.Tensor:
+        (top, left, bottom, right), data = item
         part = replace(h, width=right - left, height=bottom - top, segment=0, fold=1)
-        y_hat[:, :, top // stride : bottom // stride, left // stride : right // stride] = w.latent.dequantize(
-            w, decode_symbols(w, data, part), h.tables
-        )
+        return w.latent.dequantize(w, decode_symbols(w, data, part), h.tables)
+
+    for (top, left, bottom, right), y in zip(
+        boxes, _segment_map(decode, list(zip(boxes, f.segments, strict=True))), strict=True
+    ):
+        y_hat[:, :, top // stride : bottom // stride, left // stride : right // stride] = y
         if on_segment is not None:
             on_segment()
     return y_hat
+
+
+def _segment_map(fn: Callable, items: list) -> Iterator:
+    """fn over one image's segments, results in order: two at a time where there are two cores,
+    since a segment's entropy coding holds one core (and Python's lock) while the other segment's
+    networks run (a 14 MP decode's entropy and h_s: 7.2 -> 5.9 s). Segments are coded alone, so the
+    bytes are the same either way. Leaving early (an error, Ctrl-C) waits for the running ones only."""
+    if len(items) < 2 or (os.cpu_count() or 1) < 2:
+        yield from map(fn, items)
+        return
+    pool = ThreadPoolExecutor(2)
+    try:
+        yield from pool.map(fn, items)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def read_header(data: bytes | bytearray | memoryview | str | os.PathLike | BinaryIO) -> Header:
