@@ -328,8 +328,9 @@ def _work(source: Path, target: Path, named: bool, job: bulk.Job, force: bool) -
     if target != STDIO:
         check_free(target, source, force, named)
     bar = _StepBar(job.kind)
+    progress = _BATCH_BAR[0] or (bar if _isatty(sys.stderr) else None)  # a batch's bar moves per tile
     try:
-        coded, result, notes = bulk.code(job, data, target, bar if _isatty(sys.stderr) else None)
+        coded, result, notes = bulk.code(job, data, target, progress)
     finally:
         bar.close()
     _write(target, coded, source, force, named)
@@ -425,8 +426,8 @@ def _local(
         workers = (os.cpu_count() or 1) if bulk.work_estimate(pixels) > PARALLEL_AFTER_S else 1
     units = _units(pairs, pixels, workers)
     if workers == 1:
-        for unit in units:
-            yield from _chunk(unit, named, job, force)
+        for unit in units:  # a large image alone, as compress makes it (and its bar moves per tile)
+            yield from (_records if len(unit) == 1 else _chunk)(unit, named, job, force)
         return
     # Leaving this block for any reason, an interrupt included, terminates the workers at once.
     with _pool(min(workers, len(units))) as pool:
@@ -513,10 +514,25 @@ def _with_progress(records: Iterator[dict], count: int, report: Report, kind: st
         yield from records
         return
     label = "compressing" if kind == "compress" else "decompressing"
-    with click.progressbar(length=count, label=label, file=sys.stderr, show_pos=True, show_eta=True) as bar:
-        for record in records:
-            yield record
-            bar.update(1)
+    ticks = 100  # a file's share of the bar: a large image coded here moves it segment by segment
+    with click.progressbar(length=count * ticks, label=label, file=sys.stderr, show_eta=True) as bar:
+        files = 0
+
+        def within(done: int, total: int) -> None:
+            bar.update(files * ticks + ticks * done // max(total, 1) - bar.pos)
+
+        _BATCH_BAR[0] = within
+        try:
+            for record in records:
+                yield record
+                files += 1
+                bar.update(files * ticks - bar.pos)
+        finally:
+            _BATCH_BAR[0] = None
+
+
+# While a batch's bar is shown, how a large image coded in this process moves it (_with_progress).
+_BATCH_BAR: list = [None]
 
 
 def _run_batch(

@@ -457,6 +457,35 @@ def test_progress_bar_only_on_a_terminal_for_long_runs(monkeypatch):
     assert short == records[:3]
 
 
+def test_a_batch_bar_moves_within_a_large_image(monkeypatch):
+    """While a batch's bar is shown, a large image coded in this process moves it tile by tile: the
+    hook it reports to is the bar's, and it is gone once the batch ends."""
+    import io
+
+    from cae_codec import cli
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stderr = Terminal()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    seen = []
+
+    def records():
+        for i in range(cli.PROGRESS_FROM):
+            hook = cli._BATCH_BAR[0]
+            seen.append(hook is not None)
+            if i == 0:
+                for done in range(1, 5):
+                    hook(done, 4)  # a large image's four steps
+            yield {"input": str(i)}
+
+    out = list(cli._with_progress(records(), cli.PROGRESS_FROM, cli.Report(quiet=True), "compress"))
+    assert len(out) == cli.PROGRESS_FROM and all(seen) and cli._BATCH_BAR[0] is None
+    assert "100%" in stderr.getvalue()
+
+
 def test_workers_by_default_only_when_the_work_outweighs_their_start(monkeypatch, tmp_path):
     from cae_codec import bulk, cli
     from cae_codec.container import peek_size
