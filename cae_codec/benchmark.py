@@ -310,7 +310,7 @@ def _cae_tallies(
                 raise RuntimeError(f"the coders decoded image {k} of a batch to different pixels")
             scores = _quality(image, rgb[0])  # the same pixels whichever coder wrote the file
             estimate = _estimate_bpp(w, files["zstd"], q, image)
-            tried = codec.auto_coders(image.shape[1], image.shape[0])
+            tried = codec.auto_coders(image.shape[1], image.shape[0], q)
             chosen = min(tried, key=lambda c: len(files[c]))  # what compress keeps by default
             for tally, c in zip(tallies, CAE_CODERS, strict=True):
                 name = chosen if c == AUTO else c

@@ -29,6 +29,7 @@ from .config import (
     CODER_CHOICES,
     DEFAULT_MAX_PIXELS,
     PRECISIONS,
+    ZSTD_MAX_LEVEL,
     ZSTD_MIN_PIXELS,
 )
 from .container import CODERS, CaeFile, FormatError, Header, folded_size, join_segments, pack, unpack
@@ -512,9 +513,11 @@ def compress(
     return min(files.values(), key=len)  # ties go to the first coder (zstd)
 
 
-def auto_coders(width: int, height: int) -> tuple[str, ...]:
-    """The coders that `auto` tries on an image of this size: zstd only above ZSTD_MIN_PIXELS."""
-    return CODERS if width * height > ZSTD_MIN_PIXELS else ("range",)
+def auto_coders(width: int, height: int, tables: int = 1) -> tuple[str, ...]:
+    """The coders that `auto` tries on an image of this size at the level whose tables code it: zstd
+    only above ZSTD_MIN_PIXELS and up to ZSTD_MAX_LEVEL, where it ever made the smaller file."""
+    worth = width * height > ZSTD_MIN_PIXELS and tables <= ZSTD_MAX_LEVEL
+    return CODERS if worth else ("range",)
 
 
 def use_bf16(precision: str) -> bool:
@@ -526,9 +529,9 @@ def use_bf16(precision: str) -> bool:
     return precision == "bf16" or (precision == "auto" and cpu.native_bf16())
 
 
-def _resolve(coders: tuple[str, ...], width: int, height: int) -> tuple[str, ...]:
-    """("auto",) as the coders it tries at this size; any other tuple as it is."""
-    return auto_coders(width, height) if coders == (AUTO,) else coders
+def _resolve(coders: tuple[str, ...], width: int, height: int, tables: int) -> tuple[str, ...]:
+    """("auto",) as the coders it tries at this size and level; any other tuple as it is."""
+    return auto_coders(width, height, tables) if coders == (AUTO,) else coders
 
 
 def compress_each(
@@ -562,7 +565,7 @@ def compress_source(
     """A prepared image's file from each coder, at a quality (0-100) or a Position of the fine scale;
     `bf16`: g_a in bfloat16 if the image is large enough (use_bf16); `progress` per segment."""
     w, at = _model_for(source, weights, quality)
-    coders = _resolve(coders, source.width, source.height)
+    coders = _resolve(coders, source.width, source.height, at.tables)
     rgb = source.coded
     height, width = rgb.shape[:2]
     side = segment_side(w, width, height, segment)
@@ -718,7 +721,7 @@ def compress_many_each(
 def _compress_batch(group: list[tuple[int, Source]], files: list, quality, weights, coders) -> None:
     """Same-size images through one forward pass; each gets every coder's file."""
     w, at = _model_for(group[0][1], weights, quality)
-    coders = _resolve(coders, group[0][1].width, group[0][1].height)
+    coders = _resolve(coders, group[0][1].width, group[0][1].height, at.tables)
     m = w.model.config.pad_multiple
     x = torch.cat([to_pixel_tensor(source.rgb, m) for _, source in group])
     y = analyse(w, x, at.value)

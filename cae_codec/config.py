@@ -18,6 +18,10 @@ AUTO = "auto"  # not a coder: compress tries each coder worth trying and keeps t
 # 4,064 CIFAR-10 test files nor in 768 files of photos shrunk to 32-256 px, where at 320 px it won 2
 # of 128 (benchmarks/coders.py). Skipping it makes a 32x32 image's encode about a fifth faster.
 ZSTD_MIN_PIXELS = 256 * 256
+# ... and only at levels up to this one: above it zstd never made the smaller file of a photo (0 of 24
+# Kodak photos and 0 of 5 others at each of levels 6-8, benchmarks/results/coders.md), and skipping it
+# makes a large photo's encode at the default quality (level 6) about a fifth faster.
+ZSTD_MAX_LEVEL = 5
 CODER_CHOICES = (AUTO, *CODERS)
 # How g_a and g_s compute on images over BATCH_PIXELS: "auto" uses bfloat16 where the CPU has bf16
 # units (AMX, AVX512-BF16), float32 elsewhere. Files do not depend on it: any decodes on any machine.

@@ -345,3 +345,22 @@ def test_heic_from_a_phone_opens_and_says_what_it_needs_otherwise(tmp_path, monk
     monkeypatch.setattr(codec.Image, "open", refuse)
     with pytest.raises(ValueError, match="HEIF/HEIC image, which needs pillow-heif"):
         codec.read_image(path)
+
+
+def test_auto_tries_zstd_on_large_images_only_where_it_ever_won(monkeypatch):
+    """Above level 5 zstd never made the smaller file of a photo (benchmarks/results/coders.md), so
+    auto codes a large image with the range coder alone there; up to it, with both."""
+    image = sample_image(272, 256, "RGB")
+    tried = []
+    real = codec.encode_symbols
+    monkeypatch.setattr(codec, "encode_symbols", lambda w, s, q, c: tried.append(c) or real(w, s, q, c))
+    for level, expected in (
+        (config.ZSTD_MAX_LEVEL, ("zstd", "range")),
+        (config.ZSTD_MAX_LEVEL + 1, ("range",)),
+    ):
+        tried.clear()
+        cae_codec.compress(image, quality=at_level(level))
+        assert tuple(dict.fromkeys(tried)) == expected
+    tried.clear()
+    cae_codec.compress(image, quality=at_level(config.ZSTD_MAX_LEVEL + 1), coder="zstd")  # asked for: kept
+    assert tried == ["zstd"]
