@@ -435,7 +435,7 @@ def _check_justified(f: CaeFile, w: weights_mod.Weights) -> None:
         capacity = 8 * payload / cheapest
     else:
         capacity = 8 * payload * ZSTD_MAX_RATIO / (1 if cfg.hyper_N else 8)
-    if values > capacity:
+    if values > 2 * capacity:  # twice: a coder's stream may end a few bits short of the ideal cost
         raise FormatError(
             f"{h.width}x{h.height} needs more latent than its {payload:,} bytes can hold (corrupt or forged)"
         )
