@@ -28,7 +28,6 @@ from .config import (
     BATCH_PIXELS,
     CODER_CHOICES,
     DEFAULT_MAX_PIXELS,
-    PRECISIONS,
     ZSTD_MAX_LEVEL,
     ZSTD_MIN_PIXELS,
 )
@@ -431,8 +430,7 @@ def _check_justified(f: CaeFile, w: weights_mod.Weights) -> None:
     payload = sum(len(s) for s in f.segments)
     if h.coder == "range":
         tables = w.scale_tables if cfg.hyper_N else w.range_tables[h.tables - 1]
-        cheapest = min(-math.log2(int(freqs.max()) / 2**16) for freqs in tables.freqs)
-        capacity = 8 * payload / cheapest
+        capacity = 8 * payload / tables.cheapest_bits
     else:
         capacity = 8 * payload * ZSTD_MAX_RATIO / (1 if cfg.hyper_N else 8)
     if values > 2 * capacity:  # twice: a coder's stream may end a few bits short of the ideal cost
@@ -524,9 +522,7 @@ def use_bf16(precision: str) -> bool:
     """Whether g_a and g_s run in bfloat16 for `precision`: "bf16", or "auto" on a CPU with bf16
     units. Only images over BATCH_PIXELS ever do (with channels-last), so a small image's file does
     not depend on whether it was coded alone or in a batch."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    return precision == "bf16" or (precision == "auto" and cpu.native_bf16())
+    return cpu.bf16_for(precision)
 
 
 def _resolve(coders: tuple[str, ...], width: int, height: int, tables: int) -> tuple[str, ...]:
@@ -822,14 +818,22 @@ def check(
     the metadata frames. Raises FormatError (or WeightsError); returns the parsed file."""
     f = unpack(_as_bytes(data))
     h = f.header
-    _check_pixels(h.width, h.height, max_pixels, FormatError)
-    w = _weights_for(h, weights)
-    _check_padded(w.model.config.pad_multiple, *h.coded_size, max_pixels, FormatError)
-    _check_justified(f, w)
+    w = _checked_weights(f, weights, max_pixels)
     if h.segment % w.model.config.pad_multiple:
         raise FormatError(f"segment side {h.segment} is not a multiple of {w.model.config.pad_multiple}")
     _side_sections(f)
     return f
+
+
+def _checked_weights(f: CaeFile, weights: WeightsArg, max_pixels: int) -> weights_mod.Weights:
+    """The weights a file names, after the checks that need no decoding: the pixel limit (before the
+    weights load), the padded area for their pad multiple, and the sections' room for the latent."""
+    h = f.header
+    _check_pixels(h.width, h.height, max_pixels, FormatError)
+    w = _weights_for(h, weights)
+    _check_padded(w.model.config.pad_multiple, *h.coded_size, max_pixels, FormatError)
+    _check_justified(f, w)
+    return w
 
 
 def _entropy_decode(
@@ -838,10 +842,7 @@ def _entropy_decode(
     """Everything before g_s, every section checked: the weights, y_hat, the alpha plane, the
     metadata as Image.info holds it, and the steps counted so far (of segments and g_s tiles)."""
     h = f.header
-    _check_pixels(h.width, h.height, max_pixels, FormatError)
-    w = _weights_for(h, weights)
-    _check_padded(w.model.config.pad_multiple, *h.coded_size, max_pixels, FormatError)
-    _check_justified(f, w)
+    w = _checked_weights(f, weights, max_pixels)
     width, height = h.coded_size
     m, tile = w.model.config.pad_multiple, tiling(w.model.config.stride)[0]
     tiles = tile_count(-(-height // m) * m, -(-width // m) * m, tile)
@@ -955,10 +956,7 @@ def _start_decode(f: CaeFile, weights: WeightsArg, max_pixels: int, bf16: bool) 
     h = f.header
     if _alone(h.width, h.height) or h.segment or h.fold > 1:
         return _finish(h, *_entropy_decode(f, weights, max_pixels), bf16=bf16)
-    _check_pixels(h.width, h.height, max_pixels, FormatError)
-    w = _weights_for(h, weights)
-    _check_padded(w.model.config.pad_multiple, h.width, h.height, max_pixels, FormatError)
-    _check_justified(f, w)
+    w = _checked_weights(f, weights, max_pixels)
     start = getattr(w.latent, "start_read", None)
     if start is None:
         return _Pending(h, w, f, None, None)

@@ -27,6 +27,16 @@ def native_bf16() -> bool:
     return platform.machine() in ("x86_64", "AMD64") and bool(flags() & {"amx_bf16", "avx512_bf16"})
 
 
+def bf16_for(precision: str, cpu_device: bool = True) -> bool:
+    """Whether a precision choice (config.PRECISIONS) means bfloat16 here: "bf16", or "auto" on a
+    CPU with bf16 units (and the work on the CPU)."""
+    from .config import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision == "bf16" or (precision == "auto" and cpu_device and native_bf16())
+
+
 def fast_int8() -> bool:
     """Whether int8 matrix products have native units (AMX-INT8 or VNNI), so beat float32 ones."""
     if not hasattr(torch, "_int_mm"):

@@ -35,6 +35,11 @@ class RangeTables:
         return np.array([len(f) - 1 for f in self.freqs], dtype=np.int64)
 
     @cached_property
+    def cheapest_bits(self) -> float:
+        """The fewest bits any symbol of these tables costs (its most frequent entry's)."""
+        return min(-math.log2(int(f.max()) / (1 << RANGE_PRECISION)) for f in self.freqs)
+
+    @cached_property
     def models(self) -> list:
         """constriction's models, built once per table set (64 of them for a hyperprior's scales)."""
         return [

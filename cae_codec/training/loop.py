@@ -216,11 +216,8 @@ def _write_log(path: Path | None, step: int, split: str, metrics: dict[str, floa
 def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether a run trains its transforms in bfloat16: "bf16", or "auto" on a CPU with bf16 units."""
     from .. import cpu
-    from ..config import PRECISIONS
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    return precision == "bf16" or (precision == "auto" and device.type == "cpu" and cpu.native_bf16())
+    return cpu.bf16_for(precision, device.type == "cpu")
 
 
 def process_rank() -> int:
