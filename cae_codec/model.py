@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import PRIORS, STRIDES
-from .exact import EXACT_LIMIT, WEIGHT_LIMIT, run_exact
+from .exact import EXACT_LIMIT, WEIGHT_LIMIT, as_stride1_kernel, run_exact
 
 
 @dataclass(frozen=True)
@@ -211,14 +211,28 @@ def _run(layers: nn.Sequential, x: Tensor, bf16: bool, pixels_in: bool = False) 
     (`pixels_in`) go in as the integers 0-255, which bfloat16 holds exactly, against weights divided
     by 255. On Kodak that keeps PSNR within 0.01 dB of float32's, where plain autocast lost 0.08 dB."""
     if not bf16:
-        return layers(x)
+        return _last_layer(layers[-1], layers[:-1](x))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         if pixels_in:
             first = layers[0]
             x = F.conv2d(x.mul(255).round_(), first.weight / 255, first.bias, first.stride, first.padding)
             layers = layers[1:]
         x = layers[:-1](x)
-    return layers[-1](x.float())
+    return _last_layer(layers[-1], x.float())
+
+
+def _last_layer(layer: nn.Module, x: Tensor) -> Tensor:
+    """The layer on x; in inference, a 5x5/2 transposed convolution to a few channels (g_s's pixels)
+    as the same sums in another order: a 3x3 convolution to its four output phases, interleaved by
+    pixel_shuffle. oneDNN runs that 2x faster than the transposed one (a 14 MP decode's g_s -20 %)."""
+    kernel = None
+    if isinstance(layer, nn.ConvTranspose2d) and layer.out_channels <= 4 and not torch.is_grad_enabled():
+        kernel = as_stride1_kernel(layer)
+    if kernel is None:
+        return layer(x)
+    c = layer.out_channels  # phase-major channels to pixel_shuffle's channel-major order
+    kernel = kernel.view(4, c, *kernel.shape[1:]).transpose(0, 1).reshape(4 * c, *kernel.shape[1:])
+    return F.pixel_shuffle(F.conv2d(x, kernel.to(x.dtype), layer.bias.repeat_interleave(4), padding=1), 2)
 
 
 def _at_level(log_gains: Tensor, level: Tensor) -> Tensor:

@@ -161,3 +161,15 @@ def test_batched_densities_give_the_bits_of_the_per_level_loop():
     (g_batched,) = torch.autograd.grad(model._factorized_bits(densities, v, level).sum(), v)
     torch.testing.assert_close(g_batched, g_loop, rtol=1e-4, atol=1e-5)
     assert not torch.equal(want[level == 0], _bits_level_by_level(densities, v, level.roll(1))[level == 0])
+
+
+def test_last_transposed_layer_as_phases_gives_the_layers_output():
+    torch.manual_seed(3)
+    layer = nn.ConvTranspose2d(16, 3, 5, stride=2, padding=2, output_padding=1)
+    x = torch.randn(2, 16, 9, 13)
+    with torch.no_grad():
+        as_phases = model._last_layer(layer, x)
+        direct = layer(x)
+    assert as_phases.shape == direct.shape == (2, 3, 18, 26)
+    torch.testing.assert_close(as_phases, direct, rtol=1e-5, atol=1e-5)
+    assert model._last_layer(layer, x).grad_fn is not None  # training keeps the module's own path
