@@ -678,15 +678,16 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def _tune_allocator() -> None:
-    """glibc returns large blocks to the system at once, so every tile's tensors fault their pages in
-    afresh; keeping freed memory (up to the 32 MiB blocks a tile uses) makes a 14 MP decode about 5 %
-    faster. The command line owns its process; the library never does this."""
+    """glibc returns large blocks to the system at once, so every tile's and segment's tensors fault
+    their pages in afresh (a tenth of a 14 MP decode's CPU time went to the kernel); keeping freed
+    blocks up to 1 GiB makes that decode about 12 % faster than glibc's defaults, for 5 % more peak
+    memory. The command line owns its process; the library never does this."""
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
 

@@ -421,7 +421,7 @@ def hyper_features(w: Weights, z_symbols: np.ndarray, quality: int, tile: int | 
     tile, _, _ = tiling(cfg.stride, tile)
     z_hat = torch.from_numpy(z_symbols + w.offsets[quality - 1].numpy()[:, None, None]).double()
     return run_tiled(
-        lambda part: torch.cat(w.model.exact_hyper_synthesis(part), dim=1),
+        w.model.exact_hyper_synthesis,
         z_hat,
         2 * cfg.M,
         HYPER_STRIDE,

@@ -367,14 +367,14 @@ class HyperCAE(_GainedAutoencoder):
         return (self.h_s,)
 
     @torch.no_grad()
-    def exact_hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+    def exact_hyper_synthesis(self, z_hat: Tensor) -> Tensor:
         """h_s in float64 on values that are all multiples of 2**-fraction_bits, so every product and
         sum is exact and the result does not depend on the machine, the library or the thread count.
 
-        Needs weights rounded by `round_exact_parts`. Returns float64 (mu, log sigma).
+        Needs weights rounded by `round_exact_parts`. Returns float64 (B, 2M, h, w): mu in channels
+        0..M-1, log sigma in M..2M-1 (maybe channels-last).
         """
-        mu, log_sigma = run_exact(self.h_s, z_hat, self.config.fraction_bits).chunk(2, dim=1)
-        return mu, log_sigma
+        return run_exact(self.h_s, z_hat, self.config.fraction_bits)
 
     @torch.no_grad()
     def round_exact_parts(self) -> None:

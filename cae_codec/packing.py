@@ -157,8 +157,9 @@ def decode_values(frame: bytes, count: int, dictionary: bytes | None = None) -> 
 
 def scale_order(index: np.ndarray) -> np.ndarray:
     """Positions of y sorted by predicted scale (stable), so alike symbols sit together for zstd."""
-    # A scale index is below 64: as int16, numpy's stable sort is a radix sort, about 7x faster.
-    return np.argsort(index.ravel().astype(np.int16), kind="stable")
+    # A scale index is below 64: as uint8, numpy's stable sort is a one-pass radix sort (int16 took
+    # two passes and twice the time; int64 a merge sort, 7x more).
+    return np.argsort(index.ravel().astype(np.uint8), kind="stable")
 
 
 def scale_counts(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
