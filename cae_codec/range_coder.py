@@ -92,23 +92,23 @@ class RangeReader:
 
 
 def _encode_part(encoder, groups: Sequence[np.ndarray], tables: RangeTables, which: Sequence[int]) -> None:
-    """Each group with its table, then the part's escaped values (in group order) uniformly."""
-    which = np.asarray(which, dtype=np.int64)
-    sizes = np.array([len(g) for g in groups], dtype=np.int64)
-    values = np.concatenate(groups).astype(np.int64) if len(groups) else np.zeros(0, np.int64)
-    index = values - np.repeat(tables.lo[which], sizes)
-    escape = np.repeat(tables.escapes[which], sizes)
-    outside = (index < 0) | (index >= escape)
-    symbols = np.where(outside, escape, index).astype(np.int32)
-    models = tables.models
-    start = 0
-    for size, t in zip(sizes.tolist(), which.tolist(), strict=True):
-        if size:
-            encoder.encode(symbols[start : start + size], models[t])
-        start += size
-    if outside.any():
+    """Each group with its table, then the part's escaped values (in group order) uniformly. Works
+    group by group in int32: a large image's y is tens of millions of values, and whole-part arrays
+    of int64 cost more than the coding itself."""
+    models, escaped = tables.models, []
+    for group, t in zip(groups, which, strict=True):
+        if not len(group):
+            continue
+        symbols = np.subtract(group, tables.lo[t], out=np.empty(len(group), np.int32), casting="unsafe")
+        escape = tables.escapes[t]
+        outside = (symbols < 0) | (symbols >= escape)  # within int32: checked first
+        if outside.any():
+            symbols[outside] = escape
+            escaped.append(group[outside])
+        encoder.encode(symbols, models[t])
+    if escaped:
         encoder.encode(
-            zigzag(values[outside]).astype(np.int32), constriction.stream.model.Uniform(1 << ESCAPE_BITS)
+            zigzag(np.concatenate(escaped)).astype(np.int32), constriction.stream.model.Uniform(1 << ESCAPE_BITS)
         )
 
 
@@ -116,7 +116,7 @@ def range_encode_parts(parts: Sequence[tuple[Sequence[np.ndarray], RangeTables, 
     """Parts of (groups, tables, table index of each group) to one stream, trimmed to the shortest
     prefix that still decodes exactly."""
     for groups, _, _ in parts:
-        if any(np.abs(g).max(initial=0) > MAX_SYMBOL for g in groups):
+        if not all(_within(g) for g in groups):
             raise ValueError("latent value out of range; the weights are unsuitable for this image")
     encoder = constriction.stream.queue.RangeEncoder()
     for groups, tables, which in parts:
@@ -134,6 +134,11 @@ def range_encode_parts(parts: Sequence[tuple[Sequence[np.ndarray], RangeTables, 
             cut = (good + bad) // 2
         return data[:-good] if good else data
     return data
+
+
+def _within(group: np.ndarray) -> bool:
+    """Whether every value is within MAX_SYMBOL (its extremes: no array of absolute values)."""
+    return not len(group) or max(-int(group.min()), int(group.max())) <= MAX_SYMBOL
 
 
 def _decodes_to(data: bytes, parts) -> bool:
