@@ -12,6 +12,8 @@ MAX_INT8_FAN_IN. The CPU picks the way; the integers out are the same.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -197,20 +199,44 @@ def _int8_layer(layer: nn.Module, x: Tensor, unit: float) -> Tensor | None:
     b, h, w, _ = x.shape
     if x.device.type != "cpu" or b * h * w < _FLOAT32_MIN_AREA:
         return None
-    weight = _grid_kernel(layer, unit)
-    if weight is None:
+    prepared = _int8_weights(layer, unit)
+    if prepared is None:
         return None
-    k, fan_in = weight.shape[-1], weight[0].numel()
+    k, w_digits, bias = prepared
     x_digits = _digits(x)
-    if len(x_digits) * fan_in >= MAX_INT8_FAN_IN:
+    if len(x_digits) * w_digits[0].shape[0] >= MAX_INT8_FAN_IN:
         return None
-    w_digits = _digits(weight.permute(2, 3, 1, 0).reshape(fan_in, -1))
     transposed = isinstance(layer, nn.ConvTranspose2d)
-    bias = layer.bias.double().repeat(4 if transposed else 1) * unit
     out = _int_conv(x_digits, w_digits, k, bias, unit)
     if transposed:  # four phases, phase-major, interleave into twice the size
         out = out.reshape(b, h, w, 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, -1)
     return out
+
+
+def _int8_weights(layer: nn.Module, unit: float) -> tuple[int, list[Tensor], Tensor] | None:
+    """The layer's kernel side, its weights as int8 digits (taps then channels, by output channel)
+    and its bias times `unit`; made once per layer and weights (every tile of every segment runs the
+    same h_s), None where the int8 way does not cover the layer."""
+    cached = _INT8_WEIGHTS.get(layer)
+    if (
+        cached is not None
+        and cached[0] == unit
+        and torch.equal(cached[1], layer.weight)  # whichever way the weights were changed
+        and torch.equal(cached[2], layer.bias)
+    ):
+        return cached[3]
+    weight = _grid_kernel(layer, unit)
+    prepared = None
+    if weight is not None:
+        fan_in = weight[0].numel()
+        w_digits = _digits(weight.permute(2, 3, 1, 0).reshape(fan_in, -1))
+        bias = layer.bias.double().repeat(4 if isinstance(layer, nn.ConvTranspose2d) else 1) * unit
+        prepared = (weight.shape[-1], w_digits, bias)
+    _INT8_WEIGHTS[layer] = (unit, layer.weight.detach().clone(), layer.bias.detach().clone(), prepared)
+    return prepared
+
+
+_INT8_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _digits(x: Tensor) -> list[Tensor]:

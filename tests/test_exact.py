@@ -120,3 +120,16 @@ def test_every_way_gives_the_shipped_hyper_synthesis_the_same_integers(monkeypat
             monkeypatch.setattr(exact, "_float32_layer", lambda *args: None)
         answers.append(exact.run_exact(model.h_s, z, model.config.fraction_bits))
     assert torch.equal(answers[0], answers[1]) and torch.equal(answers[1], answers[2])
+
+
+def test_int8_weights_follow_the_layers_weights_however_changed():
+    layer = nn.Conv2d(4, 4, 3, padding=1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.round(layer.weight * UNIT) / UNIT)
+        layer.bias.copy_(torch.round(layer.bias * UNIT) / UNIT)
+    first = exact._int8_weights(layer, UNIT)
+    assert exact._int8_weights(layer, UNIT) is first  # made once
+    layer.weight.data[0, 0, 0, 0] += 1 / UNIT  # through .data: no version bump
+    second = exact._int8_weights(layer, UNIT)
+    assert second is not first
+    assert not torch.equal(second[1][0], first[1][0])
