@@ -41,18 +41,20 @@ def run_exact(layers, x: Tensor, fraction_bits: int) -> Tensor:
     ints = x.double().clamp(-EXACT_LIMIT, EXACT_LIMIT).mul(unit)  # the grid's integers
     for layer in layers:
         if isinstance(layer, nn.ReLU):
-            ints.clamp_(0, limit)
+            ints.clamp_(0, int(limit))
             continue
-        # The int8 way works channels-last; between its layers the permutes are views, not copies.
+        # The int8 way works channels-last, and mostly in int32; between its layers the permutes are
+        # views, not copies.
         out = _int8_layer(layer, ints.permute(0, 2, 3, 1), unit) if use_int8() else None
         if out is not None:
-            ints = out.clamp_(-limit, limit).permute(0, 3, 1, 2)
+            ints = out.clamp_(-int(limit), int(limit)).permute(0, 3, 1, 2)
             continue
+        ints = ints.double()
         scaled = _float32_layer(layer, ints, unit)
         if scaled is None:
             scaled = _float64_layer(layer, ints / unit).mul_(unit)
         ints = scaled.floor_().clamp_(-limit, limit)
-    return ints.div_(unit)  # channels-last after the int8 way: callers copy it into place once
+    return ints.double().div_(unit)  # channels-last after the int8 way: callers copy it into place once
 
 
 def use_int8() -> bool:
@@ -194,8 +196,9 @@ def _conv_by_taps(x: Tensor, weight: Tensor, shift: int) -> Tensor:
 
 
 def _int8_layer(layer: nn.Module, x: Tensor, unit: float) -> Tensor | None:
-    """The layer's output on the grid, floored, from grid integers `x`, both channels-last float64
-    (B, H, W, C), by int8 products of their digits summed in int32; None where not covered."""
+    """The layer's output on the grid, floored, from grid integers `x`, both channels-last (B, H, W, C)
+    (int32 or float64 in, either out), by int8 products of their digits summed in int32; None where
+    not covered."""
     b, h, w, _ = x.shape
     if x.device.type != "cpu" or b * h * w < _FLOAT32_MIN_AREA:
         return None
@@ -230,7 +233,7 @@ def _int8_weights(layer: nn.Module, unit: float) -> tuple[int, list[Tensor], Ten
     if weight is not None:
         fan_in = weight[0].numel()
         w_digits = _digits(weight.permute(2, 3, 1, 0).reshape(fan_in, -1))
-        bias = layer.bias.double().repeat(4 if isinstance(layer, nn.ConvTranspose2d) else 1) * unit
+        bias = layer.bias.detach().double().repeat(4 if isinstance(layer, nn.ConvTranspose2d) else 1) * unit
         prepared = (weight.shape[-1], w_digits, bias)
     _INT8_WEIGHTS[layer] = (unit, layer.weight.detach().clone(), layer.bias.detach().clone(), prepared)
     return prepared
@@ -255,7 +258,8 @@ def _digits(x: Tensor) -> list[Tensor]:
 def _int_conv(x_digits: list[Tensor], w_digits: list[Tensor], k: int, bias: Tensor, unit: float) -> Tensor:
     """A stride-1 'same' k x k convolution of channels-last integers given as int8 digits (each
     (B, H, W, C)) by weights given as int8 digits (each (k*k*C, C_out), taps then channels), plus
-    `bias`, with the products divided by `unit`, floored. Returns (B, H, W, C_out) float64.
+    `bias`, with the products divided by `unit`, floored. Returns (B, H, W, C_out) int32, or float64
+    where an int32 could overflow.
 
     One int8 matrix product does it all: each row holds every digit's window (digit-major: im2col
     through a strided view of the zero-padded images laid end to end), and the weights' column block
@@ -282,8 +286,54 @@ def _int_conv(x_digits: list[Tensor], w_digits: list[Tensor], k: int, bias: Tens
         for j in range(nw):
             weights[i * taps : (i + 1) * taps, (i + j) * cout : (i + j + 1) * cout] = w_digits[j]
     products = torch._int_mm(columns, weights)  # (rows, blocks x C_out) int32
-    out = products.new_empty(rows, cout, dtype=torch.float64).copy_(products[:, :cout])
-    term = torch.empty_like(out)
-    for s in range(1, blocks):  # exact: each term is an int32 times a power of two, each sum below 2**53
-        out.add_(term.copy_(products[:, s * cout : (s + 1) * cout]), alpha=2.0 ** (DIGIT_BITS * s))
-    return out.div_(unit).add_(bias).floor_().view(b, ph, pw, cout)[:, :h, :w]
+    powers = [products[:, s * cout : (s + 1) * cout] for s in range(blocks)]
+    bound = na * taps * (1 << 2 * DIGIT_BITS)  # of any power's |sum|
+    if _int32_floor_fits(blocks, bound, unit, bias):
+        out = _int32_floor(powers, bias, unit)
+    else:
+        out = products.new_empty(rows, cout, dtype=torch.float64).copy_(powers[0])
+        term = torch.empty_like(out)
+        for s in range(1, blocks):  # exact: each an int32 times a power of two, each sum below 2**53
+            out.add_(term.copy_(powers[s]), alpha=2.0 ** (DIGIT_BITS * s))
+        out = out.div_(unit).add_(bias).floor_()
+    return out.view(b, ph, pw, cout)[:, :h, :w]
+
+
+def _floor_steps(blocks: int, unit: float) -> list[tuple[int, int]]:
+    """For each power s >= 1 of 128, (bits to drop from the sum so far, bits to shift the power left
+    by) so that carrying from the lowest power upward gives floor(total / unit), unit = 2**F: a sum's
+    low 7 bits never reach the floor while 7 or more bits remain to be dropped."""
+    drop, steps, shift = int(unit).bit_length() - 1, [], 0
+    for _ in range(1, blocks):
+        if drop >= DIGIT_BITS:
+            steps.append((DIGIT_BITS, 0))
+            drop -= DIGIT_BITS
+        else:
+            shift += DIGIT_BITS - drop
+            steps.append((drop, shift))
+            drop = 0
+    steps.append((drop, 0))  # what is left to drop at the end
+    return steps
+
+
+def _int32_floor_fits(blocks: int, bound: int, unit: float, bias: Tensor) -> bool:
+    """Whether _int32_floor's every intermediate stays below 2**31 for sums of powers below `bound`."""
+    if unit != 2.0 ** (int(unit).bit_length() - 1):
+        return False
+    peak = bound + float(bias.abs().max()) * unit
+    for drop, shift in _floor_steps(blocks, unit)[:-1]:
+        peak = peak / 2**drop + bound * 2**shift
+        if peak >= 2**31:
+            return False
+    return peak < 2**31
+
+
+def _int32_floor(powers: list[Tensor], bias: Tensor, unit: float) -> Tensor:
+    """floor((sum_s powers[s] 128**s) / unit + bias) in int32, carrying from the lowest power up;
+    _int32_floor_fits says where no intermediate can overflow."""
+    acc = powers[0] + (bias * unit).to(torch.int32)  # bias * unit is an integer below 2**23
+    steps = _floor_steps(len(powers), unit)
+    for power, (drop, shift) in zip(powers[1:], steps, strict=False):
+        acc = acc.bitwise_right_shift_(drop) if drop else acc
+        acc = acc.add_(power, alpha=1 << shift) if shift else acc.add_(power)
+    return acc.bitwise_right_shift_(steps[-1][0]) if steps[-1][0] else acc

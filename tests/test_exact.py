@@ -133,3 +133,23 @@ def test_int8_weights_follow_the_layers_weights_however_changed():
     second = exact._int8_weights(layer, UNIT)
     assert second is not first
     assert not torch.equal(second[1][0], first[1][0])
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3, 4])
+def test_int32_floor_carries_exactly(blocks):
+    generator = torch.Generator().manual_seed(blocks)
+    bound = 1 << 22 if blocks < 4 else 1 << 10
+    powers = [torch.randint(-bound, bound, (500, 6), generator=generator, dtype=torch.int32) for _ in range(blocks)]
+    bias = torch.randint(-(1 << 13), 1 << 13, (6,), generator=generator).double() / UNIT * UNIT
+    assert exact._int32_floor_fits(blocks, bound, UNIT, bias)
+    got = exact._int32_floor([p.clone() for p in powers], bias, UNIT)
+    total = sum(p.long() * 128**s for s, p in enumerate(powers)) + (bias * UNIT).long()
+    assert torch.equal(got.long(), torch.div(total, int(UNIT), rounding_mode="floor"))
+
+
+def test_int32_floor_declines_sums_that_could_overflow():
+    bias = torch.zeros(1, dtype=torch.float64)
+    assert exact._int32_floor_fits(3, 1 << 24, UNIT, bias)  # the shipped h_s: 2 x 864 taps
+    assert not exact._int32_floor_fits(3, 1 << 27, UNIT, bias)
+    assert not exact._int32_floor_fits(5, 1 << 24, UNIT, bias)
+    assert not exact._int32_floor_fits(3, 1 << 20, 1000.0, bias)  # not a power of two
