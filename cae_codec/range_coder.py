@@ -107,9 +107,8 @@ def _encode_part(encoder, groups: Sequence[np.ndarray], tables: RangeTables, whi
             escaped.append(group[outside])
         encoder.encode(symbols, models[t])
     if escaped:
-        encoder.encode(
-            zigzag(np.concatenate(escaped)).astype(np.int32), constriction.stream.model.Uniform(1 << ESCAPE_BITS)
-        )
+        uniform = constriction.stream.model.Uniform(1 << ESCAPE_BITS)
+        encoder.encode(zigzag(np.concatenate(escaped)).astype(np.int32), uniform)
 
 
 def range_encode_parts(parts: Sequence[tuple[Sequence[np.ndarray], RangeTables, Sequence[int]]]) -> bytes:

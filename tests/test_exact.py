@@ -139,8 +139,10 @@ def test_int8_weights_follow_the_layers_weights_however_changed():
 def test_int32_floor_carries_exactly(blocks):
     generator = torch.Generator().manual_seed(blocks)
     bound = 1 << 22 if blocks < 4 else 1 << 10
-    powers = [torch.randint(-bound, bound, (500, 6), generator=generator, dtype=torch.int32) for _ in range(blocks)]
-    bias = torch.randint(-(1 << 13), 1 << 13, (6,), generator=generator).double() / UNIT * UNIT
+    powers = [
+        torch.randint(-bound, bound, (500, 6), generator=generator, dtype=torch.int32) for _ in range(blocks)
+    ]
+    bias = torch.randint(-(1 << 13), 1 << 13, (6,), generator=generator).double()  # in grid units
     assert exact._int32_floor_fits(blocks, bound, UNIT, bias)
     got = exact._int32_floor([p.clone() for p in powers], bias, UNIT)
     total = sum(p.long() * 128**s for s, p in enumerate(powers)) + (bias * UNIT).long()

@@ -53,7 +53,8 @@ def _reference_h_s(net: model.HyperCAE, z: np.ndarray) -> np.ndarray:
 def test_exact_hyper_synthesis_equals_integer_arithmetic(seed):
     net = _hyper(seed)
     z = np.random.default_rng(seed).integers(-40, 40, (3, 3, 5))
-    got = net.exact_hyper_synthesis(torch.from_numpy(z)[None].double())[0].numpy() * (1 << net.config.fraction_bits)
+    got = net.exact_hyper_synthesis(torch.from_numpy(z)[None].double())[0].numpy()
+    got *= 1 << net.config.fraction_bits
     expected = _reference_h_s(net, z)
     assert np.abs(expected).max() > 1 << 20  # the sums really use many bits
     np.testing.assert_array_equal(got, expected.astype(np.float64))
