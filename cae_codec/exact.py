@@ -39,13 +39,14 @@ def run_exact(layers, x: Tensor, fraction_bits: int) -> Tensor:
     unit = 2.0**fraction_bits
     limit = EXACT_LIMIT * unit
     ints = x.double().clamp(-EXACT_LIMIT, EXACT_LIMIT).mul(unit)  # the grid's integers
-    for layer in layers:
+    for n, layer in enumerate(layers):
         if isinstance(layer, nn.ReLU):
             ints.clamp_(0, int(limit))
             continue
         # The int8 way works channels-last, and mostly in int32; between its layers the permutes are
-        # views, not copies.
-        out = _int8_layer(layer, ints.permute(0, 2, 3, 1), unit) if use_int8() else None
+        # views, not copies. The last layer's output comes channel-major, as callers read it.
+        last = n == len(layers) - 1
+        out = _int8_layer(layer, ints.permute(0, 2, 3, 1), unit, last) if use_int8() else None
         if out is not None:
             ints = out.clamp_(-int(limit), int(limit)).permute(0, 3, 1, 2)
             continue
@@ -54,7 +55,7 @@ def run_exact(layers, x: Tensor, fraction_bits: int) -> Tensor:
         if scaled is None:
             scaled = _float64_layer(layer, ints / unit).mul_(unit)
         ints = scaled.floor_().clamp_(-limit, limit)
-    return ints.double().div_(unit)  # channels-last after the int8 way: callers copy it into place once
+    return ints.double().div_(unit)
 
 
 def use_int8() -> bool:
@@ -195,10 +196,11 @@ def _conv_by_taps(x: Tensor, weight: Tensor, shift: int) -> Tensor:
     return out[1].double().add_(out[0], alpha=2.0**shift) if shift else out[0].double()
 
 
-def _int8_layer(layer: nn.Module, x: Tensor, unit: float) -> Tensor | None:
-    """The layer's output on the grid, floored, from grid integers `x`, both channels-last (B, H, W, C)
-    (int32 or float64 in, either out), by int8 products of their digits summed in int32; None where
-    not covered."""
+def _int8_layer(layer: nn.Module, x: Tensor, unit: float, channel_major: bool = False) -> Tensor | None:
+    """The layer's output on the grid, floored, from grid integers `x`, both (B, H, W, C) (int32 or
+    float64 in, either out), by int8 products of their digits summed in int32; None where not
+    covered. `x` is channels-last in memory, and so is the output unless `channel_major` (a
+    convolution's, not a transposed one's, output as (C, B, H, W) in memory)."""
     b, h, w, _ = x.shape
     if x.device.type != "cpu" or b * h * w < _FLOAT32_MIN_AREA:
         return None
@@ -210,6 +212,8 @@ def _int8_layer(layer: nn.Module, x: Tensor, unit: float) -> Tensor | None:
     if len(x_digits) * w_digits[0].shape[0] >= MAX_INT8_FAN_IN:
         return None
     transposed = isinstance(layer, nn.ConvTranspose2d)
+    if channel_major and not transposed:
+        return _int_conv(x_digits, w_digits, k, bias, unit, channel_major=True).permute(1, 2, 3, 0)
     out = _int_conv(x_digits, w_digits, k, bias, unit)
     if transposed:  # four phases, phase-major, interleave into twice the size
         out = out.reshape(b, h, w, 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, -1)
@@ -255,16 +259,25 @@ def _digits(x: Tensor) -> list[Tensor]:
     return digits
 
 
-def _int_conv(x_digits: list[Tensor], w_digits: list[Tensor], k: int, bias: Tensor, unit: float) -> Tensor:
+def _int_conv(
+    x_digits: list[Tensor],
+    w_digits: list[Tensor],
+    k: int,
+    bias: Tensor,
+    unit: float,
+    channel_major: bool = False,
+) -> Tensor:
     """A stride-1 'same' k x k convolution of channels-last integers given as int8 digits (each
     (B, H, W, C)) by weights given as int8 digits (each (k*k*C, C_out), taps then channels), plus
     `bias`, with the products divided by `unit`, floored. Returns (B, H, W, C_out) int32, or float64
-    where an int32 could overflow.
+    where an int32 could overflow; with `channel_major`, (C_out, B, H, W).
 
     One int8 matrix product does it all: each row holds every digit's window (digit-major: im2col
     through a strided view of the zero-padded images laid end to end), and the weights' column block
     s holds the weight digits j facing activation digits i with i + j = s, so each block sums the
-    products of one power of 128 in int32. The blocks are recombined exactly in float64.
+    products of one power of 128 in int32. The blocks are carried into the floor exactly in int32
+    (_int32_floor), or in float64 where an int32 could overflow. Channel-major, the same product
+    is taken transposed, so no copy has to transpose its output afterwards.
     """
     b, h, w, c = x_digits[0].shape
     r = k // 2
@@ -285,17 +298,24 @@ def _int_conv(x_digits: list[Tensor], w_digits: list[Tensor], k: int, bias: Tens
     for i in range(na):
         for j in range(nw):
             weights[i * taps : (i + 1) * taps, (i + j) * cout : (i + j + 1) * cout] = w_digits[j]
-    products = torch._int_mm(columns, weights)  # (rows, blocks x C_out) int32
-    powers = [products[:, s * cout : (s + 1) * cout] for s in range(blocks)]
+    if channel_major:
+        products = torch._int_mm(weights.t().contiguous(), columns.t())  # (blocks x C_out, rows)
+        powers = [products[s * cout : (s + 1) * cout] for s in range(blocks)]
+        bias = bias[:, None]
+    else:
+        products = torch._int_mm(columns, weights)  # (rows, blocks x C_out) int32
+        powers = [products[:, s * cout : (s + 1) * cout] for s in range(blocks)]
     bound = na * taps * (1 << 2 * DIGIT_BITS)  # of any power's |sum|
     if _int32_floor_fits(blocks, bound, unit, bias):
         out = _int32_floor(powers, bias, unit)
     else:
-        out = products.new_empty(rows, cout, dtype=torch.float64).copy_(powers[0])
+        out = powers[0].to(torch.float64)
         term = torch.empty_like(out)
         for s in range(1, blocks):  # exact: each an int32 times a power of two, each sum below 2**53
             out.add_(term.copy_(powers[s]), alpha=2.0 ** (DIGIT_BITS * s))
         out = out.div_(unit).add_(bias).floor_()
+    if channel_major:
+        return out.view(cout, b, ph, pw)[:, :, :h, :w]
     return out.view(b, ph, pw, cout)[:, :h, :w]
 
 

@@ -89,13 +89,15 @@ def test_small_batches_of_small_planes_take_the_float64_way():
 
 @pytest.mark.parametrize("name", LAYERS)
 @pytest.mark.parametrize("peak", [1.0, 60.0, 30000.0])
-def test_int8_way_equals_float64(name, peak):
-    # Any magnitude the grid allows: the digits grow with it, the answer may not change.
+@pytest.mark.parametrize("channel_major", [False, True])
+def test_int8_way_equals_float64(name, peak, channel_major):
+    # Any magnitude the grid allows: the digits grow with it (past 2 digits each, the powers are
+    # carried in float64, not int32), the answer may not change; nor may the output's layout.
     layer = _on_grid(LAYERS[name](), spread=7.9, seed=int(peak))
     ints = _grid_input((2, 24, 33, 37), peak=peak, seed=1).clamp(-(2.0**25), 2.0**25)
-    out = exact._int8_layer(layer, ints.permute(0, 2, 3, 1), UNIT)
+    out = exact._int8_layer(layer, ints.permute(0, 2, 3, 1), UNIT, channel_major)
     assert out is not None
-    assert torch.equal(out.permute(0, 3, 1, 2), _float64_answer(layer, ints))
+    assert torch.equal(out.permute(0, 3, 1, 2).double(), _float64_answer(layer, ints))
 
 
 def test_digits_rebuild_their_integers():
