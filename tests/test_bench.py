@@ -87,7 +87,9 @@ def test_bench_figures_agree_with_our_own_measurement(bench_run):
     assert auto["bpp"] == pytest.approx(np.mean([8 * len(f) / 1024 for f in defaults]), abs=1e-9)
     assert auto["bpp"] <= min(cae["bpp"], ranged["bpp"]) and auto["psnr"] == cae["psnr"]
     files = [cae_codec.compress(image, quality=at_level(6), coder="zstd") for image in images]
-    decoded = [np.asarray(cae_codec.decompress(f)) for f in files]
+    # Decoded as bench decodes them, in one batch: g_s runs in float, and oneDNN picks its kernels
+    # by batch size, so a rare pixel may round one level apart from a decode alone.
+    decoded = [np.asarray(image) for image in cae_codec.decompress_many(files)]
     assert cae["images"] == 3
     assert cae["bpp"] == pytest.approx(np.mean([8 * len(f) / 1024 for f in files]), abs=1e-9)
     expected_psnr = np.mean(
