@@ -5,7 +5,7 @@
 
 Prints each run, then the best times, file sizes, PSNR and peak RSS of each, and the speed-ups.
 Both run with the weights of their own checkout and their own defaults (max_pixels raised so any
-size runs). Pause background work first: the two must share a quiet machine.
+size runs); PyTorch is imported before the clock starts, the weights and everything else after. Pause background work first: the two must share a quiet machine.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ HERE = str(Path(__file__).resolve().parents[1])
 CHILD = r"""
 import sys, time, resource, json
 sys.path.insert(0, sys.argv[1])
+import torch  # imported by the first call of either version otherwise: about 1 s that is not the codec's
 import cae_codec
 from PIL import Image
 import numpy as np
