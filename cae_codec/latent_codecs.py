@@ -166,11 +166,11 @@ class MeanScaleHyperprior:
         hyper = hyper_features(w, z_symbols, quality, tile)
         out = []
         for b in range(len(y)):
-            flat = y[b].double().reshape(-1)
+            flat = y[b].reshape(-1)  # float32: the subtraction promotes it to float64 exactly
             walked = self.walk(
                 w,
                 hyper[b],
-                lambda part, flat=flat: torch.round(flat[part.positions] - part.mu).long().numpy(),
+                lambda part, flat=flat: torch.sub(flat[part.positions], part.mu).round_().long().numpy(),
                 tile,
             )
             out.append(Symbols(walked.y, z_symbols[b], walked.params))
