@@ -5,7 +5,8 @@
 
 Prints each run, then the best times, file sizes, PSNR and peak RSS of each, and the speed-ups.
 Both run with the weights of their own checkout and their own defaults (max_pixels raised so any
-size runs); PyTorch is imported before the clock starts, the weights and everything else after. Pause background work first: the two must share a quiet machine.
+size runs); PyTorch is imported before the clock starts, the weights and everything else after.
+Pause background work first: the two must share a quiet machine.
 """
 
 from __future__ import annotations

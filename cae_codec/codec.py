@@ -844,8 +844,12 @@ def _entropy_decode(
     h = f.header
     w = _checked_weights(f, weights, max_pixels)
     width, height = h.coded_size
-    m, tile = w.model.config.pad_multiple, tiling(w.model.config.stride)[0]
-    tiles = tile_count(-(-height // m) * m, -(-width // m) * m, tile)
+    m, stride = w.model.config.pad_multiple, w.model.config.stride
+    latent = (
+        -(-height // m) * m // stride,
+        -(-width // m) * m // stride,
+    )  # g_s's plane, as synthesize tiles it
+    tiles = tile_count(*latent, tiling(stride)[0] // stride, stride)
     step = _Steps(progress, len(f.segments) + tiles)
     return w, dequantize_segments(w, f, step), *_side_sections(f), step
 

@@ -267,7 +267,18 @@ def test_a_photo_of_up_to_one_and_a_half_tiles_runs_in_one_piece():
 
     assert [core for core, _ in _tiles(512, 768, 512, 16)] == [(0, 0, 512, 768)]
     boxes = list(_tiles(768, 768, 512, 16))
-    assert len(boxes) == 4 and boxes[0] == ((0, 0, 512, 512), (0, 0, 528, 528))
+    assert len(boxes) == 4 and boxes[0] == ((0, 0, 384, 384), (0, 0, 400, 400))
+
+
+def test_tiles_are_even_with_no_sliver():
+    from cae_codec.tiling import _tiles
+
+    # A 1,024 px segment with g_a's 12 px halo each side: three tiles of 352 px a side (a multiple
+    # of the stride 4), not 512 + 512 + 24 with a whole halo each.
+    cores = [core for core, _ in _tiles(1048, 1048, 512, 12, multiple=4)]
+    assert sorted({c[2] - c[0] for c in cores}) == [344, 352] and len(cores) == 9
+    assert all(c[0] % 4 == 0 and c[1] % 4 == 0 for c in cores)
+    assert sum((c[2] - c[0]) * (c[3] - c[1]) for c in cores) == 1048 * 1048  # cover it once
 
 
 def test_only_images_too_large_for_a_batch_run_channels_last(monkeypatch):
