@@ -224,26 +224,31 @@ def _int8_weights(layer: nn.Module, unit: float) -> tuple[int, list[Tensor], Ten
     """The layer's kernel side, its weights as int8 digits (taps then channels, by output channel)
     and its bias times `unit`; made once per layer and weights (every tile of every segment runs the
     same h_s), None where the int8 way does not cover the layer."""
-    cached = _INT8_WEIGHTS.get(layer)
-    if (
-        cached is not None
-        and cached[0] == unit
-        and torch.equal(cached[1], layer.weight)  # whichever way the weights were changed
-        and torch.equal(cached[2], layer.bias)
-    ):
-        return cached[3]
-    weight = _grid_kernel(layer, unit)
-    prepared = None
-    if weight is not None:
+
+    def make() -> tuple[int, list[Tensor], Tensor] | None:
+        weight = _grid_kernel(layer, unit)
+        if weight is None:
+            return None
         fan_in = weight[0].numel()
         w_digits = _digits(weight.permute(2, 3, 1, 0).reshape(fan_in, -1))
         bias = layer.bias.detach().double().repeat(4 if isinstance(layer, nn.ConvTranspose2d) else 1) * unit
-        prepared = (weight.shape[-1], w_digits, bias)
-    _INT8_WEIGHTS[layer] = (unit, layer.weight.detach().clone(), layer.bias.detach().clone(), prepared)
-    return prepared
+        return weight.shape[-1], w_digits, bias
+
+    return per_layer(layer, ("int8", unit), make)
 
 
-_INT8_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def per_layer(layer: nn.Module, key: tuple, make):
+    """What `make` derives from a layer's weights, made once per layer, key and weights: every tile
+    of an image runs the same layers, and the weights are compared, not trusted to stay put."""
+    cached = _PER_LAYER.setdefault(layer, {}).get(key)
+    if cached is not None and torch.equal(cached[0], layer.weight) and torch.equal(cached[1], layer.bias):
+        return cached[2]
+    value = make()
+    _PER_LAYER[layer][key] = (layer.weight.detach().clone(), layer.bias.detach().clone(), value)
+    return value
+
+
+_PER_LAYER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _digits(x: Tensor) -> list[Tensor]:
