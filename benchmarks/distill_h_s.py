@@ -8,6 +8,11 @@ y's means and scales, on y's rate alone (uniform noise, as in training; Adam, co
 2,000 steps and at the end it prints y's bits with rounding on the held-out validation crops at all
 8 levels, against the photo model's own h_s. The student is not on the exact grid yet: shipping one
 means rounding it (round_exact_parts), new tables and a new weights id. Issue 34 allows 0.5 %.
+
+Shipping a saved student as a bundle that shares the photo model's other tensors (export.py):
+
+    python benchmarks/distill_h_s.py --student runs/h_s-distill/student48.pt \
+        --ship weights/cae-msh8-photo-v7.pt --id 7 --name cae-msh8-photo-v7
 """
 
 from __future__ import annotations
@@ -54,7 +59,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=25.0)
     parser.add_argument("--crops", type=int, default=2560, help="training crops of 128 px, made once")
     parser.add_argument("--out", type=Path, help="where to save the student's state_dict")
+    parser.add_argument("--student", type=Path, help="ship this saved student instead of training one")
+    parser.add_argument("--ship", type=Path, help="the bundle to write (with --student, --id, --name)")
+    parser.add_argument("--id", type=int, help="the new bundle's weights id")
+    parser.add_argument("--name", help="the new bundle's name")
+    parser.add_argument("--seed", type=int, default=14, help="picks the crops the zstd dictionaries learn")
     args = parser.parse_args()
+    if args.ship:
+        ship(args)
+        return
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     model = weights_mod.load(args.weights).model
@@ -98,6 +111,25 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"hidden": args.hidden, "steps": step, "state_dict": student.state_dict()}, args.out)
+
+
+def ship(args: argparse.Namespace) -> None:
+    """The photo model with the saved student as its h_s, rounded onto the exact grid, as a bundle
+    that stores only what differs from the photo model (and its own tables and dictionaries)."""
+    if not (args.student and args.id and args.name):
+        raise SystemExit("--ship needs --student, --id and --name")
+    from cae_codec.export import export
+    from cae_codec.model import ModelConfig, build
+    from cae_codec.training.sources import PhotoSource
+
+    base = weights_mod.load(args.weights)
+    saved = torch.load(args.student, weights_only=True)
+    model = build(ModelConfig(**{**base.model.config.to_dict(), "hyper_s_N": saved["hidden"]}))
+    state = {k: v for k, v in base.model.state_dict().items() if not k.startswith("h_s.")}
+    model.load_state_dict({**state, **{f"h_s.{k}": v for k, v in saved["state_dict"].items()}})
+    images = PhotoSource(args.photos, 128).dictionary_images(args.seed)
+    digest = export(model, args.ship, base.lambdas, args.id, args.name, base.default_quality, images, base)
+    print(f"{args.ship}: {args.ship.stat().st_size:,} bytes, sha256 {digest}")
 
 
 if __name__ == "__main__":

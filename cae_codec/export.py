@@ -16,7 +16,7 @@ import torch
 from . import integer_tables, packing
 from .latent_codecs import LATENT_CODECS, pack_tables
 from .model import CAE, HyperCAE
-from .weights import BUNDLE_FORMAT, BUNDLE_VERSION, Weights, sha256, tensor_digest
+from .weights import BUNDLE_FORMAT, BUNDLE_VERSION, REGISTRY, SHARING_VERSION, Weights, sha256, tensor_digest
 
 
 def export(
@@ -27,12 +27,16 @@ def export(
     name: str,
     default_quality: int,
     dictionary_images: np.ndarray | None = None,
+    base: Weights | None = None,
 ) -> str:
     """Write a bundle; returns the file's sha256 (what a registry entry records).
 
     `dictionary_images` (training images, uint8 NxHxWx3) train the zstd dictionaries; without
-    them the bundle has none.
+    them the bundle has none. With a shipped `base`, tensors equal to the base's are left out and
+    taken from it when loading (a new h_s for an old g_a and g_s costs its own size only).
     """
+    if base is not None and (base.id not in REGISTRY or base.path.name != REGISTRY[base.id].file):
+        raise ValueError(f"a bundle can share tensors only with shipped weights, not {base.name}")
     model = model.eval()
     latent = LATENT_CODECS[model.config.prior]
     offsets = torch.stack([d.medians().round() for d in model.factorized]).long()
@@ -50,9 +54,13 @@ def export(
     )  # fmt: skip
     dicts = _dictionaries(provisional, dictionary_images) if dictionary_images is not None else []
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if base is not None:
+        shared = base.model.state_dict()
+        state = {k: v for k, v in state.items() if k not in shared or not torch.equal(v, shared[k])}
     bundle = {
         "format": BUNDLE_FORMAT,
-        "format_version": BUNDLE_VERSION,
+        "format_version": BUNDLE_VERSION if base is None else SHARING_VERSION,
+        **({"base": {"id": base.id, "sha256": REGISTRY[base.id].sha256}} if base is not None else {}),
         "id": weights_id,
         "name": name,
         "config": model.config.to_dict(),

@@ -30,6 +30,9 @@ class ModelConfig:
     hyper_N: int = 0  # hidden channels of h_a and h_s; 0 means no hyperprior (a factorized prior)
     hyper_M: int = 0  # channels of the hyper-latent z, at 1/4 of the latent's side
     fraction_bits: int = 10  # h_s weights and activations are multiples of 2**-fraction_bits
+    # Hidden channels of h_s where they differ from h_a's (0: hyper_N); an h_s distilled narrower
+    # decodes faster (weights/README.md, cae-msh8-photo-v7).
+    hyper_s_N: int = 0
     # The entropy model, naming a latent codec (latent_codecs.py); weights written before this field
     # existed imply it from hyper_N.
     prior: str = ""
@@ -43,7 +46,10 @@ class ModelConfig:
             raise ValueError(f"a {self.prior} prior needs hyper_N {'> 0' if self.hyper_N == 0 else '= 0'}")
 
     def to_dict(self) -> dict[str, int | str]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.hyper_s_N:
+            del d["hyper_s_N"]  # so bundles without a narrower h_s still load in 0.6 and before
+        return d
 
     @property
     def pad_multiple(self) -> int:
@@ -351,8 +357,9 @@ class HyperCAE(_GainedAutoencoder):
         self.h_a = nn.Sequential(
             _conv(M, Nh, 3), nn.ReLU(), _conv(Nh, Nh, 5, stride=2), nn.ReLU(), _conv(Nh, Z, 5, stride=2)
         )
+        Ns = config.hyper_s_N or Nh
         self.h_s = nn.Sequential(
-            _deconv(Z, Nh, 5), nn.ReLU(), _deconv(Nh, Nh, 5), nn.ReLU(), _conv(Nh, 2 * M, 3)
+            _deconv(Z, Ns, 5), nn.ReLU(), _deconv(Ns, Ns, 5), nn.ReLU(), _conv(Ns, 2 * M, 3)
         )
         self.z_densities = nn.ModuleList(FactorizedDensity(Z) for _ in range(config.levels))
 

@@ -20,7 +20,8 @@ from .latent_codecs import LATENT_CODECS, Factorized, MeanScaleHyperprior, unpac
 from .model import CAE, HyperCAE, ModelConfig, build
 
 BUNDLE_FORMAT = "cae-codec-weights"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 1  # a whole network
+SHARING_VERSION = 2  # a bundle that takes the tensors it lacks from a shipped one, named by id and hash
 
 
 class WeightsError(Exception):
@@ -72,11 +73,17 @@ REGISTRY: dict[int, Shipped] = {
             "cae-msh8-photo-denoise-v1.pt",
             "20d226abd1bd7581d60fe8c2de4def2aa4f79aba55cb172132c3c494c128fdce",
         ),
+        Shipped(
+            7,
+            "cae-msh8-photo-v7",
+            "cae-msh8-photo-v7.pt",
+            "1a99dc038c6cdc37ef049d0e0037538bb39c74e90572a88861000018238fdfb7",
+        ),
     )
 }
 RETIRED_IDS = frozenset({1})
 DEFAULT_ID = 3  # the CIFAR-trained model: the default for small images, and for all before a photo model
-PHOTO_ID: int | None = 5  # the photo model: the default for images of PHOTO_MIN_PIXELS or more
+PHOTO_ID: int | None = 7  # the photo model: the default for images of PHOTO_MIN_PIXELS or more
 PHOTO_MIN_PIXELS = 48 * 48  # the crossover measured by benchmarks/crossover.py (weights/README.md)
 
 
@@ -181,9 +188,10 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
         raise WeightsError(f"{path} is not a cae-codec weight file ({type(e).__name__})") from None
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
         raise WeightsError(f"{path} is not a cae-codec weight file")
-    if bundle.get("format_version") != BUNDLE_VERSION:
+    if bundle.get("format_version") not in (BUNDLE_VERSION, SHARING_VERSION):
         raise WeightsError(
-            f"{path} has weight format {bundle.get('format_version')}, expected {BUNDLE_VERSION}"
+            f"{path} has weight format {bundle.get('format_version')}, expected {BUNDLE_VERSION} or "
+            f"{SHARING_VERSION}"
         )
     wid = bundle["id"]
     if wid in REGISTRY and sha256(raw) != REGISTRY[wid].sha256:
@@ -191,7 +199,12 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
     state = bundle["state_dict"]
     if tensor_digest(state) != bundle["tensor_sha256"]:
         raise WeightsError(f"{path} is damaged or tampered with: its tensors do not match their hash")
-    model = build(ModelConfig(**bundle["config"]))
+    try:
+        model = build(ModelConfig(**bundle["config"]))
+    except (TypeError, ValueError):
+        raise WeightsError(f"{path} describes a network this version cannot build") from None
+    if bundle["format_version"] == SHARING_VERSION:
+        state = {**_shared_state(path, bundle.get("base")), **state}
     try:
         model.load_state_dict(state)
     except RuntimeError:
@@ -224,6 +237,16 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> Weights:
         ),
         **prior_tables,
     )
+
+
+def _shared_state(path: Path, base: object) -> dict[str, torch.Tensor]:
+    """The tensors of the shipped bundle that a sharing bundle names, once its id and hash check out."""
+    if not isinstance(base, dict) or base.get("id") not in REGISTRY:
+        raise WeightsError(f"{path} builds on weights that this version does not ship")
+    entry = REGISTRY[base["id"]]
+    if base.get("sha256") != entry.sha256:
+        raise WeightsError(f"{path} builds on a {entry.name} other than the shipped one")
+    return load(weights_id=entry.id).model.state_dict()
 
 
 def new_user_id() -> int:

@@ -107,12 +107,13 @@ def test_digits_rebuild_their_integers():
     assert torch.equal(sum(d.long() << (7 * i) for i, d in enumerate(digits)), x)
 
 
-def test_every_way_gives_the_shipped_hyper_synthesis_the_same_integers(monkeypatch):
+@pytest.mark.parametrize("name", ["cae-msh8-photo-v5", "cae-msh8-photo-v7"])
+def test_every_way_gives_the_shipped_hyper_synthesis_the_same_integers(monkeypatch, name):
     # The exact h_s of a shipped photo model on a real hyper-latent (z of a Kodak-like photo, with the
     # magnitudes h_s meets): int8 digits, split float32 products and float64 agree bit for bit.
     from cae_codec import weights
 
-    model = weights.load("cae-msh8-photo-v5").model
+    model = weights.load(name).model
     g = torch.Generator().manual_seed(0)
     z = torch.randint(-12, 13, (1, 32, 20, 28), generator=g).double()
     answers = []

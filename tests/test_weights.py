@@ -6,7 +6,7 @@ import torch
 
 from cae_codec import weights
 from cae_codec.export import export
-from cae_codec.model import CAE, ModelConfig
+from cae_codec.model import CAE, ModelConfig, build
 
 
 def test_shipped_weights_match_registry():
@@ -110,3 +110,78 @@ def test_the_shipped_choice_by_size():
     assert (
         cae_codec.read_header(cae_codec.compress(sample_image(60, 50, "RGB"))).weights_id == weights.PHOTO_ID
     )
+
+
+@pytest.fixture
+def sharing_weights(tmp_path):
+    """cae-msh8-v3 with a narrower, random h_s of its own, as a bundle that shares the rest with v3."""
+    base = weights.load("cae-msh8-v3")
+    torch.manual_seed(0)
+    model = build(ModelConfig(**{**base.model.config.to_dict(), "hyper_s_N": 8}))
+    own = {k: v for k, v in model.state_dict().items() if k.startswith("h_s.")}
+    model.load_state_dict({**base.model.state_dict(), **own})
+    path = tmp_path / "narrow.pt"
+    export(model, path, base.lambdas, weights.new_user_id(), "narrow", base.default_quality, base=base)
+    return path
+
+
+def test_a_sharing_bundle_holds_only_what_differs(sharing_weights):
+    base = weights.load("cae-msh8-v3")
+    bundle = torch.load(sharing_weights, weights_only=True)
+    assert bundle["format_version"] == weights.SHARING_VERSION and bundle["base"]["id"] == base.id
+    assert bundle["state_dict"] and all(k.startswith("h_s.") for k in bundle["state_dict"])
+    assert sharing_weights.stat().st_size < base.path.stat().st_size / 4
+    w = weights.load(sharing_weights)
+    assert w.model.config.hyper_s_N == 8 and w.model.h_s[0].out_channels == 8
+    assert torch.equal(w.model.g_s[0].weight, base.model.g_s[0].weight)
+    assert torch.equal(w.model.h_s[0].weight, bundle["state_dict"]["h_s.0.weight"])
+
+
+def test_a_sharing_bundle_decodes_what_it_encodes(sharing_weights):
+    from conftest import sample_image
+
+    import cae_codec
+
+    image = sample_image(40, 24, "RGB")
+    data = cae_codec.compress(image, weights=sharing_weights)
+    assert cae_codec.read_header(data).weights_id == weights.load(sharing_weights).id
+    assert cae_codec.decompress(data, weights=sharing_weights).size == (40, 24)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda b: b["base"].update(sha256="0" * 64), "other than the shipped one"),
+        (lambda b: b["base"].update(id=424242), "does not ship"),
+        (lambda b: b.pop("base"), "does not ship"),
+        (lambda b: b["state_dict"].pop("h_s.0.bias"), "does not fit"),
+    ],
+)
+def test_a_sharing_bundle_needs_its_shipped_base(sharing_weights, tmp_path, change, message):
+    bundle = torch.load(sharing_weights, weights_only=True)
+    change(bundle)
+    bundle["tensor_sha256"] = weights.tensor_digest(bundle["state_dict"])
+    bad = tmp_path / "bad.pt"
+    torch.save(bundle, bad)
+    with pytest.raises(weights.WeightsError, match=message):
+        weights.load(bad)
+
+
+def test_only_shipped_weights_can_be_shared(user_weights, tmp_path):
+    mine = weights.load(user_weights)
+    with pytest.raises(ValueError, match="only with shipped"):
+        export(mine.model, tmp_path / "x.pt", mine.lambdas, weights.new_user_id(), "x", 2, base=mine)
+
+
+def test_a_network_this_version_cannot_build_is_refused(user_weights, tmp_path):
+    bundle = torch.load(user_weights, weights_only=True)
+    bundle["config"]["attention_heads"] = 4  # a field from a later version
+    bad = tmp_path / "later.pt"
+    torch.save(bundle, bad)
+    with pytest.raises(weights.WeightsError, match="cannot build"):
+        weights.load(bad)
+
+
+def test_configs_without_a_narrower_h_s_stay_readable_by_older_versions():
+    assert "hyper_s_N" not in ModelConfig(hyper_N=8, hyper_M=4).to_dict()
+    assert ModelConfig(hyper_N=8, hyper_M=4, hyper_s_N=4).to_dict()["hyper_s_N"] == 4
