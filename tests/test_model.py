@@ -173,3 +173,22 @@ def test_last_transposed_layer_as_phases_gives_the_layers_output():
     assert as_phases.shape == direct.shape == (2, 3, 18, 26)
     torch.testing.assert_close(as_phases, direct, rtol=1e-5, atol=1e-5)
     assert model._last_layer(layer, x).grad_fn is not None  # training keeps the module's own path
+
+
+def test_bf16_pixels_only_up_to_their_level(monkeypatch):
+    # In bf16, g_s's last layer runs in bfloat16 up to BF16_PIXELS_TO_LEVEL (pixels off by bfloat16's
+    # rounding, about one 8-bit step at most) and in float32 above it (the earlier layers' result).
+    torch.manual_seed(4)
+    net = model.build(model.ModelConfig(N=16, M=6, levels=3)).eval()
+    monkeypatch.setattr(model, "BF16_PIXELS_TO_LEVEL", 1)
+    y = torch.randn(1, 6, 8, 8)
+    calls = []
+    real = model._run
+    monkeypatch.setattr(model, "_run", lambda *a, **k: calls.append(k.get("bf16_out")) or real(*a, **k))
+    with torch.inference_mode():
+        low, high = (net.synthesis(y, torch.tensor([q]), bf16=True) for q in (1.0, 1.5))
+        float32_last = real(net.g_s, y * net.inv_gain(torch.tensor([1.0])), True)
+    assert calls == [True, False]
+    assert low.dtype == high.dtype == torch.float32
+    assert not torch.equal(low, float32_last)
+    assert (low - float32_last).abs().max() < 2**-7 * max(1.0, float(float32_last.abs().max()))
