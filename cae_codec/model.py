@@ -74,7 +74,7 @@ class GDN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         beta = self.beta.square() + 1e-6
         gamma = self.gamma.square()
-        norm = F.conv2d(x * x, gamma, beta)
+        norm = F.conv2d(x.square(), gamma, beta)  # the same values as x * x, a faster kernel in bf16
         if torch.is_inference_mode_enabled():  # the same values, two fewer full-size tensors
             norm.sqrt_()
             return x.mul_(norm) if self.inverse else x.div_(norm)
@@ -234,7 +234,9 @@ def _run(
             x = F.conv2d(x.mul(255).round_(), first.weight / 255, first.bias, first.stride, first.padding)
             layers = layers[1:]
         x = layers[:-1](x)
-    return _last_layer(layers[-1], x).float() if bf16_out else _last_layer(layers[-1], x.float())
+    if bf16_out and _phases_of(layers[-1]) is not None:  # pixels by phases: a bfloat16 kernel
+        return _last_layer(layers[-1], x).float()
+    return _last_layer(layers[-1], x.float())
 
 
 def _last_layer(layer: nn.Module, x: Tensor) -> Tensor:
