@@ -185,3 +185,13 @@ def test_a_network_this_version_cannot_build_is_refused(user_weights, tmp_path):
 def test_configs_without_a_narrower_h_s_stay_readable_by_older_versions():
     assert "hyper_s_N" not in ModelConfig(hyper_N=8, hyper_M=4).to_dict()
     assert ModelConfig(hyper_N=8, hyper_M=4, hyper_s_N=4).to_dict()["hyper_s_N"] == 4
+
+
+def test_training_starts_from_a_sharing_bundle_whole(sharing_weights):
+    from cae_codec.training.loop import init_network
+
+    base = weights.load("cae-msh8-v3")
+    model = build(base.model.config)  # h_s as wide as v3's: the narrow one does not fit it
+    filled = init_network(model, sharing_weights)
+    assert "g_s.0.weight" in filled and "g_a.0.weight" in filled and "h_s.0.weight" not in filled
+    assert torch.equal(model.g_s[0].weight, base.model.g_s[0].weight)

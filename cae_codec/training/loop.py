@@ -124,6 +124,10 @@ def init_network(model: CAE | HyperCAE, path: Path) -> set[str]:
     """
     saved = state_mod.load(path)  # a checkpoint file, a folder of parts, or a weight bundle
     state = saved.get("model") or saved.get("state_dict")
+    if saved.get("base") is not None:  # a bundle that shares a shipped one's tensors: those too
+        from .. import weights as weights_mod
+
+        state = weights_mod.load(path).model.state_dict()
     if state is None:
         raise ValueError(f"{path} holds neither a checkpoint nor a weight bundle")
     own = model.state_dict()
