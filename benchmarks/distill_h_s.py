@@ -28,7 +28,7 @@ from torch import nn
 
 from cae_codec import datasets
 from cae_codec import weights as weights_mod
-from cae_codec.model import SCALE_MAX, SCALE_MIN, _conv, _deconv, gaussian_likelihood
+from cae_codec.model import SCALE_MAX, SCALE_MIN, HyperCAE, ModelConfig, build, gaussian_likelihood
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos-train"
 
@@ -40,6 +40,14 @@ def latents(model, images: np.ndarray, levels: torch.Tensor) -> tuple[torch.Tens
         y = model.analysis(x.contiguous(memory_format=torch.channels_last), levels, bf16=True).float()
         z = torch.round(model.hyper_analysis(y, bf16=True).float())
     return y.contiguous(), z.contiguous()
+
+
+def with_h_s(model: HyperCAE, hidden: int) -> HyperCAE:
+    """The model's network with a fresh h_s of `hidden` channels, every other tensor the model's."""
+    net = build(ModelConfig(**{**model.config.to_dict(), "hyper_s_N": hidden}))
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("h_s.")}
+    net.load_state_dict(kept, strict=False)
+    return net
 
 
 def y_bits(h_s: nn.Module, y: torch.Tensor, z: torch.Tensor, noise: bool) -> torch.Tensor:
@@ -83,10 +91,7 @@ def main() -> None:
     y_val, z_val = (torch.cat(t) for t in zip(*parts, strict=True))
     with torch.no_grad():
         reference = float(y_bits(model.h_s, y_val, z_val, noise=False))
-    student = nn.Sequential(
-        _deconv(cfg.hyper_M, args.hidden, 5), nn.ReLU(), _deconv(args.hidden, args.hidden, 5), nn.ReLU(),
-        _conv(args.hidden, 2 * cfg.M, 3),
-    )  # fmt: skip
+    student = with_h_s(model, args.hidden).h_s
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
     step, start, budget = 0, time.perf_counter(), args.minutes * 60
 
@@ -119,14 +124,12 @@ def ship(args: argparse.Namespace) -> None:
     if not (args.student and args.id and args.name):
         raise SystemExit("--ship needs --student, --id and --name")
     from cae_codec.export import export
-    from cae_codec.model import ModelConfig, build
     from cae_codec.training.sources import PhotoSource
 
     base = weights_mod.load(args.weights)
     saved = torch.load(args.student, weights_only=True)
-    model = build(ModelConfig(**{**base.model.config.to_dict(), "hyper_s_N": saved["hidden"]}))
-    state = {k: v for k, v in base.model.state_dict().items() if not k.startswith("h_s.")}
-    model.load_state_dict({**state, **{f"h_s.{k}": v for k, v in saved["state_dict"].items()}})
+    model = with_h_s(base.model, saved["hidden"])
+    model.h_s.load_state_dict(saved["state_dict"])
     images = PhotoSource(args.photos, 128).dictionary_images(args.seed)
     digest = export(model, args.ship, base.lambdas, args.id, args.name, base.default_quality, images, base)
     print(f"{args.ship}: {args.ship.stat().st_size:,} bytes, sha256 {digest}")

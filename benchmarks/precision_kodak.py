@@ -13,10 +13,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from cae_codec import codec, cpu
-from cae_codec.datasets import locate_kodak
+from cae_codec.datasets import load_folder, locate_kodak
 from cae_codec.metrics import psnr
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -27,8 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--qualities", default="0,43,71,100")
     args = parser.parse_args()
-    folder = locate_kodak(str(SHARED))
-    images = [np.asarray(Image.open(folder / f"kodim{i:02d}.png").convert("RGB")) for i in range(1, 25)]
+    images = load_folder(locate_kodak(str(SHARED)))
     lines = [
         f"Kodak (24 images), {cpu.describe()}; encode / decode precision",
         "",
